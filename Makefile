@@ -1,0 +1,36 @@
+# Set-up and everyday commands. `make run` and `make test` work on a machine with only Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Reinstall only when a requirements file changed since the last successful install.
+STAMP := $(VENV)/.installed
+CXR_HOME ?= $(CURDIR)/workspace
+export CXR_HOME
+
+.PHONY: run test lint format demo bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP) demo
+	$(PY) -m streamlit run streamlit_app.py
+
+demo: $(STAMP)
+	$(PY) -m cxrcore demo prepare
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
