@@ -1,0 +1,100 @@
+"""Label vocabularies and the 1 / 0 / NaN label-matrix contract.
+
+A label matrix is float: 1 means the finding is present, 0 absent, NaN unknown or uncertain.
+Every source adapter writes exactly these values; everything downstream reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+# The fourteen findings of NIH ChestX-ray14, in the order of the official release.
+NIH14_LABELS: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
+
+# The fourteen CheXpert observations.
+CHEXPERT_LABELS: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+
+# Findings drawn into the synthetic phantoms (see cxrcore.data.phantoms).
+PHANTOM_LABELS: tuple[str, ...] = ("Nodule", "Opacity", "Effusion")
+
+UncertaintyPolicy = Literal["nan", "zeros", "ones"]
+UNCERTAINTY_POLICIES: tuple[str, ...] = ("nan", "zeros", "ones")
+
+
+class LabelError(ValueError):
+    """A label matrix breaks the 1 / 0 / NaN contract."""
+
+
+def apply_uncertainty(values: pd.DataFrame, policy: UncertaintyPolicy = "nan") -> pd.DataFrame:
+    """Map uncertain labels (-1) to NaN, 0 or 1 according to a named policy.
+
+    Blank cells stay NaN under every policy: "not mentioned" is unknown, not negative.
+    """
+    if policy not in UNCERTAINTY_POLICIES:
+        raise LabelError(
+            f"unknown uncertainty policy {policy!r}; valid options: {', '.join(UNCERTAINTY_POLICIES)}"
+        )
+    replacement = {"nan": np.nan, "zeros": 0.0, "ones": 1.0}[policy]
+    out = values.astype("float64")
+    return out.mask(out == -1.0, replacement)
+
+
+def check_label_matrix(values: pd.DataFrame) -> None:
+    """Raise LabelError naming the columns whose values are outside {1, 0, NaN}."""
+    bad: list[str] = []
+    for column in values.columns:
+        col = pd.to_numeric(values[column], errors="coerce")
+        not_numeric = col.isna() & values[column].notna()
+        outside = col.notna() & ~col.isin((0.0, 1.0))
+        if not_numeric.any() or outside.any():
+            examples = values[column][not_numeric | outside].unique()[:3]
+            bad.append(f"{column!r} (e.g. {', '.join(map(repr, examples))})")
+    if bad:
+        raise LabelError("label values must be 1, 0 or empty (NaN); found others in " + "; ".join(bad))
+
+
+def check_same_labels(a: Sequence[str], b: Sequence[str]) -> None:
+    """Raise LabelError unless two label sets are equal in names and order."""
+    if list(a) != list(b):
+        only_a = sorted(set(a) - set(b))
+        only_b = sorted(set(b) - set(a))
+        detail = (
+            f"only in first: {only_a}; only in second: {only_b}"
+            if (only_a or only_b)
+            else "same names, other order"
+        )
+        raise LabelError(f"label sets differ ({detail})")
