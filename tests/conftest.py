@@ -1,0 +1,39 @@
+"""Shared fixtures: the real-data folder (skipped without it), a throwaway workspace, tiny images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The real chest X-ray folder from CXR_DATA_DIR; the test is skipped without it."""
+    value = os.environ.get("CXR_DATA_DIR")
+    if not value or not Path(value).is_dir():
+        pytest.skip("CXR_DATA_DIR is not set to the real data folder")
+    return Path(value)
+
+
+@pytest.fixture
+def workspace_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh CXR_HOME for the test."""
+    home = tmp_path / "workspace"
+    monkeypatch.setenv("CXR_HOME", str(home))
+    return home
+
+
+def write_png(path: Path, size: tuple[int, int] = (64, 64), value: int | None = None, seed: int = 0) -> Path:
+    """Write an 8-bit grey PNG (random content unless a constant value is given)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    if value is None:
+        pixels = np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
+    else:
+        pixels = np.full((h, w), value, dtype=np.uint8)
+    Image.fromarray(pixels, mode="L").save(path)
+    return path
