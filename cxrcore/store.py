@@ -1,0 +1,256 @@
+"""The workspace: a SQLite database plus folders under ``CXR_HOME`` that the app and the CLI share.
+
+Layout::
+
+    $CXR_HOME/cxr.sqlite              registered datasets (and, later, checkpoints, jobs, evaluations)
+    $CXR_HOME/datasets/<name>/        index.parquet and boxes.parquet of each registered dataset
+    $CXR_HOME/cache/                  preprocessed-image cache
+
+The schema is versioned with ``PRAGMA user_version``; each migration runs once, in order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cxrcore.data.index import (
+    IndexedDataset,
+    index_fingerprint,
+    label_columns,
+    validate_boxes,
+    validate_index,
+)
+
+DB_NAME = "cxr.sqlite"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE datasets (
+        name TEXT PRIMARY KEY,
+        adapter TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        n_images INTEGER NOT NULL,
+        n_patients INTEGER NOT NULL,
+        labels TEXT NOT NULL,
+        notes TEXT NOT NULL,
+        split TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+)
+
+
+class WorkspaceError(ValueError):
+    """A workspace request cannot be met (unknown or invalid name, existing entry)."""
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """A registered dataset as the database describes it."""
+
+    name: str
+    adapter: str
+    arguments: dict[str, Any]
+    fingerprint: str
+    n_images: int
+    n_patients: int
+    labels: list[str]
+    notes: dict[str, Any]
+    split: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+
+
+def default_home() -> Path:
+    """The workspace folder: ``$CXR_HOME`` or ``./workspace``."""
+    return Path(os.environ.get("CXR_HOME") or "workspace").resolve()
+
+
+def _atomic_parquet(frame: pd.DataFrame, target: Path) -> None:
+    """Write a Parquet file so that readers only ever see a complete file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class Workspace:
+    """The SQLite workspace and its folders."""
+
+    def __init__(self, home: str | Path | None = None) -> None:
+        self.home = Path(home).resolve() if home is not None else default_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.home / DB_NAME
+        with self.connect() as db:
+            self._migrate(db)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in WAL mode; commits on success, rolls back on error, always closes."""
+        db = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version the database is at."""
+        with self.connect() as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+    def dataset_dir(self, name: str) -> Path:
+        """Folder holding a dataset's stored index."""
+        return self.home / "datasets" / name
+
+    @property
+    def cache_dir(self) -> Path:
+        """Root of the preprocessed-image cache."""
+        return self.home / "cache"
+
+    def register_dataset(
+        self,
+        name: str,
+        adapter: str,
+        arguments: dict[str, Any],
+        dataset: IndexedDataset,
+        replace: bool = False,
+    ) -> DatasetRecord:
+        """Store a dataset's index and boxes and record it; an existing name needs ``replace``."""
+        if not _NAME.match(name):
+            raise WorkspaceError(
+                f"dataset name {name!r} must be 1-64 letters, digits, '_', '-' or '.', "
+                "starting with a letter or digit"
+            )
+        if not replace and self._row(name) is not None:
+            raise WorkspaceError(
+                f"a dataset named {name!r} is already registered (use replace to overwrite it)"
+            )
+        index = validate_index(dataset.index)
+        boxes = validate_boxes(dataset.boxes, index)
+        folder = self.dataset_dir(name)
+        _atomic_parquet(index, folder / "index.parquet")
+        _atomic_parquet(boxes, folder / "boxes.parquet")
+        now = time.time()
+        split = self._split_info(index)
+        with self.connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO datasets VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    name,
+                    adapter,
+                    json.dumps(arguments, sort_keys=True, default=str),
+                    index_fingerprint(index),
+                    len(index),
+                    int(index["patient_id"].nunique()),
+                    json.dumps(label_columns(index)),
+                    json.dumps(dataset.notes, default=str),
+                    json.dumps(split) if split else None,
+                    now,
+                    now,
+                ),
+            )
+        return self.get_dataset(name)
+
+    @staticmethod
+    def _split_info(index: pd.DataFrame, **extra: Any) -> dict[str, Any] | None:
+        if "split" not in index.columns or index["split"].isna().all():
+            return None
+        counts = {str(k): int(v) for k, v in index["split"].value_counts().items()}
+        return {"counts": counts, **extra}
+
+    def _row(self, name: str) -> sqlite3.Row | None:
+        with self.connect() as db:
+            return db.execute("SELECT * FROM datasets WHERE name = ?", (name,)).fetchone()
+
+    def get_dataset(self, name: str) -> DatasetRecord:
+        """The record of a registered dataset; an unknown name lists close matches."""
+        row = self._row(name)
+        if row is None:
+            names = [r.name for r in self.list_datasets()]
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            known = f" (registered: {', '.join(names)})" if names else " (none registered yet)"
+            raise WorkspaceError(f"no dataset named {name!r}{hint}{known}")
+        return DatasetRecord(
+            name=row["name"],
+            adapter=row["adapter"],
+            arguments=json.loads(row["arguments"]),
+            fingerprint=row["fingerprint"],
+            n_images=row["n_images"],
+            n_patients=row["n_patients"],
+            labels=json.loads(row["labels"]),
+            notes=json.loads(row["notes"]),
+            split=json.loads(row["split"]) if row["split"] else None,
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        """Every registered dataset, by name."""
+        with self.connect() as db:
+            names = [r["name"] for r in db.execute("SELECT name FROM datasets ORDER BY name")]
+        return [self.get_dataset(n) for n in names]
+
+    def load_dataset(self, name: str) -> IndexedDataset:
+        """The stored index and boxes of a registered dataset."""
+        record = self.get_dataset(name)
+        folder = self.dataset_dir(name)
+        index = pd.read_parquet(folder / "index.parquet")
+        boxes = pd.read_parquet(folder / "boxes.parquet")
+        return IndexedDataset(index=index, boxes=boxes, notes=record.notes)
+
+    def save_split(self, name: str, index: pd.DataFrame, **how: Any) -> DatasetRecord:
+        """Store a new split of a registered dataset (same images) and how it was made."""
+        record = self.get_dataset(name)
+        index = validate_index(index)
+        if index_fingerprint(index) != record.fingerprint:
+            raise WorkspaceError(
+                f"the split index for {name!r} does not hold the same images as the registered one"
+            )
+        _atomic_parquet(index, self.dataset_dir(name) / "index.parquet")
+        with self.connect() as db:
+            db.execute(
+                "UPDATE datasets SET split = ?, updated_at = ? WHERE name = ?",
+                (json.dumps(self._split_info(index, **how)), time.time(), name),
+            )
+        return self.get_dataset(name)
+
+    def delete_dataset(self, name: str) -> None:
+        """Forget a dataset and remove its stored index (never the images themselves)."""
+        self.get_dataset(name)
+        with self.connect() as db:
+            db.execute("DELETE FROM datasets WHERE name = ?", (name,))
+        shutil.rmtree(self.dataset_dir(name), ignore_errors=True)
