@@ -1,0 +1,1 @@
+"""Explanations: heat maps, overlays and boxes drawn over chest X-rays."""

@@ -1,0 +1,7 @@
+"""Named session-state keys: the one place where state that survives a page change is defined."""
+
+from __future__ import annotations
+
+DATASET = "cxr.dataset"  # name of the dataset selected in the sidebar
+CHECKPOINT = "cxr.checkpoint"  # path of the checkpoint selected in the sidebar
+GALLERY_SEED = "cxr.gallery_seed"  # reshuffles the sample gallery

@@ -1,0 +1,69 @@
+"""Page tests: the real pages, driven by Streamlit's AppTest against a real workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cxrcore.demo import DEMO_DATASET, prepare_demo
+from cxrcore.store import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def demo_workspace(workspace_home: Path) -> Workspace:
+    ws = Workspace()
+    prepare_demo(ws)
+    return ws
+
+
+def _run(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_home_page_shows_notice_and_demo_dataset(demo_workspace: Workspace) -> None:
+    at = _run("streamlit_app.py")
+    assert any("not a medical device" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert list(table["name"]) == [DEMO_DATASET]
+    assert table["synthetic"].iloc[0] == "yes"
+
+
+def test_explorer_shows_demo_statistics_leakage_and_gallery(demo_workspace: Workspace) -> None:
+    at = _run("pages/1_Dataset_Explorer.py")
+    record = demo_workspace.get_dataset(DEMO_DATASET)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == f"{record.n_images:,}"
+    assert metrics["Patients"] == f"{record.n_patients:,}"
+    assert metrics["Labels"] == "3"
+    assert any("Synthetic demo data" in i.value for i in at.info)
+    assert any(s.value == "no leakage" for s in at.success)  # the demo split is patient-level
+    assert len(at.get("plotly_chart")) >= 6
+    assert len(at.get("image")) == 8  # gallery: 8 images positive for the first label
+
+
+def test_explorer_split_builder_and_bad_registration(demo_workspace: Workspace, tmp_path: Path) -> None:
+    at = _run("pages/1_Dataset_Explorer.py")
+    before = demo_workspace.get_dataset(DEMO_DATASET).split
+    at.number_input(key="split_seed").set_value(5)
+    next(b for b in at.button if b.label == "Build patient-level split").click()
+    at.run()
+    assert not at.exception
+    after = demo_workspace.get_dataset(DEMO_DATASET).split
+    assert after["seed"] == 5 and before["seed"] == 0
+    assert sum(after["counts"].values()) == sum(before["counts"].values())
+    # A registration pointing at a folder that does not exist: one clear line, no traceback.
+    at.selectbox(key="register_source").set_value("folder")
+    at.run()
+    at.text_input(key="register_name").set_value("broken")
+    at.text_input(key="register_folder_root").set_value(str(tmp_path / "nowhere"))
+    next(b for b in at.button if b.label == "Register").click()
+    at.run()
+    assert not at.exception
+    assert any("Could not register the dataset: folder not found" in e.value for e in at.error)
