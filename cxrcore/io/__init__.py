@@ -1,0 +1,14 @@
+"""Read chest X-rays (PNG, JPEG, TIFF, BMP, DICOM) into float32 grey pixels in [0, 1] plus metadata.
+
+``read_image(source)`` returns ``(pixels, meta)``; ``image_size(source)`` reads the header only.
+Anything that cannot be read raises ``ImageReadError`` (a ``ValueError``) with a message a person
+understands; no other exception type escapes. See ``raster`` and ``dicom`` for the conversion rules.
+"""
+
+from __future__ import annotations
+
+from cxrcore.io.errors import ImageReadError
+from cxrcore.io.reader import image_size, read_image
+from cxrcore.io.source import DEFAULT_MAX_PIXELS, MIN_SIDE
+
+__all__ = ["DEFAULT_MAX_PIXELS", "MIN_SIDE", "ImageReadError", "image_size", "read_image"]
