@@ -11,7 +11,7 @@ from cxrcore import __version__
 from cxrcore.ui.page import RESEARCH_NOTICE, select_dataset, setup_page
 
 ws = setup_page("Home")
-st.title("🫁 Chest X-ray dashboard")
+st.title("Chest X-ray dashboard")
 st.warning(f"**{RESEARCH_NOTICE}**")
 st.markdown(
     "Train, evaluate and explain chest X-ray classifiers. Start with the **Dataset explorer** "

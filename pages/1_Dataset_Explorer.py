@@ -16,7 +16,7 @@ from cxrcore.ui.forms import register_form, split_builder
 from cxrcore.ui.page import guarded, select_dataset, setup_page
 
 ws = setup_page("Dataset explorer", "📊")
-st.title("📊 Dataset explorer")
+st.title("Dataset explorer")
 name = select_dataset(ws)
 with st.expander("Register a dataset", expanded=name is None):
     register_form(ws)
@@ -30,7 +30,7 @@ stats = statistics(home, name, record.updated_at)
 index, labels = dataset.index, dataset.labels
 
 if record.notes.get("synthetic"):
-    st.info("🧪 Synthetic demo data: computer-generated phantoms, not real patients.")
+    st.info("Synthetic demo data: computer-generated phantoms, not real patients.")
 overview = stats["overview"]
 cols = st.columns(5)
 cols[0].metric("Images", f"{overview['images']:,}")
