@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CXR_HOME ?= $(CURDIR)/workspace
 export CXR_HOME
+# Real data for benchmarks and real-data tests, when the shared folder is next to the checkout.
+CXR_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export CXR_DATA_DIR
 
 .PHONY: run test lint format demo bench clean
 

@@ -239,3 +239,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ImageReadError, DatasetError, LabelError, WorkspaceError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0

@@ -67,3 +67,28 @@ def test_explorer_split_builder_and_bad_registration(demo_workspace: Workspace, 
     at.run()
     assert not at.exception
     assert any("Could not register the dataset: folder not found" in e.value for e in at.error)
+
+
+def test_explorer_registers_a_folder_dataset_and_selects_it(
+    demo_workspace: Workspace, tmp_path: Path
+) -> None:
+    from conftest import write_png
+
+    for split, cls, name in [("train", "normal", "00000001_000.png"), ("test", "sick", "00000001_001.png")]:
+        write_png(tmp_path / "tree" / split / cls / name)
+    at = _run("pages/1_Dataset_Explorer.py")
+    at.selectbox(key="register_source").set_value("folder")
+    at.run()
+    at.text_input(key="register_name").set_value("tiny-tree")
+    at.text_input(key="register_folder_root").set_value(str(tmp_path / "tree"))
+    next(b for b in at.button if b.label == "Register").click()
+    at.run()
+    assert not at.exception
+    assert demo_workspace.get_dataset("tiny-tree").n_images == 2
+    assert at.selectbox(key="sidebar_dataset").value == "tiny-tree"
+    assert any(e.value.startswith("LEAKAGE: train / test: 1 shared patient") for e in at.error)
+    at.selectbox(key="sidebar_dataset").set_value(DEMO_DATASET)
+    at.run()
+    assert {m.label: m.value for m in at.metric}[
+        "Images"
+    ] == f"{demo_workspace.get_dataset(DEMO_DATASET).n_images:,}"

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 RESEARCH_NOTICE = (
     "Research tool, not a medical device: its outputs are not a diagnosis and must not guide patient care."
 )
+_DATASET_WIDGET = "sidebar_dataset"
 USER_ERRORS = (DatasetError, ImageReadError, LabelError, WorkspaceError, FileNotFoundError)
 
 
@@ -49,8 +50,14 @@ def select_dataset(ws: Workspace) -> str | None:
     if not names:
         st.sidebar.info("No dataset registered yet.")
         return None
+    # The widget's own state is dropped when a page without it runs, so the choice lives in
+    # state.DATASET and is copied into the widget before it is drawn (and back when the user picks).
     current = st.session_state.get(state.DATASET)
-    default = names.index(current) if current in names else 0
-    choice = st.sidebar.selectbox("Dataset", names, index=default, key="sidebar_dataset")
+    st.session_state[_DATASET_WIDGET] = current if current in names else names[0]
+    choice = st.sidebar.selectbox("Dataset", names, key=_DATASET_WIDGET, on_change=_keep_dataset_choice)
     st.session_state[state.DATASET] = choice
     return choice
+
+
+def _keep_dataset_choice() -> None:
+    st.session_state[state.DATASET] = st.session_state[_DATASET_WIDGET]
