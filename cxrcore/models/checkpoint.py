@@ -1,0 +1,376 @@
+"""Checkpoints: weights in one safetensors file whose metadata embeds a JSON model card.
+
+``save_checkpoint("runs/a", model, card)`` writes ``runs/a.safetensors`` (authoritative: weights plus
+the card under the metadata key ``cxr_model_card``) and a human-readable sidecar ``runs/a.json``
+holding the same card plus the weights file's size and sha256. The safetensors file alone is enough
+to rebuild the model; loading never unpickles anything.
+
+The card always gets ``format_version``, ``spec`` (the model's ``ModelSpec``), ``created_at`` (UTC ISO),
+``package_versions`` and ``num_parameters``; callers add the rest under these conventional keys:
+``train_config``, ``dataset`` (a name, or a mapping with ``name`` / ``fingerprint`` / ``split``),
+``dataset_fingerprint``, ``split_seed``, ``history`` (one dict per epoch, e.g.
+``{"epoch": 1, "train_loss": ..., "val_auroc": ...}``), ``monitor`` or ``selected_by`` (the history
+key that picks the best epoch), ``metrics`` (final validation metrics), ``preprocess`` and
+``norm_stats``.
+
+Writes are atomic: both files are written to hidden temporary files in the target folder, then the
+sidecar is renamed into place and the weights file last. The weights file appearing is the commit
+point, so whoever sees it also sees its sidecar; a crash before it leaves the previous checkpoint
+loadable, and the sidecar's recorded sha256 tells whether it describes the weights beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import timm
+import torch
+
+import cxrcore
+from cxrcore.models.registry import CXRModel, create_from_spec
+from cxrcore.models.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CARD_METADATA_KEY = "cxr_model_card"
+WEIGHTS_SUFFIX = ".safetensors"
+CARD_SUFFIX = ".json"
+FINGERPRINT_CHARS = 16
+_RESERVED = ("format_version", "spec", "created_at", "package_versions", "num_parameters")
+_HASH_CHUNK = 1 << 20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, is not ours, or does not fit the model it describes."""
+
+
+def weights_path(path: str | Path) -> Path:
+    """The ``.safetensors`` file for a checkpoint given by its weights file, sidecar or base name."""
+    p = Path(path)
+    if p.suffix == WEIGHTS_SUFFIX:
+        return p
+    if p.suffix == CARD_SUFFIX:
+        return p.with_suffix(WEIGHTS_SUFFIX)
+    return p.with_name(p.name + WEIGHTS_SUFFIX)
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON form of values ``json`` cannot encode itself (paths, numpy, tensors, dataclasses, sets)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"model card value of type {type(value).__name__} is not JSON-serialisable: {value!r}")
+
+
+def _package_versions() -> dict[str, str]:
+    """Versions of the packages that produced the checkpoint."""
+    return {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+        "cxrcore": cxrcore.__version__,
+    }
+
+
+def _full_card(model: CXRModel, card: Mapping[str, Any]) -> dict[str, Any]:
+    """The caller's card with the standard fields set from the model and the environment."""
+    ignored = sorted(set(card) & set(_RESERVED))
+    if ignored:
+        logger.warning("model card keys %s are set by save_checkpoint; the given values are ignored", ignored)
+    full: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "spec": model.spec.to_dict(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "package_versions": _package_versions(),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    full.update({k: v for k, v in card.items() if k not in _RESERVED})
+    return full
+
+
+def _temp_beside(target: Path) -> Path:
+    """A new hidden temporary file in the target's folder (same file system, so renames are atomic)."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(name)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's contents to disk."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries to disk where the platform allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _restore_sidecar(sidecar: Path, previous: bytes | None) -> None:
+    """Put the previous sidecar back (or remove the new one) after the weights failed to land."""
+    try:
+        if previous is None:
+            sidecar.unlink(missing_ok=True)
+            return
+        tmp = _temp_beside(sidecar)
+        tmp.write_bytes(previous)
+        os.replace(tmp, sidecar)
+    except OSError as exc:
+        logger.error("could not restore sidecar %s after a failed save: %s", sidecar, exc)
+
+
+def save_checkpoint(path: str | Path, model: CXRModel, card: Mapping[str, Any]) -> Path:
+    """Write ``<path>.safetensors`` (weights + embedded card) and ``<path>.json`` atomically.
+
+    Returns:
+        The path of the weights file.
+
+    Raises:
+        CheckpointError: a card value cannot be written as JSON.
+    """
+    weights = weights_path(path)
+    sidecar = weights.with_suffix(CARD_SUFFIX)
+    full = _full_card(model, card)
+    try:
+        text = json.dumps(full, default=_jsonable)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot write model card: {exc}") from exc
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    temps: list[Path] = []
+    try:
+        tmp_weights = _temp_beside(weights)
+        temps.append(tmp_weights)
+        safetensors.torch.save_file(tensors, str(tmp_weights), metadata={CARD_METADATA_KEY: text})
+        _fsync(tmp_weights)
+        sidecar_card = dict(full)
+        sidecar_card["weights_file"] = {
+            "name": weights.name,
+            "bytes": tmp_weights.stat().st_size,
+            "sha256": _sha256(tmp_weights),
+        }
+        tmp_sidecar = _temp_beside(sidecar)
+        temps.append(tmp_sidecar)
+        tmp_sidecar.write_text(json.dumps(sidecar_card, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+        _fsync(tmp_sidecar)
+        previous = sidecar.read_bytes() if sidecar.is_file() else None
+        os.replace(tmp_sidecar, sidecar)
+        try:
+            os.replace(tmp_weights, weights)
+        except BaseException:
+            _restore_sidecar(sidecar, previous)
+            raise
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+    _fsync_dir(weights.parent)
+    logger.info("saved checkpoint %s (%s)", weights, model.spec.architecture)
+    return weights
+
+
+def _open_card(weights: Path) -> dict[str, Any]:
+    """The card embedded in a safetensors file, checked for presence and format version."""
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {str(weights)!r} does not exist")
+    try:
+        with safetensors.safe_open(str(weights), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for corrupt or foreign files
+        raise CheckpointError(f"{str(weights)!r} is not a readable safetensors file ({exc})") from exc
+    if CARD_METADATA_KEY not in metadata:
+        raise CheckpointError(
+            f"{str(weights)!r} has no model card (metadata key {CARD_METADATA_KEY!r}); "
+            "import foreign weights with cxrcore.models.external.import_state_dict"
+        )
+    try:
+        card = json.loads(metadata[CARD_METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"model card of {str(weights)!r} is not valid JSON ({exc})") from exc
+    if not isinstance(card, dict):
+        raise CheckpointError(f"model card of {str(weights)!r} is not a JSON object")
+    version = card.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format_version {version!r} of {str(weights)!r} is not supported "
+            f"(this version reads {FORMAT_VERSION})"
+        )
+    return card
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """The model card of a checkpoint, read from the safetensors header without loading weights."""
+    return _open_card(weights_path(path))
+
+
+def _model_from_card(card: Mapping[str, Any], weights: Path) -> CXRModel:
+    """An uninitialised (meta-device) model built from the card's spec."""
+    if "spec" not in card:
+        raise CheckpointError(f"model card of {str(weights)!r} has no 'spec'")
+    try:
+        spec = ModelSpec.from_dict(card["spec"])
+        with torch.device("meta"):
+            return create_from_spec(spec)
+    except ValueError as exc:
+        raise CheckpointError(f"cannot rebuild the model of {str(weights)!r}: {exc}") from exc
+
+
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], where: str
+) -> None:
+    """Raise CheckpointError naming the first missing, unexpected or mis-shaped tensor of a state dict."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"weights in {where} do not match the model: {len(missing)} missing (first: {missing[:3]}), "
+            f"{len(unexpected)} unexpected (first: {unexpected[:3]})"
+        )
+    for key, tensor in expected.items():
+        if tuple(found[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"shape mismatch in {where} at {key!r}: checkpoint {tuple(found[key].shape)}, "
+                f"model {tuple(tensor.shape)}"
+            )
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[CXRModel, dict]:
+    """Rebuild a model from a checkpoint and load its weights strictly; returns (model in eval mode, card).
+
+    Raises:
+        CheckpointError: missing file, corrupt or foreign file, missing card, unknown architecture,
+            or weights that do not fit the architecture (naming the first mismatching key).
+    """
+    weights = weights_path(path)
+    card = _open_card(weights)
+    model = _model_from_card(card, weights)
+    try:
+        tensors = safetensors.torch.load_file(str(weights), device="cpu")
+    except Exception as exc:  # corrupt data section
+        raise CheckpointError(f"cannot read weights from {str(weights)!r} ({exc})") from exc
+    check_state_dict(model.state_dict(), tensors, repr(str(weights)))
+    model.load_state_dict(tensors, strict=True, assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        # State not saved in state_dict (non-persistent buffers) needs a real initialisation.
+        model = create_from_spec(model.spec)
+        model.load_state_dict(tensors, strict=True)
+    return model.to(map_location).eval(), card
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_cached(path: str, inode: int, mtime_ns: int, size: int) -> str:
+    """sha256 of a file, cached by path, inode, modification time and size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    """Full sha256 hex digest of a file."""
+    st = path.stat()
+    return _sha256_cached(str(path.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """A sha256 prefix of the checkpoint's weights file, for keying cached predictions."""
+    weights = weights_path(path)
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {str(weights)!r} does not exist")
+    return _sha256(weights)[:FINGERPRINT_CHARS]
+
+
+def _best_metric(card: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The best validation value: over ``history`` by ``monitor`` (or a ``val_`` key), else ``metrics``."""
+    history = [h for h in card.get("history") or [] if isinstance(h, Mapping)]
+    monitor = card.get("monitor") or card.get("selected_by")
+    if not monitor and history:
+        keys = [k for k in history[-1] if str(k).startswith("val_")]
+        preferred = [k for k in ("val_mean_auroc", "val_auroc", "val_loss") if k in keys]
+        monitor = (preferred or keys or [None])[0]
+    points = [
+        (float(h[monitor]), h.get("epoch", i + 1))
+        for i, h in enumerate(history)
+        if monitor in h and isinstance(h[monitor], int | float) and math.isfinite(h[monitor])
+    ]
+    if points:
+        pick = min if "loss" in str(monitor) else max
+        value, epoch = pick(points, key=lambda p: p[0])
+        return {"metric": monitor, "value": value, "epoch": epoch}
+    metrics = card.get("metrics")
+    if isinstance(metrics, Mapping):
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        key = monitor if monitor in numeric else next(iter(numeric), None)
+        if key is not None:
+            return {"metric": key, "value": float(numeric[key]), "epoch": None}
+    return None
+
+
+def _dataset_fields(card: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """Dataset name, fingerprint and split seed, from flat keys or a nested ``dataset`` mapping."""
+    dataset = card.get("dataset")
+    nested = dataset if isinstance(dataset, Mapping) else {}
+    split = nested.get("split") if isinstance(nested.get("split"), Mapping) else {}
+    name = nested.get("name") if nested else dataset
+    fingerprint = card.get("dataset_fingerprint", nested.get("fingerprint"))
+    seed = card.get("split_seed", nested.get("split_seed", split.get("seed")))
+    return name, fingerprint, seed
+
+
+def describe_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A summary of a checkpoint for listings and ``cxr checkpoint info`` (reads no weights)."""
+    weights = weights_path(path)
+    card = _open_card(weights)
+    spec = card.get("spec") or {}
+    history = card.get("history") or []
+    dataset, fingerprint, seed = _dataset_fields(card)
+    return {
+        "path": str(weights),
+        "architecture": spec.get("architecture"),
+        "labels": list(spec.get("labels") or []),
+        "input_size": spec.get("input_size"),
+        "num_parameters": card.get("num_parameters"),
+        "dataset": dataset,
+        "dataset_fingerprint": fingerprint,
+        "split_seed": seed,
+        "epochs_trained": card.get("epochs_trained", len(history) or card.get("epoch", 0)),
+        "best_validation": _best_metric(card),
+        "file_bytes": weights.stat().st_size,
+        "sha256": file_fingerprint(weights),
+        "created_at": card.get("created_at"),
+        "package_versions": card.get("package_versions", {}),
+    }

@@ -1,0 +1,289 @@
+"""The model registry and the uniform model interface (``CXRModel``) every registered model has.
+
+A builder registered with ``@register_model`` returns ``(net, classifier, cam_layer, pooling)`` where
+``classifier`` and ``cam_layer`` are dotted module names relative to ``net``; the registry wraps the
+network in a ``CXRModel`` whose spec names them relative to the wrapper (``"net." + name``). The
+network must provide ``forward_features(x)`` (last spatial feature map) and ``forward_head(features)``
+(logits), as timm models do. ``create_model`` is the only way the rest of the engine builds a model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cxrcore.models.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+# A builder: (num_labels, in_chans, *, input_size, **kwargs) -> (net, classifier, cam_layer, pooling).
+Builder = Callable[..., tuple[nn.Module, str, str, str]]
+
+# Label count used by ``model_info`` parameter counts (the NIH ChestX-ray14 findings).
+INFO_NUM_LABELS = 14
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One registered architecture."""
+
+    name: str
+    builder: Builder
+    input_size: int
+    summary: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+class CXRModel(nn.Module):
+    """A classifier with its spec: ``forward`` returns logits, features and head are separately reachable.
+
+    Input is a normalised float tensor of shape (B, spec.in_chans, H, W); see ``cxrcore.models.spec``
+    for the one-channel grey convention.
+    """
+
+    spec: ModelSpec
+    net: nn.Module
+
+    def __init__(self, net: nn.Module, spec: ModelSpec) -> None:
+        super().__init__()
+        self.net = net
+        self.spec = spec
+        self._check_layers()
+
+    def _check_layers(self) -> None:
+        """Raise ValueError unless the spec's classifier and CAM layer names resolve in the network."""
+        for field, name in (("classifier", self.spec.classifier), ("cam_layer", self.spec.cam_layer)):
+            try:
+                self.get_submodule(name)
+            except AttributeError as exc:
+                arch = self.spec.architecture
+                raise ValueError(f"spec.{field} {name!r} is not a module of {arch}") from exc
+        if not isinstance(self.get_submodule(self.spec.classifier), nn.Linear):
+            raise ValueError(f"spec.classifier {self.spec.classifier!r} is not an nn.Linear")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Output names, one per logit."""
+        return self.spec.labels
+
+    def _check_input(self, x: Tensor) -> None:
+        """Raise ValueError unless ``x`` is a floating (B, in_chans, H, W) tensor."""
+        if not isinstance(x, Tensor):
+            raise ValueError(f"model input must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != self.spec.in_chans:
+            raise ValueError(
+                f"{self.spec.architecture} expects input of shape (B, {self.spec.in_chans}, H, W) "
+                f"(grey images are one channel, never repeated to three), got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"model input must be a floating-point tensor (normalised), got {x.dtype}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of shape (B, num_labels) for a normalised batch."""
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last spatial feature map (B, C, h, w), identical to the output of ``spec.cam_layer``."""
+        self._check_input(x)
+        return self.net.forward_features(x)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Logits from the feature map returned by ``forward_features``."""
+        return self.net.forward_head(features)
+
+    def classifier_module(self) -> nn.Linear:
+        """The final linear layer."""
+        return self.get_submodule(self.spec.classifier)  # type: ignore[return-value]
+
+    def cam_module(self) -> nn.Module:
+        """The module whose output is the last spatial feature map."""
+        return self.get_submodule(self.spec.cam_layer)
+
+    def reset_head(self, labels: Sequence[str]) -> None:
+        """Replace the final linear layer with a freshly initialised one for a new label set."""
+        new_spec = self.spec.with_labels(labels)
+        old = self.classifier_module()
+        new = nn.Linear(
+            old.in_features,
+            new_spec.num_labels,
+            bias=old.bias is not None,
+            device=old.weight.device,
+            dtype=old.weight.dtype,
+        )
+        init = getattr(self.net, "init_classifier", None)
+        if callable(init):
+            init(new)
+        parent, _, child = self.spec.classifier.rpartition(".")
+        setattr(self.get_submodule(parent), child, new)
+        if hasattr(self.net, "num_classes"):
+            self.net.num_classes = new_spec.num_labels
+        logger.info(
+            "reset %s head: %d -> %d labels",
+            new_spec.architecture,
+            self.spec.num_labels,
+            len(new_spec.labels),
+        )
+        self.spec = new_spec
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the final linear layer (the part ``reset_head`` replaces)."""
+        yield from self.classifier_module().parameters()
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter outside the final linear layer."""
+        head = {id(p) for p in self.classifier_module().parameters()}
+        for p in self.parameters():
+            if id(p) not in head:
+                yield p
+
+    @staticmethod
+    def probabilities(logits: Tensor) -> Tensor:
+        """Per-label probabilities (independent sigmoids); the one place probabilities come from."""
+        return torch.sigmoid(logits)
+
+    def extra_repr(self) -> str:
+        """Architecture and label count in the module's repr."""
+        return f"architecture={self.spec.architecture!r}, num_labels={self.spec.num_labels}"
+
+
+def register_model(name: str, *, input_size: int, summary: str) -> Callable[[Builder], Builder]:
+    """Decorator registering a builder under ``name`` with its default input size and a one-line summary."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = _Entry(name=name, builder=builder, input_size=int(input_size), summary=summary)
+        return builder
+
+    return decorate
+
+
+def _ensure_builtins() -> None:
+    """Import the built-in entries (they register themselves on import)."""
+    from cxrcore.models import zoo  # noqa: F401
+
+
+def _lookup(name: str) -> _Entry:
+    """The registry entry for ``name``; ValueError listing close matches and valid names otherwise."""
+    _ensure_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    names = sorted(_REGISTRY)
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"unknown model {name!r}{hint} valid options: {', '.join(names)}")
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    _ensure_builtins()
+    return sorted(_REGISTRY)
+
+
+def _resolve_labels(num_labels: int | None, labels: Sequence[str] | None) -> tuple[str, ...]:
+    """Label names from either a count or explicit names."""
+    if labels is None and num_labels is None:
+        raise ValueError("give num_labels or labels to define the model's outputs")
+    if labels is None:
+        if int(num_labels) < 1:  # type: ignore[arg-type]
+            raise ValueError(f"num_labels must be at least 1, got {num_labels!r}")
+        return tuple(f"label_{i}" for i in range(int(num_labels)))  # type: ignore[arg-type]
+    if isinstance(labels, str):
+        raise ValueError(f"labels must be a sequence of names, not the string {labels!r}")
+    if num_labels is not None and int(num_labels) != len(labels):
+        raise ValueError(f"num_labels={num_labels} disagrees with {len(labels)} label names")
+    return tuple(labels)
+
+
+def create_model(
+    name: str,
+    *,
+    num_labels: int | None = None,
+    labels: Sequence[str] | None = None,
+    in_chans: int = 1,
+    input_size: int | None = None,
+    mean: float = 0.5,
+    std: float = 0.25,
+    **kwargs: Any,
+) -> CXRModel:
+    """Build a registered model with random initialisation.
+
+    Labels default to ``("label_0", ...)`` when only ``num_labels`` is given. Extra keyword arguments
+    go to the builder (e.g. ``drop_rate`` for timm models); they are not recorded in the spec, so they
+    must not change the shapes of the weights.
+
+    Raises:
+        ValueError: unknown name (with close matches), or an inconsistent label definition.
+    """
+    entry = _lookup(name)
+    names = _resolve_labels(num_labels, labels)
+    size = entry.input_size if input_size is None else int(input_size)
+    net, classifier, cam_layer, pooling = entry.builder(
+        num_labels=len(names), in_chans=int(in_chans), input_size=size, **kwargs
+    )
+    spec = ModelSpec(
+        architecture=name,
+        labels=names,
+        input_size=size,
+        in_chans=int(in_chans),
+        mean=mean,
+        std=std,
+        classifier=f"net.{classifier}",
+        cam_layer=f"net.{cam_layer}",
+        pooling=pooling,
+    )
+    return CXRModel(net, spec)
+
+
+def create_from_spec(spec: ModelSpec) -> CXRModel:
+    """Rebuild a model (random weights) from a spec, e.g. one read from a checkpoint's card."""
+    model = create_model(
+        spec.architecture,
+        labels=spec.labels,
+        in_chans=spec.in_chans,
+        input_size=spec.input_size,
+        mean=spec.mean,
+        std=spec.std,
+    )
+    if model.spec != spec:
+        logger.warning(
+            "spec layer names differ from the current %s build (%s / %s / %s); using the current ones",
+            spec.architecture,
+            spec.classifier,
+            spec.cam_layer,
+            spec.pooling,
+        )
+    return model
+
+
+@functools.cache
+def _count_parameters(name: str) -> tuple[int, str, str, str]:
+    """Parameter count at 1 channel and the default size, plus layer names, built without memory."""
+    with torch.device("meta"):
+        model = create_model(name, num_labels=INFO_NUM_LABELS, in_chans=1)
+    count = sum(p.numel() for p in model.parameters())
+    return count, model.spec.pooling, model.spec.classifier, model.spec.cam_layer
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """Name, summary, default input size, pooling, layer names and parameter count (14 labels, 1 channel)."""
+    entry = _lookup(name)
+    count, pooling, classifier, cam_layer = _count_parameters(name)
+    return {
+        "name": entry.name,
+        "summary": entry.summary,
+        "input_size": entry.input_size,
+        "pooling": pooling,
+        "classifier": classifier,
+        "cam_layer": cam_layer,
+        "num_parameters": count,
+    }

@@ -1,0 +1,122 @@
+"""The built-in model entries: timm backbones, the compact custom CNN and a tiny test model.
+
+Every entry is randomly initialised and takes one grey channel by default (see
+``cxrcore.models.spec``). Pretrained weights are never downloaded; foreign weights come in through
+``cxrcore.models.external.import_state_dict``.
+
+Where each entry's last spatial feature map comes from (the CAM layer) and what its head does:
+
+| entry | CAM layer | classifier | head |
+|---|---|---|---|
+| densenet121 | net.features (ends with norm5 + ReLU) | net.classifier | avg |
+| resnet18 / resnet50 | net.layer4 | net.fc | avg |
+| efficientnet_b0 | net.bn2 (BatchNorm + SiLU after conv_head) | net.classifier | avg |
+| mobilenetv3_large_100 | net.blocks | net.classifier | flatten: pool -> 1x1 conv -> act -> linear |
+| vgg16_bn | net.features | net.head.fc | flatten: 7x7 conv MLP -> pool -> linear |
+| custom_cnn | net.features (conv5 ReLU) | net.classifier | flatten: pool -> FC 4096 x2 -> linear |
+| tiny | net.features | net.classifier | avg |
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from typing import Any
+
+import timm
+from torch import Tensor, nn
+
+from cxrcore.models.custom_cnn import DEFAULT_INPUT_SIZE, CompactCNN
+from cxrcore.models.registry import Builder, register_model
+
+TIMM_INPUT_SIZE = 224
+TINY_INPUT_SIZE = 64
+TINY_GROUPS = 4  # group norm: per-image statistics, so results never depend on the batch
+
+# registry name -> (classifier, cam layer, pooling, summary); names relative to the timm network.
+_TIMM_ENTRIES: dict[str, tuple[str, str, str, str]] = {
+    "densenet121": ("classifier", "features", "avg", "DenseNet-121, the CheXNet backbone"),
+    "resnet18": ("fc", "layer4", "avg", "ResNet-18"),
+    "resnet50": ("fc", "layer4", "avg", "ResNet-50"),
+    "efficientnet_b0": ("classifier", "bn2", "avg", "EfficientNet-B0"),
+    "mobilenetv3_large_100": ("classifier", "blocks", "flatten", "MobileNetV3-Large 1.0"),
+    "vgg16_bn": ("head.fc", "features", "flatten", "VGG-16 with batch norm"),
+}
+
+
+def _timm_builder(timm_name: str, classifier: str, cam_layer: str, pooling: str) -> Builder:
+    """A registry builder for one timm architecture (random initialisation only)."""
+
+    def build(
+        num_labels: int, in_chans: int, *, input_size: int, **kwargs: Any
+    ) -> tuple[nn.Module, str, str, str]:
+        if kwargs.pop("pretrained", False):
+            raise ValueError(
+                "pretrained weights are never downloaded; import them with "
+                "cxrcore.models.external.import_state_dict"
+            )
+        net = timm.create_model(
+            timm_name, pretrained=False, num_classes=num_labels, in_chans=in_chans, **kwargs
+        )
+        return net, classifier, cam_layer, pooling
+
+    build.__name__ = f"build_{timm_name}"
+    return build
+
+
+for _name, (_classifier, _cam_layer, _pooling, _summary) in _TIMM_ENTRIES.items():
+    register_model(_name, input_size=TIMM_INPUT_SIZE, summary=_summary)(
+        _timm_builder(_name, _classifier, _cam_layer, _pooling)
+    )
+
+
+@register_model(
+    "custom_cnn",
+    input_size=DEFAULT_INPUT_SIZE,
+    summary="Compact custom CNN (5 conv + 3 FC, LRN, dropout 0.5) of the salient-activations study",
+)
+def build_custom_cnn(
+    num_labels: int, in_chans: int, *, input_size: int = DEFAULT_INPUT_SIZE
+) -> tuple[nn.Module, str, str, str]:
+    """The compact custom CNN, sized for ``input_size``."""
+    net = CompactCNN(num_labels, in_chans=in_chans, input_size=input_size)
+    return net, "classifier", "features", "flatten"
+
+
+class TinyNet(nn.Module):
+    """Three stride-2 convolutions (16-32-64 channels) with group norm, average pooling and a linear layer.
+
+    Group norm instead of batch norm keeps every output independent of the rest of the batch, so a
+    run split across processes matches a one-process run and training and evaluation behave alike.
+    """
+
+    def __init__(self, num_labels: int, in_chans: int = 1) -> None:
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        widths = (in_chans, 16, 32, 64)
+        for i, (c_in, c_out) in enumerate(itertools.pairwise(widths), start=1):
+            layers[f"conv{i}"] = nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False)
+            layers[f"norm{i}"] = nn.GroupNorm(TINY_GROUPS, c_out)
+            layers[f"act{i}"] = nn.ReLU()
+        self.features = nn.Sequential(layers)
+        self.classifier = nn.Linear(widths[-1], num_labels)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last feature map (B, 64, H/8, W/8)."""
+        return self.features(x)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Logits from global-average-pooled features."""
+        return self.classifier(features.mean((2, 3)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits (B, num_labels)."""
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model("tiny", input_size=TINY_INPUT_SIZE, summary="Tiny 3-conv network for tests and demos")
+def build_tiny(
+    num_labels: int, in_chans: int, *, input_size: int = TINY_INPUT_SIZE
+) -> tuple[nn.Module, str, str, str]:
+    """The tiny test network (any input size of at least 8 px)."""
+    return TinyNet(num_labels, in_chans=in_chans), "classifier", "features", "avg"
