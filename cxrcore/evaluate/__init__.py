@@ -1,0 +1,1 @@
+"""Evaluation: metrics per pathology (and, later, predictions, ensembles and localisation)."""
