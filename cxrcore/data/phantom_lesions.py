@@ -75,7 +75,7 @@ def _nodules(frame: Frame, rng: np.random.Generator) -> list[np.ndarray]:
         radius = 2.0 * rng.uniform(0.03, 0.07) / frame.spec.scale
         aspect = rng.uniform(0.85, 1.15)
         centre_u, centre_v = _point_in_lung(frame, int(rng.choice((-1, 1))), 0.7 * radius, rng)
-        amplitude = rng.uniform(0.15, 0.4)
+        amplitude = rng.uniform(0.2, 0.5)
         d2 = ((frame.u - centre_u) * aspect) ** 2 + ((frame.v - centre_v) / aspect) ** 2
         fields.append((amplitude * np.exp(-2.3 * (d2 / radius**2) ** 2)).astype(np.float32))
     return fields
@@ -93,7 +93,7 @@ def _opacity(frame: Frame, rng: np.random.Generator) -> list[np.ndarray]:
         -2.3 * (((frame.u - centre_u) / radius_u) ** 2 + ((frame.v - centre_v) / radius_v) ** 2)
     )
     lung = frame.lungs[0 if side < 0 else 1]
-    field = rng.uniform(0.15, 0.35) * envelope * patches * lung
+    field = rng.uniform(0.25, 0.5) * envelope * patches * lung
     return [frame.blur(field.astype(np.float32), 0.004)]
 
 
@@ -110,5 +110,5 @@ def _effusion(frame: Frame, rng: np.random.Generator) -> list[np.ndarray]:
     below = np.clip((frame.v - level) / 0.04 + 0.5, 0.0, 1.0)
     thickening = 0.7 + 0.3 * np.clip((frame.v - level) / 0.12, 0.0, 1.0)
     lung = lung_masks(frame.u, frame.v, spec)[0 if side < 0 else 1]
-    field = rng.uniform(0.22, 0.45) * below * thickening * lung
+    field = rng.uniform(0.3, 0.55) * below * thickening * lung
     return [frame.blur(field.astype(np.float32), 0.008)]

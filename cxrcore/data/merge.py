@@ -1,0 +1,64 @@
+"""Merging datasets through the label contract, e.g. for a proxy task over many chest X-ray sources.
+
+Each source keeps its own rows; label columns are the union of all sources' labels, NaN where a
+source says nothing about a label (unknown, not absent). Image ids get the source dataset's name as a
+prefix so they stay unique, and the ``source`` column says where each row came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from cxrcore.data.index import META_COLUMNS, DatasetError, IndexedDataset, label_columns, validate_index
+
+PROXY_LABEL = "Abnormal"
+
+
+def merge_indexes(datasets: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One index over several: union of labels (NaN where a source lacks one), prefixed ids and patients."""
+    if len(datasets) < 1:
+        raise DatasetError("nothing to merge: give at least one dataset")
+    labels: list[str] = []
+    for index in datasets.values():
+        labels += [name for name in label_columns(index) if name not in labels]
+    parts = []
+    for name, index in datasets.items():
+        part = index.copy()
+        part["image_id"] = name + "/" + part["image_id"].astype(str)
+        part["patient_id"] = name + "/" + part["patient_id"].astype(str)
+        part["source"] = name if "source" not in part.columns else part["source"].fillna(name)
+        parts.append(part.reindex(columns=[c for c in META_COLUMNS if c in part.columns] + labels))
+    merged = pd.concat(parts, ignore_index=True)
+    merged = merged[[c for c in META_COLUMNS if c in merged.columns] + labels]
+    return validate_index(merged)
+
+
+def proxy_task(index: pd.DataFrame, name: str = PROXY_LABEL) -> pd.DataFrame:
+    """Replace the labels by one proxy label: 1 if any label is positive, 0 if all are known negatives.
+
+    Rows where nothing is positive but something is unknown stay NaN (they cannot be called normal).
+    """
+    labels = label_columns(index)
+    values = index[labels].to_numpy(dtype=np.float64)
+    positive = np.nan_to_num(values, nan=0.0).max(axis=1) == 1.0
+    all_known = ~np.isnan(values).any(axis=1)
+    proxy = np.where(positive, 1.0, np.where(all_known, 0.0, np.nan))
+    out = index.drop(columns=labels).assign(**{name: proxy})
+    return validate_index(out)
+
+
+def pretrain_dataset(datasets: Mapping[str, IndexedDataset]) -> IndexedDataset:
+    """The merged normal-vs-abnormal collection used to pretrain a modality-specific backbone."""
+    # The proxy label is decided within each source, on that source's own labels: a label another
+    # source has is not "unknown" for an image of this one, it was never part of its vocabulary.
+    proxy = merge_indexes({name: proxy_task(ds.index) for name, ds in datasets.items()})
+    counts = proxy[PROXY_LABEL].value_counts(dropna=False).to_dict()
+    notes = {
+        "merged_from": list(datasets),
+        "proxy_task": f"{PROXY_LABEL}: any finding positive vs all findings negative",
+        "proxy_counts": {str(k): int(v) for k, v in counts.items()},
+    }
+    return IndexedDataset(index=proxy, notes=notes)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrcore.data.index import DatasetError, IndexedDataset, validate_index
+from cxrcore.data.merge import PROXY_LABEL, merge_indexes, pretrain_dataset, proxy_task
+
+
+def _index(ids: list[str], **labels: list[float]) -> pd.DataFrame:
+    return validate_index(
+        pd.DataFrame({"image_id": ids, "path": ids, "patient_id": ["p"] * len(ids), **labels})
+    )
+
+
+def test_merge_aligns_labels_with_nan_for_unknown_and_prefixes_ids() -> None:
+    nih = _index(["a", "b"], Effusion=[1.0, 0.0], Mass=[0.0, 0.0])
+    tb = _index(["a"], Tuberculosis=[1.0])
+    merged = merge_indexes({"nih": nih, "tb": tb})
+    assert list(merged["image_id"]) == ["nih/a", "nih/b", "tb/a"]
+    assert list(merged["source"]) == ["nih", "nih", "tb"]
+    assert merged["patient_id"].nunique() == 2  # the same patient id in two sources is two patients
+    assert list(merged.columns[-3:]) == ["Effusion", "Mass", "Tuberculosis"]
+    assert np.isnan(merged.loc[2, "Effusion"]) and np.isnan(merged.loc[0, "Tuberculosis"])
+
+
+def test_proxy_task_is_abnormal_when_any_positive_and_unknown_when_undecidable() -> None:
+    index = _index(["a", "b", "c", "d"], A=[1.0, 0.0, 0.0, np.nan], B=[np.nan, 0.0, np.nan, np.nan])
+    proxy = proxy_task(index)
+    values = proxy[PROXY_LABEL].tolist()
+    assert values[:2] == [1.0, 0.0] and np.isnan(values[2]) and np.isnan(values[3])
+    assert list(proxy.columns[-1:]) == [PROXY_LABEL]
+
+
+def test_pretrain_dataset_counts_and_needs_input() -> None:
+    ds = pretrain_dataset(
+        {"x": IndexedDataset(_index(["a", "b"], A=[1.0, 0.0])), "y": IndexedDataset(_index(["c"], B=[0.0]))}
+    )
+    assert ds.notes["proxy_counts"] == {"1.0": 1, "0.0": 2}
+    with pytest.raises(DatasetError, match="nothing to merge"):
+        merge_indexes({})
