@@ -2,9 +2,11 @@
 
 Layout::
 
-    $CXR_HOME/cxr.sqlite              registered datasets (and, later, checkpoints, jobs, evaluations)
+    $CXR_HOME/cxr.sqlite              registered datasets, background jobs (later: checkpoints, evaluations)
     $CXR_HOME/datasets/<name>/        index.parquet and boxes.parquet of each registered dataset
     $CXR_HOME/cache/                  preprocessed-image cache
+    $CXR_HOME/jobs/<id>/              a background job's config.json and train.log
+    $CXR_HOME/runs/<run name>/        a training run's checkpoints and resumable state
 
 The schema is versioned with ``PRAGMA user_version``; each migration runs once, in order.
 """
@@ -53,6 +55,39 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL
     );
+    """,
+    # Background jobs (cxrcore.train.jobs): one row per training run launched as a subprocess.
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL DEFAULT 'train',
+        config TEXT NOT NULL,
+        resume INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL
+            CHECK (status IN ('queued', 'running', 'finished', 'failed', 'cancelled')),
+        pid INTEGER,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        updated_at REAL NOT NULL,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        total_epochs INTEGER,
+        step INTEGER NOT NULL DEFAULT 0,
+        steps_per_epoch INTEGER,
+        loss REAL,
+        metrics TEXT,
+        history TEXT NOT NULL DEFAULT '[]',
+        eta_s REAL,
+        info TEXT,
+        run_dir TEXT,
+        checkpoint TEXT,
+        result TEXT,
+        log_path TEXT,
+        error TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        cancel_requested_at REAL
+    );
+    CREATE INDEX jobs_by_status ON jobs (status, id);
     """,
 )
 

@@ -1,56 +1,20 @@
-"""The ``cxr`` command line: ``python -m cxrcore <group> <command> ...``.
-
-Examples::
-
-    python -m cxrcore image info scan.dcm --json
-    python -m cxrcore data register nih --source nih14 \
-        --labels-csv Data_Entry_2017_v2020.csv.gz --images-dir images/
-    python -m cxrcore data stats nih --json
-    python -m cxrcore data split nih --fractions 0.7,0.1,0.2 --seed 0
-    python -m cxrcore data leakage nih --by-split
-    python -m cxrcore demo prepare
-
-Errors print one line on stderr and exit with status 2.
-"""
+"""Commands for image files, datasets and the synthetic demo."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
-from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from cxrcore.cli.output import emit
 from cxrcore.data.adapters import ADAPTERS, load_source
-from cxrcore.data.index import DatasetError
 from cxrcore.data.leakage import leakage_against, leakage_by_split
 from cxrcore.data.split import parse_fractions, patient_split, split_summary
 from cxrcore.data.stats import dataset_statistics
-from cxrcore.io import ImageReadError, read_image
-from cxrcore.labels import LabelError
-from cxrcore.store import Workspace, WorkspaceError
-
-EXIT_ERROR = 2
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, pd.DataFrame):
-        return json.loads(value.to_json(orient="index"))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _emit(payload: Any, as_json: bool, text: Callable[[], str]) -> None:
-    print(json.dumps(_jsonable(payload), indent=2) if as_json else text())
+from cxrcore.io import read_image
+from cxrcore.store import Workspace
 
 
 def cmd_image_info(args: argparse.Namespace) -> int:
@@ -63,7 +27,7 @@ def cmd_image_info(args: argparse.Namespace) -> int:
         "max": float(pixels.max()),
         "mean": float(pixels.mean()),
     }
-    _emit(info, args.json, lambda: "\n".join(f"{k:>20}: {v}" for k, v in info.items()))
+    emit(info, args.json, lambda: "\n".join(f"{k:>20}: {v}" for k, v in info.items()))
     return 0
 
 
@@ -97,7 +61,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
         }
         for r in records
     ]
-    _emit(
+    emit(
         rows,
         args.json,
         lambda: pd.DataFrame(rows).to_string(index=False) if rows else "no datasets registered",
@@ -116,7 +80,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
             parts.append(f"\n== {key} ==\n{stats[key].round(4).to_string()}")
         return "\n".join(parts)
 
-    _emit(stats, args.json, text)
+    emit(stats, args.json, text)
     return 0
 
 
@@ -143,7 +107,7 @@ def cmd_data_leakage(args: argparse.Namespace) -> int:
         )
     else:
         report = leakage_by_split(index, check_bytes=not args.no_bytes)
-    _emit(
+    emit(
         report.to_dict(), args.json, lambda: report.verdict + "\n" + report.to_frame().to_string(index=False)
     )
     return 1 if (report.leaks and args.fail_on_leak) else 0
@@ -172,14 +136,8 @@ def _add_adapter_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every command."""
-    parser = argparse.ArgumentParser(
-        prog="cxr", description="Chest X-ray dataset, training and explanation tools."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    groups = parser.add_subparsers(dest="group", required=True)
-
+def add_data_commands(groups: Any) -> None:
+    """The image, data and demo command groups."""
     image = groups.add_parser("image", help="image files").add_subparsers(dest="command", required=True)
     info = image.add_parser("info", help="describe an image file")
     info.add_argument("file")
@@ -221,24 +179,47 @@ def build_parser() -> argparse.ArgumentParser:
     leak.add_argument("--fail-on-leak", action="store_true", help="exit with status 1 when anything leaks")
     leak.add_argument("--json", action="store_true")
     leak.set_defaults(func=cmd_data_leakage)
+    add_merge_command(data)
 
     demo = groups.add_parser("demo", help="the synthetic demo").add_subparsers(dest="command", required=True)
     prepare = demo.add_parser("prepare", help="generate and register the synthetic demo dataset")
     prepare.set_defaults(func=cmd_demo_prepare)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; errors a user can fix print one line and return 2."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+def cmd_data_merge(args: argparse.Namespace) -> int:
+    """Register several datasets as one (labels aligned, NaN where unknown), optionally on the proxy task."""
+    from cxrcore.data.index import IndexedDataset
+    from cxrcore.data.merge import merge_indexes, pretrain_dataset
+
+    ws = Workspace()
+    names = [n.strip() for n in args.sources.split(",") if n.strip()]
+    sources = {name: ws.load_dataset(name) for name in names}
+    if args.proxy:
+        merged = pretrain_dataset(sources)
+    else:
+        merged = IndexedDataset(index=merge_indexes({n: d.index for n, d in sources.items()}))
+        merged.notes["merged_from"] = names
+    fractions = parse_fractions(args.fractions)
+    merged.index = patient_split(merged.index, fractions, seed=args.seed)
+    ws.register_dataset(
+        args.name, "merge", {"sources": names, "proxy": args.proxy}, merged, replace=args.replace
     )
-    try:
-        return int(args.func(args))
-    except (ImageReadError, DatasetError, LabelError, WorkspaceError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
-        sys.stderr.close()
-        return 0
+    record = ws.save_split(
+        args.name, merged.index, fractions=list(fractions), seed=args.seed, stratified=True
+    )
+    print(f"registered {record.name!r}: {record.n_images} images, {', '.join(names)}; labels {record.labels}")
+    return 0
+
+
+def add_merge_command(data: Any) -> None:
+    """data merge: one dataset from several registered ones."""
+    merge = data.add_parser("merge", help="register several datasets as one (with a patient split)")
+    merge.add_argument("name")
+    merge.add_argument("--from", dest="sources", required=True, help="comma-separated registered datasets")
+    merge.add_argument(
+        "--proxy", action="store_true", help="one label 'Abnormal' (any finding) for pretraining"
+    )
+    merge.add_argument("--fractions", default="0.7,0.1,0.2")
+    merge.add_argument("--seed", type=int, default=0)
+    merge.add_argument("--replace", action="store_true")
+    merge.set_defaults(func=cmd_data_merge)

@@ -1,0 +1,282 @@
+"""Train page widgets: the training form, the jobs table, and a job's live progress, curves and log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from cxrcore.store import DatasetRecord, Workspace
+from cxrcore.train import jobs
+from cxrcore.train.config import LABEL_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
+from cxrcore.train.losses import LOSSES
+from cxrcore.ui.charts import NEGATIVE, POSITIVE
+from cxrcore.ui.page import guarded
+
+REFRESH_S = 2.0  # the jobs section redraws this often while a job is queued or running
+IDLE_REFRESH_S = 5.0  # ... and this often otherwise, to show jobs started elsewhere (CLI, other tabs)
+LOG_LINES = 40
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODELS_PAGE = REPO_ROOT / "pages" / "6_Models.py"
+JOB_WIDGET = "train_job"  # the job shown in the progress panel
+_NEWEST_SEEN = "train_newest_job"  # newest job id this session has shown; a newer one gets picked
+_LABEL_MODE_NAMES = {"multi": "Multi-label (one output per label)", "any": "Any finding (one output)"}
+_INIT_RANDOM = "random"
+
+
+def available_models() -> list[str]:
+    """Registered model names; empty when the model registry cannot be imported."""
+    try:
+        from cxrcore.models import list_models
+    except ImportError:
+        return []
+    return list(list_models())
+
+
+def repurpose_checkpoints(ws: Workspace) -> list[str]:
+    """Checkpoints a run can start from: best checkpoints of workspace runs, then the bundled ones."""
+    found = sorted(
+        (ws.home / "runs").glob("**/best.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    found += sorted((REPO_ROOT / "checkpoints").glob("*.safetensors"))
+    return [str(p) for p in found]
+
+
+def _short_path(path: str, ws: Workspace) -> str:
+    for root, name in ((ws.home, "workspace"), (REPO_ROOT, "")):
+        try:
+            return str(Path(name) / Path(path).relative_to(root))
+        except ValueError:
+            continue
+    return path
+
+
+def _settings(record: DatasetRecord, models: list[str], ws: Workspace) -> dict[str, Any]:
+    """The main training settings, drawn inside the form."""
+    c1, c2 = st.columns([2, 1])
+    labels = c1.multiselect("Labels", record.labels, default=record.labels, key="train_labels")
+    label_mode = c2.radio(
+        "Label mode", LABEL_MODES, format_func=_LABEL_MODE_NAMES.get, key="train_label_mode"
+    )
+    c1, c2, c3 = st.columns(3)
+    model = c1.selectbox(
+        "Model", models, index=models.index("resnet18") if "resnet18" in models else 0, key="train_model"
+    )
+    loss = c2.selectbox("Loss", LOSSES, key="train_loss")
+    augment = c3.checkbox("Augmentation", value=True, key="train_augment")
+    c1, c2, c3, c4 = st.columns(4)
+    image_size = c1.number_input("Image size (0 = model default)", 0, 1024, 0, 32, key="train_image_size")
+    epochs = c2.number_input("Epochs", 1, 1000, 10, key="train_epochs")
+    batch_size = c3.number_input("Batch size", 1, 4096, 32, key="train_batch_size")
+    lr = c4.number_input("Learning rate", 1e-7, 10.0, 1e-3, format="%.6f", step=1e-4, key="train_lr")
+    init = st.selectbox(
+        "Initialisation",
+        [_INIT_RANDOM, *repurpose_checkpoints(ws)],
+        format_func=lambda p: "Random" if p == _INIT_RANDOM else f"Repurpose {_short_path(p, ws)}",
+        key="train_init",
+    )
+    return {
+        "labels": tuple(labels),
+        "label_mode": label_mode,
+        "model": model,
+        "loss": loss,
+        "augment": augment,
+        "image_size": int(image_size),
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "init": init,
+    }
+
+
+def _advanced() -> dict[str, Any]:
+    """Less common settings, drawn in an expander inside the form."""
+    with st.expander("Advanced"):
+        c1, c2, c3 = st.columns(3)
+        steps = c1.number_input("Steps per epoch (0 = all)", 0, 1_000_000, 0, key="train_steps")
+        freeze = c2.checkbox("Freeze backbone (repurposing)", key="train_freeze")
+        scale = c3.number_input("Backbone LR scale", 0.0, 1.0, 1.0, 0.1, key="train_backbone_scale")
+        c1, c2, c3 = st.columns(3)
+        optimizer = c1.selectbox("Optimizer", OPTIMIZERS, key="train_optimizer")
+        schedule = c2.selectbox("Schedule", SCHEDULES, key="train_schedule")
+        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+        c1, c2, c3 = st.columns(3)
+        hflip = c1.checkbox(
+            "Horizontal flips", help="off by default: the heart is on the left", key="train_hflip"
+        )
+        clahe = c2.checkbox("CLAHE contrast", key="train_clahe")
+        run_name = c3.text_input("Run name (blank: automatic)", key="train_run_name")
+    return {
+        "max_steps_per_epoch": int(steps),
+        "freeze_backbone": freeze,
+        "backbone_lr_scale": float(scale),
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "seed": int(seed),
+        "hflip": hflip,
+        "clahe": clahe,
+        "run_name": run_name.strip(),
+    }
+
+
+def train_form(ws: Workspace, record: DatasetRecord) -> TrainConfig | None:
+    """The training form for a dataset; returns the config when Launch is pressed with valid settings."""
+    counts = (record.split or {}).get("counts", {})
+    if not counts.get("train") or not counts.get("valid"):
+        st.warning(f"{record.name} needs a patient-level split with train and valid images: build one first.")
+        st.page_link("pages/1_Dataset_Explorer.py", label="Open the dataset explorer")
+        return None
+    models = available_models()
+    if not models:
+        st.warning("No models are registered, so nothing can be trained.")
+        return None
+    st.caption(
+        f"Trains on the train split ({counts['train']:,} images), validates on valid ({counts['valid']:,})."
+    )
+    with st.form("train_form"):
+        values = {**_settings(record, models, ws), **_advanced()}
+        submitted = st.form_submit_button("Launch", type="primary")
+    if not submitted:
+        return None
+    if not values["labels"]:
+        st.error("Choose at least one label.")
+        return None
+    return TrainConfig(dataset=record.name, **values)
+
+
+def jobs_table(records: list[jobs.JobRecord]) -> None:
+    """Every job, newest first."""
+    frame = pd.DataFrame([j.summary() for j in records])
+    st.dataframe(frame, hide_index=True, key="jobs_table")
+
+
+def pick_job(records: list[jobs.JobRecord]) -> int:
+    """The job to follow: one new since the last redraw, else the last picked, else the running one.
+
+    With none of those, the newest job is picked.
+    """
+    ids = [j.id for j in records]
+    newest_seen = st.session_state.get(_NEWEST_SEEN, ids[0])
+    if ids[0] > newest_seen:
+        st.session_state[JOB_WIDGET] = ids[0]
+    elif st.session_state.get(JOB_WIDGET) not in ids:
+        running = [j.id for j in records if j.status == "running"]
+        st.session_state[JOB_WIDGET] = running[0] if running else ids[0]
+    st.session_state[_NEWEST_SEEN] = ids[0]
+    names = {
+        j.id: f"Job {j.id} · {j.status} · {j.config.get('model')} on {j.config.get('dataset')}"
+        for j in records
+    }
+    return int(st.selectbox("Job", ids, format_func=names.get, key=JOB_WIDGET))
+
+
+def loss_figure(history: list[dict[str, Any]]) -> go.Figure:
+    """Training and validation loss per epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig = go.Figure()
+    for key, name, colour in (("train_loss", "train", NEGATIVE), ("val_loss", "validation", POSITIVE)):
+        fig.add_scatter(
+            x=epochs, y=[h.get(key) for h in history], name=name, mode="lines+markers", line_color=colour
+        )
+    fig.update_layout(title="Loss", xaxis_title="epoch", yaxis_title="loss", height=320)
+    fig.update_xaxes(dtick=1)
+    return fig
+
+
+def auroc_figure(history: list[dict[str, Any]]) -> go.Figure:
+    """Validation AUROC per epoch: the macro mean, each label, and chance (0.5)."""
+    epochs = [h["epoch"] for h in history]
+    fig = go.Figure()
+    labels = list((history[-1].get("val_auroc_per_label") or {}) if history else {})
+    for label in labels:
+        values = [(h.get("val_auroc_per_label") or {}).get(label) for h in history]
+        fig.add_scatter(x=epochs, y=values, name=label, mode="lines", line={"dash": "dot", "width": 1})
+    fig.add_scatter(
+        x=epochs, y=[h.get("val_auroc") for h in history], name="macro", mode="lines+markers", line_width=3
+    )
+    fig.add_hline(y=0.5, line_dash="dash", line_color="grey", annotation_text="chance")
+    fig.update_layout(title="Validation AUROC", xaxis_title="epoch", yaxis_title="AUROC", height=320)
+    fig.update_yaxes(range=[0, 1])
+    fig.update_xaxes(dtick=1)
+    return fig
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _status_line(job: jobs.JobRecord) -> None:
+    """What the job is doing, or how it ended, in one message."""
+    if job.status == "queued":
+        st.info(f"Job {job.id} is queued: it starts when the running job ends (one job at a time).")
+    elif job.status == "running":
+        note = " Cancel requested: it stops after its current step." if job.cancel_requested else ""
+        st.info(f"Job {job.id} is running.{note}")
+    elif job.status == "finished":
+        st.success(f"Job {job.id} finished. Best checkpoint: {job.checkpoint}")
+        if MODELS_PAGE.exists():
+            st.page_link("pages/6_Models.py", label="Open the checkpoint on the Models page")
+    elif job.status == "cancelled":
+        st.warning(f"Job {job.id} was cancelled after {len(job.history)} epoch(s). {job.error or ''}".strip())
+    else:
+        first = (job.error or "failed without a message").splitlines()[0]
+        st.error(f"Job {job.id} failed: {first}")
+
+
+def _progress(job: jobs.JobRecord) -> None:
+    """Metrics, progress bar and the loss and AUROC curves of a job."""
+    cols = st.columns(5)
+    cols[0].metric("Status", job.status)
+    cols[1].metric("Epoch", f"{job.epoch}/{job.total_epochs}" if job.total_epochs else "–")
+    cols[2].metric("Loss", _fmt(job.loss))
+    cols[3].metric("Val AUROC", _fmt(job.val_auroc, 3))
+    cols[4].metric(
+        "ETA", jobs.format_eta(job.eta_s) if job.status == "running" and job.eta_s is not None else "–"
+    )
+    if job.active:
+        step = f"step {job.step}/{job.steps_per_epoch}" if job.steps_per_epoch else "starting"
+        st.progress(job.progress, text=f"epoch {job.epoch}/{job.total_epochs or '?'}, {step}")
+    if job.history:
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(loss_figure(job.history), key=f"loss_{job.id}")
+        c2.plotly_chart(auroc_figure(job.history), key=f"auroc_{job.id}")
+
+
+def job_panel(ws: Workspace, job: jobs.JobRecord) -> None:
+    """One job: status, progress, curves, log tail and cancel."""
+    _status_line(job)
+    if job.active and not job.cancel_requested and st.button("Cancel job", key=f"cancel_{job.id}"):
+        jobs.cancel(ws, job.id)
+        st.rerun()
+    _progress(job)
+    if job.checkpoint:
+        st.code(job.checkpoint, language=None)
+    st.caption(f"Log ({job.log_path}), last {LOG_LINES} lines")
+    st.code(jobs.log_tail(ws, job.id, LOG_LINES) or "(no output yet)", language=None)
+    with st.expander("Settings"):
+        st.json(job.config)
+
+
+def _jobs_section(ws: Workspace, busy_when_drawn: bool) -> None:
+    with guarded("show the jobs"):
+        jobs.schedule(ws)  # whenever someone looks: dead processes are found and queued jobs start
+        records = jobs.list_jobs(ws)
+        if any(j.active for j in records) != busy_when_drawn:
+            st.rerun()  # the whole page, so that the redraw interval follows
+        if not records:
+            st.info("No training jobs yet.")
+            return
+        jobs_table(records)
+        job_id = pick_job(records)
+        job_panel(ws, next(j for j in records if j.id == job_id))
+
+
+def jobs_section(ws: Workspace) -> None:
+    """The jobs table and the picked job's panel, redrawn on a timer without reloading the page."""
+    jobs.schedule(ws)
+    busy = any(j.active for j in jobs.list_jobs(ws))
+    section = st.fragment(_jobs_section, run_every=REFRESH_S if busy else IDLE_REFRESH_S)
+    section(ws, busy)
