@@ -293,3 +293,16 @@ def test_custom_cnn_flatten_size_follows_input_size() -> None:
         create_model("custom_cnn", num_labels=2, input_size=34)
     with pytest.raises(ValueError, match="built for 64x64 input, got 72x72"):
         built("custom_cnn")(grey_batch(1, size=72))
+
+
+def test_custom_cnn_default_init_keeps_the_image_signal_and_paper_init_loses_it() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 64, 64)
+    spread = {}
+    for init in ("kaiming", "paper"):
+        model = create_model("custom_cnn", num_labels=2, input_size=64, conv_init=init).eval()
+        with torch.no_grad():
+            spread[init] = model.forward_features(x).std(dim=0).mean().item()
+    assert spread["kaiming"] > 100 * spread["paper"]
+    with pytest.raises(ValueError, match="valid options: kaiming, paper"):
+        create_model("custom_cnn", num_labels=2, input_size=64, conv_init="xavier")

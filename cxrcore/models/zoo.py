@@ -76,10 +76,10 @@ for _name, (_classifier, _cam_layer, _pooling, _summary) in _TIMM_ENTRIES.items(
     summary="Compact custom CNN (5 conv + 3 FC, LRN, dropout 0.5) of the salient-activations study",
 )
 def build_custom_cnn(
-    num_labels: int, in_chans: int, *, input_size: int = DEFAULT_INPUT_SIZE
+    num_labels: int, in_chans: int, *, input_size: int = DEFAULT_INPUT_SIZE, conv_init: str = "kaiming"
 ) -> tuple[nn.Module, str, str, str]:
-    """The compact custom CNN, sized for ``input_size``."""
-    net = CompactCNN(num_labels, in_chans=in_chans, input_size=input_size)
+    """The compact custom CNN, sized for ``input_size`` (``conv_init``: see cxrcore.models.custom_cnn)."""
+    net = CompactCNN(num_labels, in_chans=in_chans, input_size=input_size, conv_init=conv_init)
     return net, "classifier", "features", "flatten"
 
 
