@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from cxrcore.store import Workspace
 
 
 @pytest.fixture
@@ -37,3 +44,29 @@ def write_png(path: Path, size: tuple[int, int] = (64, 64), value: int | None = 
         pixels = np.full((h, w), value, dtype=np.uint8)
     Image.fromarray(pixels, mode="L").save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One prepared demo workspace per test session (generating it takes a few seconds)."""
+    from cxrcore.demo import prepare_demo
+    from cxrcore.store import Workspace
+
+    home = tmp_path_factory.mktemp("demo") / "workspace"
+    prepare_demo(Workspace(home))
+    return home
+
+
+@pytest.fixture
+def demo_ws(demo_home: Path, workspace_home: Path) -> Iterator[Workspace]:
+    """A fresh copy of the demo workspace as CXR_HOME; job processes still alive at the end are killed."""
+    from cxrcore.store import Workspace
+    from cxrcore.train import jobs
+
+    shutil.copytree(demo_home, workspace_home)
+    workspace = Workspace()
+    yield workspace
+    for job in jobs.list_jobs(workspace):
+        if job.pid and jobs.process_alive(job.pid):
+            os.killpg(job.pid, signal.SIGKILL)
+    jobs.reconcile(workspace)  # reaps them

@@ -9,18 +9,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cxrcore.cli import main
-from cxrcore.demo import DEMO_DATASET, prepare_demo
+from cxrcore.demo import DEMO_DATASET
 from cxrcore.store import Workspace, WorkspaceError
 from cxrcore.train import jobs
 from cxrcore.train.config import TrainConfig
@@ -29,24 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {"model": "tiny", "image_size": 64, "batch_size": 8, "max_steps_per_epoch": 3}
 
 
-@pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One prepared demo workspace, copied for each test (generating it takes a few seconds)."""
-    home = tmp_path_factory.mktemp("demo") / "workspace"
-    prepare_demo(Workspace(home))
-    return home
-
-
 @pytest.fixture
-def ws(demo_home: Path, workspace_home: Path) -> Iterator[Workspace]:
-    """A fresh copy of the demo workspace as CXR_HOME; job processes still alive at the end are killed."""
-    shutil.copytree(demo_home, workspace_home)
-    workspace = Workspace()
-    yield workspace
-    for job in jobs.list_jobs(workspace):
-        if job.pid and jobs.process_alive(job.pid):
-            os.killpg(job.pid, signal.SIGKILL)
-    jobs.reconcile(workspace)  # reaps them
+def ws(demo_ws: Workspace) -> Workspace:
+    """The demo workspace, copied fresh for each test."""
+    return demo_ws
 
 
 def tiny(**changes: object) -> TrainConfig:

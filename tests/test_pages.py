@@ -7,17 +7,15 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cxrcore.demo import DEMO_DATASET, prepare_demo
+from cxrcore.demo import DEMO_DATASET
 from cxrcore.store import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def demo_workspace(workspace_home: Path) -> Workspace:
-    ws = Workspace()
-    prepare_demo(ws)
-    return ws
+def demo_workspace(demo_ws: Workspace) -> Workspace:
+    return demo_ws
 
 
 def _run(page: str) -> AppTest:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cxrcore.demo import DEMO_DATASET, prepare_demo
+from cxrcore.demo import DEMO_DATASET
 from cxrcore.models import load_checkpoint, read_card
 from cxrcore.store import Workspace
 from cxrcore.train.config import TrainConfig
@@ -26,10 +26,8 @@ TINY = {"dataset": DEMO_DATASET, "model": "tiny", "image_size": 64, "batch_size"
 
 
 @pytest.fixture
-def ws(workspace_home: Path) -> Workspace:
-    workspace = Workspace()
-    prepare_demo(workspace)
-    return workspace
+def ws(demo_ws: Workspace) -> Workspace:
+    return demo_ws
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

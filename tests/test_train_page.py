@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import write_png
 from streamlit.testing.v1 import AppTest
 
-from cxrcore.demo import DEMO_DATASET, prepare_demo
+from cxrcore.demo import DEMO_DATASET
 from cxrcore.store import Workspace
 from cxrcore.train import jobs
 from cxrcore.train.config import TrainConfig
@@ -23,23 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "2_Train.py")
 
 
-@pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("demo") / "workspace"
-    prepare_demo(Workspace(home))
-    return home
-
-
 @pytest.fixture
-def ws(demo_home: Path, workspace_home: Path) -> Iterator[Workspace]:
-    """A fresh copy of the demo workspace; job processes left running are killed afterwards."""
-    shutil.copytree(demo_home, workspace_home)
-    workspace = Workspace()
-    yield workspace
-    for job in jobs.list_jobs(workspace):
-        if job.pid and jobs.process_alive(job.pid):
-            os.killpg(job.pid, signal.SIGKILL)
-    jobs.reconcile(workspace)
+def ws(demo_ws: Workspace) -> Workspace:
+    """The demo workspace, copied fresh for each test."""
+    return demo_ws
 
 
 def _run(at: AppTest) -> AppTest:

@@ -32,6 +32,17 @@ class PairLeakage:
         """Whether anything is shared."""
         return bool(self.shared_patients or self.identical_images)
 
+    def counts(self) -> dict[str, str | int]:
+        """The pair's names and counts."""
+        return {
+            "a": self.a,
+            "b": self.b,
+            "shared_patients": len(self.shared_patients),
+            "images_a": self.images_a,
+            "images_b": self.images_b,
+            "identical_images": len(self.identical_images),
+        }
+
     def describe(self) -> str:
         """One line for people."""
         if not self.leaks:
@@ -68,18 +79,7 @@ class LeakageReport:
     def to_frame(self) -> pd.DataFrame:
         """One row per pair with counts and a few example patients."""
         return pd.DataFrame(
-            [
-                {
-                    "a": p.a,
-                    "b": p.b,
-                    "shared_patients": len(p.shared_patients),
-                    "images_a": p.images_a,
-                    "images_b": p.images_b,
-                    "identical_images": len(p.identical_images),
-                    "example_patients": ", ".join(p.shared_patients[:5]),
-                }
-                for p in self.pairs
-            ]
+            [{**p.counts(), "example_patients": ", ".join(p.shared_patients[:5])} for p in self.pairs]
         )
 
     def to_dict(self) -> dict:
@@ -89,12 +89,7 @@ class LeakageReport:
             "leaks": self.leaks,
             "pairs": [
                 {
-                    "a": p.a,
-                    "b": p.b,
-                    "shared_patients": len(p.shared_patients),
-                    "images_a": p.images_a,
-                    "images_b": p.images_b,
-                    "identical_images": len(p.identical_images),
+                    **p.counts(),
                     "checked_bytes": p.checked_bytes,
                     "example_patients": list(p.shared_patients[:_EXAMPLES]),
                     "example_identical": [list(x) for x in p.identical_images[:_EXAMPLES]],
