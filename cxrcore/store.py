@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from cxrcore.atomic import atomic_path
 from cxrcore.data.index import (
     IndexedDataset,
     index_fingerprint,
@@ -120,15 +120,8 @@ def default_home() -> Path:
 
 def _atomic_parquet(frame: pd.DataFrame, target: Path) -> None:
     """Write a Parquet file so that readers only ever see a complete file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class Workspace:

@@ -146,3 +146,21 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def assert_damage_only_raises_image_errors(data: bytes, seed: str, rounds: int) -> None:
+    """Cut and corrupt ``data`` at random: each result decodes to valid pixels or raises ImageReadError."""
+    import random
+
+    from cxrcore.io import ImageReadError, read_image
+
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        mutated = bytearray(data[: rng.randrange(1, len(data) + 1)])
+        for _ in range(rng.randrange(0, 4)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        try:
+            pixels, _ = read_image(bytes(mutated))
+        except ImageReadError:
+            continue
+        assert pixels.dtype == np.float32 and pixels.min() >= 0 and pixels.max() <= 1

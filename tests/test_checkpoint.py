@@ -209,10 +209,8 @@ def test_crash_while_writing_weights_leaves_previous_checkpoint(
     assert_same_weights(loaded, old)
 
 
-def test_crash_at_the_final_rename_restores_sidecar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    old = tiny(seed=0)
-    save_checkpoint(tmp_path / "run", old, CARD)
-    old_sidecar = (tmp_path / "run.json").read_bytes()
+def _fail_weights_rename(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the final rename of the .safetensors file fail, as a power cut would."""
     real_replace = os.replace
 
     def replace(src: str, dst: str) -> None:
@@ -221,6 +219,13 @@ def test_crash_at_the_final_rename_restores_sidecar(tmp_path: Path, monkeypatch:
         real_replace(src, dst)
 
     monkeypatch.setattr(checkpoint_module.os, "replace", replace)
+
+
+def test_crash_at_the_final_rename_restores_sidecar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = tiny(seed=0)
+    save_checkpoint(tmp_path / "run", old, CARD)
+    old_sidecar = (tmp_path / "run.json").read_bytes()
+    _fail_weights_rename(monkeypatch)
     with pytest.raises(OSError, match="power cut"):
         save_checkpoint(tmp_path / "run", tiny(seed=5), CARD)
     monkeypatch.undo()
@@ -231,14 +236,7 @@ def test_crash_at_the_final_rename_restores_sidecar(tmp_path: Path, monkeypatch:
 
 
 def test_crash_on_first_save_leaves_nothing_visible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_replace = os.replace
-
-    def replace(src: str, dst: str) -> None:
-        if str(dst).endswith(".safetensors"):
-            raise OSError("power cut")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(checkpoint_module.os, "replace", replace)
+    _fail_weights_rename(monkeypatch)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "run", tiny(), CARD)
     assert list(tmp_path.iterdir()) == []

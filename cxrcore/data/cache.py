@@ -19,13 +19,13 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cxrcore.atomic import write_bytes_atomic
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.preprocess import PreprocessConfig, prepare
 
@@ -65,7 +65,7 @@ class PreprocessCache:
         settings = self.folder / "config.json"
         if not settings.exists():
             # Lets a person see which settings a folder holds; content is the same for every writer.
-            self._write_atomic(settings, json.dumps(cfg.to_dict(), indent=2, sort_keys=True).encode())
+            write_bytes_atomic(settings, json.dumps(cfg.to_dict(), indent=2, sort_keys=True).encode())
 
     def key_for(self, path: str | Path) -> str:
         """Hash of the source file's absolute path, mtime (ns) and size; the settings select the folder.
@@ -156,18 +156,6 @@ class PreprocessCache:
         """Write an entry atomically; a failure to write is logged, never raised (the cache is optional)."""
         try:
             entry.parent.mkdir(exist_ok=True)
-            self._write_atomic(entry, np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+            write_bytes_atomic(entry, np.ascontiguousarray(image, dtype=np.uint8).tobytes())
         except OSError as exc:
             logger.warning("could not write cache entry %s: %s", entry, exc)
-
-    @staticmethod
-    def _write_atomic(target: Path, data: bytes) -> None:
-        """Write ``data`` to a unique temporary file beside ``target`` and move it into place."""
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from cxrcore.atomic import write_bytes_atomic
 from cxrcore.data.phantom_anatomy import PhantomSpec, anatomy_density, burn_marker, device_mask, make_frame
 from cxrcore.data.phantom_lesions import Lesion, draw_lesions
 from cxrcore.labels import PHANTOM_LABELS
@@ -221,16 +221,12 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", np.round(image * 255.0).astype(np.uint8))
     if not ok:
         raise OSError(f"could not encode {path.name} as PNG")
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(encoded.tobytes())
-    os.replace(temporary, path)
+    write_bytes_atomic(path, encoded.tobytes())
 
 
 def _write_text(path: Path, text: str) -> None:
     """Write a text file via a temporary file and an atomic rename."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(temporary, path)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _readme(

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import timm
 import torch
 
 import cxrcore
+from cxrcore.atomic import temp_beside
 from cxrcore.models.registry import CXRModel, create_from_spec
 from cxrcore.models.spec import ModelSpec
 
@@ -113,13 +113,6 @@ def _full_card(model: CXRModel, card: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
-def _temp_beside(target: Path) -> Path:
-    """A new hidden temporary file in the target's folder (same file system, so renames are atomic)."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
-
-
 def _fsync(path: Path) -> None:
     """Flush a file's contents to disk."""
     with open(path, "rb") as f:
@@ -146,7 +139,7 @@ def _restore_sidecar(sidecar: Path, previous: bytes | None) -> None:
         if previous is None:
             sidecar.unlink(missing_ok=True)
             return
-        tmp = _temp_beside(sidecar)
+        tmp = temp_beside(sidecar)
         tmp.write_bytes(previous)
         os.replace(tmp, sidecar)
     except OSError as exc:
@@ -173,7 +166,7 @@ def save_checkpoint(path: str | Path, model: CXRModel, card: Mapping[str, Any]) 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     temps: list[Path] = []
     try:
-        tmp_weights = _temp_beside(weights)
+        tmp_weights = temp_beside(weights)
         temps.append(tmp_weights)
         safetensors.torch.save_file(tensors, str(tmp_weights), metadata={CARD_METADATA_KEY: text})
         _fsync(tmp_weights)
@@ -183,7 +176,7 @@ def save_checkpoint(path: str | Path, model: CXRModel, card: Mapping[str, Any]) 
             "bytes": tmp_weights.stat().st_size,
             "sha256": _sha256(tmp_weights),
         }
-        tmp_sidecar = _temp_beside(sidecar)
+        tmp_sidecar = temp_beside(sidecar)
         temps.append(tmp_sidecar)
         tmp_sidecar.write_text(json.dumps(sidecar_card, indent=2, default=_jsonable) + "\n", encoding="utf-8")
         _fsync(tmp_sidecar)

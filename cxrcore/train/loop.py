@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from cxrcore.atomic import atomic_path
 from cxrcore.evaluate.metrics import auroc_per_label, macro_mean
 from cxrcore.models import CXRModel, save_checkpoint
 from cxrcore.store import Workspace
@@ -70,14 +69,8 @@ def default_run_name(cfg: TrainConfig) -> str:
 
 
 def _atomic_torch_save(obj: dict[str, Any], target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _score(record: dict[str, Any]) -> float:
