@@ -2,11 +2,12 @@
 
 Layout::
 
-    $CXR_HOME/cxr.sqlite              registered datasets, background jobs (later: checkpoints, evaluations)
+    $CXR_HOME/cxr.sqlite              registered datasets, background jobs, stored predictions
     $CXR_HOME/datasets/<name>/        index.parquet and boxes.parquet of each registered dataset
     $CXR_HOME/cache/                  preprocessed-image cache
     $CXR_HOME/jobs/<id>/              a background job's config.json and train.log
     $CXR_HOME/runs/<run name>/        a training run's checkpoints and resumable state
+    $CXR_HOME/predictions/<key>.parquet  stored predictions of a checkpoint over a dataset split
 
 The schema is versioned with ``PRAGMA user_version``; each migration runs once, in order.
 """
@@ -89,6 +90,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_by_status ON jobs (status, id);
     """,
+    # Stored predictions (cxrcore.evaluate.predict): one Parquet table per checkpoint x dataset split.
+    """
+    CREATE TABLE predictions (
+        key TEXT PRIMARY KEY,
+        checkpoint TEXT NOT NULL,
+        checkpoint_fingerprint TEXT NOT NULL,
+        dataset TEXT NOT NULL,
+        index_fingerprint TEXT NOT NULL,
+        split TEXT NOT NULL,
+        preprocess TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        n_images INTEGER NOT NULL,
+        seconds REAL NOT NULL,
+        file TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX predictions_by_dataset ON predictions (dataset, split);
+    """,
 )
 
 
@@ -167,6 +186,46 @@ class Workspace:
     def cache_dir(self) -> Path:
         """Root of the preprocessed-image cache."""
         return self.home / "cache"
+
+    @property
+    def predictions_dir(self) -> Path:
+        """Folder of the stored prediction tables."""
+        return self.home / "predictions"
+
+    def record_predictions(self, key: str, meta: dict[str, Any]) -> None:
+        """Note a stored prediction table (written beforehand) so that it can be found and listed."""
+        with self.connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO predictions (key, checkpoint, checkpoint_fingerprint, dataset,"
+                " index_fingerprint, split, preprocess, labels, n_images, seconds, file, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    meta["checkpoint"],
+                    meta["checkpoint_fingerprint"],
+                    meta["dataset"],
+                    meta["index_fingerprint"],
+                    meta["split"],
+                    json.dumps(meta["preprocess"]),
+                    json.dumps(meta["labels"]),
+                    meta["n_images"],
+                    meta["seconds"],
+                    meta["file"],
+                    time.time(),
+                ),
+            )
+
+    def list_predictions(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Stored prediction tables, newest first, optionally of one dataset."""
+        query = "SELECT * FROM predictions" + (" WHERE dataset = ?" if dataset else "")
+        with self.connect() as db:
+            rows = db.execute(query + " ORDER BY created_at DESC", (dataset,) if dataset else ()).fetchall()
+        out = []
+        for row in rows:
+            item = dict(row)
+            item["preprocess"], item["labels"] = json.loads(item["preprocess"]), json.loads(item["labels"])
+            out.append(item)
+        return out
 
     def register_dataset(
         self,

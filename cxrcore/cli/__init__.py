@@ -11,6 +11,9 @@ Examples::
     python -m cxrcore demo prepare
     python -m cxrcore train --dataset demo-phantoms --model tiny --epochs 2 [--background]
     python -m cxrcore jobs list | show ID | cancel ID
+    python -m cxrcore predict CHECKPOINT --dataset demo-phantoms --split test
+    python -m cxrcore evaluate CHECKPOINT --dataset demo-phantoms --split test [--json]
+    python -m cxrcore ensemble CKPT_A CKPT_B --dataset demo-phantoms --methods vote,mean,weighted,stack
 
 Errors print one line on stderr and exit with status 2.
 """
@@ -23,16 +26,11 @@ import sys
 from collections.abc import Sequence
 
 from cxrcore.cli.data import add_data_commands
+from cxrcore.cli.evaluation import add_evaluation_commands
 from cxrcore.cli.models import add_model_commands
 from cxrcore.cli.output import EXIT_ERROR
 from cxrcore.cli.training import add_jobs_commands, add_train_commands
-from cxrcore.data.index import DatasetError
-from cxrcore.io import ImageReadError
-from cxrcore.labels import LabelError
-from cxrcore.store import WorkspaceError
-
-# Errors a user can fix: one line on stderr, exit status 2.
-USER_ERRORS = (ImageReadError, DatasetError, LabelError, WorkspaceError, FileNotFoundError)
+from cxrcore.errors import is_user_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(groups)
     add_jobs_commands(groups)
     add_model_commands(groups)
+    add_evaluation_commands(groups)
     return parser
 
 
@@ -57,9 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()
         return 0
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR

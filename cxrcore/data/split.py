@@ -78,3 +78,19 @@ def split_summary(index: pd.DataFrame) -> pd.DataFrame:
     summary = pd.DataFrame({"images": grouped.size(), "patients": grouped["patient_id"].nunique()})
     positives = grouped[labels].sum().add_prefix("pos: ")
     return summary.join(positives).reindex([s for s in SPLITS if s in summary.index])
+
+
+def split_rows(index: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of one split that have an image file ("all" = every row with a file)."""
+    if split != "all" and split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; valid options: {', '.join((*SPLITS, 'all'))}")
+    rows = index[index["path"].notna()]
+    if split != "all":
+        if "split" not in rows.columns or rows["split"].isna().all():
+            raise DatasetError(
+                "the dataset has no split: build one first (cxr data split NAME or the explorer)"
+            )
+        rows = rows[rows["split"] == split]
+    if rows.empty:
+        raise DatasetError(f"the {split} split has no images with a file")
+    return rows

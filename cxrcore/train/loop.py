@@ -183,6 +183,7 @@ class Trainer:
                 "name": self.cfg.dataset,
                 "fingerprint": self.data.fingerprint,
                 "split": self.data.split,
+                "synthetic": self.data.synthetic,
             },
             "preprocess": self.data.preprocess.to_dict(),
             "norm": self.data.norm.to_dict(),

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from cxrcore.data.augment import Augment
 from cxrcore.data.cache import PreprocessCache
-from cxrcore.data.index import DatasetError
+from cxrcore.data.split import split_rows
 from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
 from cxrcore.models import CXRModel, create_model, load_checkpoint, model_info
 from cxrcore.preprocess import NormStats, PreprocessConfig, compute_norm_stats
@@ -36,15 +35,7 @@ class RunData:
     preprocess: PreprocessConfig
     fingerprint: str
     split: dict | None
-
-
-def _split_rows(index: pd.DataFrame, name: str) -> pd.DataFrame:
-    if "split" not in index.columns or index["split"].isna().all():
-        raise DatasetError("the dataset has no split: build one first (cxr data split NAME or the explorer)")
-    rows = index[(index["split"] == name) & index["path"].notna()]
-    if rows.empty:
-        raise DatasetError(f"the {name} split has no images with a file")
-    return rows
+    synthetic: bool = False  # the dataset is synthetic demo data (recorded in the model card)
 
 
 def build_data(cfg: TrainConfig, ws: Workspace, image_size: int) -> RunData:
@@ -52,7 +43,7 @@ def build_data(cfg: TrainConfig, ws: Workspace, image_size: int) -> RunData:
     record = ws.get_dataset(cfg.dataset)
     index = ws.load_dataset(cfg.dataset).index
     labels = list(cfg.labels) or record.labels
-    train_rows, valid_rows = _split_rows(index, "train"), _split_rows(index, "valid")
+    train_rows, valid_rows = split_rows(index, "train"), split_rows(index, "valid")
     y_train = target_matrix(train_rows, labels, cfg.label_mode)
     y_valid = target_matrix(valid_rows, labels, cfg.label_mode)
     names = labels if cfg.label_mode == "multi" else [ANY_FINDING]
@@ -66,7 +57,8 @@ def build_data(cfg: TrainConfig, ws: Workspace, image_size: int) -> RunData:
     augment = Augment(hflip=cfg.hflip) if cfg.augment else None
     train = CXRDataset(paths, y_train, cache, norm.mean, norm.std, augment, cfg.seed)
     valid = CXRDataset(valid_rows["path"].tolist(), y_valid, cache, norm.mean, norm.std)
-    return RunData(train, valid, names, freq_pos, norm, pcfg, record.fingerprint, record.split)
+    synthetic = bool(record.notes.get("synthetic"))
+    return RunData(train, valid, names, freq_pos, norm, pcfg, record.fingerprint, record.split, synthetic)
 
 
 def build_model(cfg: TrainConfig, labels: list[str], image_size: int, norm: NormStats) -> CXRModel:

@@ -1,0 +1,179 @@
+"""Commands for batch prediction, evaluation and ensembles of checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from cxrcore.cli.output import emit
+from cxrcore.store import Workspace
+
+SHOWN = ["n", "positives", "auroc", "auroc_lo", "auroc_hi", "ap", "threshold", "sensitivity", "specificity"]
+
+
+class _Bar:
+    """A tqdm bar over images, created on the first update (so cached predictions show none)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc, self.bar = desc, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.desc, unit="img", leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict a checkpoint over a dataset split and store the table in the workspace."""
+    from cxrcore.evaluate.predict import predict
+
+    bar = _Bar(f"predicting {args.split}")
+    try:
+        preds = predict(
+            args.checkpoint,
+            Workspace(),
+            args.dataset,
+            args.split,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            refresh=args.refresh,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    info = {**preds.meta, "from_cache": preds.from_cache}
+    emit(info, args.json, lambda: "\n".join(f"{k:>22}: {v}" for k, v in info.items()))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Metrics of a checkpoint on a split, thresholds chosen on the validation split."""
+    from cxrcore.evaluate.report import evaluate_checkpoint
+
+    bar = _Bar("predicting")
+    try:
+        result = evaluate_checkpoint(
+            args.checkpoint,
+            Workspace(),
+            args.dataset,
+            args.split,
+            rule=args.threshold,
+            target=args.target,
+            n_boot=args.bootstrap,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    payload = {
+        "checkpoint": args.checkpoint,
+        "dataset": args.dataset,
+        "split": args.split,
+        "n_images": len(result.predictions.table),
+        "threshold_rule": result.threshold_rule,
+        "thresholds": result.thresholds,
+        "metrics": result.summary,
+    }
+
+    def text() -> str:
+        head = (
+            f"{args.checkpoint} on {args.dataset}/{args.split}: {payload['n_images']} images, "
+            f"thresholds by {result.threshold_rule} on the validation split"
+        )
+        cols = [c for c in SHOWN if c in result.summary.columns]
+        return head + "\n" + result.summary[cols].to_string(float_format=lambda v: f"{v:.3f}")
+
+    emit(payload, args.json, text)
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    """Members and ensembles (fitted on validation) compared on a split."""
+    from cxrcore.evaluate.report import best_marks, compare_ensembles
+
+    bars: dict[str, _Bar] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        bars.setdefault(name, _Bar(name))(done, total)
+
+    try:
+        result = compare_ensembles(
+            args.checkpoints,
+            Workspace(),
+            args.dataset,
+            [m.strip() for m in args.methods.split(",") if m.strip()],
+            split=args.split,
+            rule=args.threshold,
+            n_boot=args.bootstrap,
+            progress=progress,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    payload: dict[str, Any] = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "labels": list(result.labels),
+        "models": result.kinds,
+        "fitted": result.fitted,
+        "table": result.table.to_dict(orient="records"),
+    }
+
+    def text() -> str:
+        mean = best_marks(result.table)
+        deltas = result.table[(result.table["label"] == "mean") & (result.table["kind"] == "ensemble")]
+        extra = deltas.set_index("model")[["vs_best_member", "delta_auroc"]]
+        return (
+            f"{args.dataset}/{args.split}, mean over {len(result.labels)} label(s); * = best\n"
+            + mean.to_string()
+            + "\n\n"
+            + pd.DataFrame(extra).to_string(float_format=lambda v: f"{v:+.3f}")
+        )
+
+    emit(payload, args.json, text)
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, split_default: str = "test") -> None:
+    parser.add_argument("--dataset", required=True, help="a registered dataset")
+    parser.add_argument("--split", default=split_default, choices=("train", "valid", "test", "all"))
+    parser.add_argument("--json", action="store_true")
+
+
+def _thresholds(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threshold",
+        default="youden",
+        choices=("youden", "f1", "sensitivity", "specificity", "fixed"),
+        help="operating point chosen on the validation split (fixed = 0.5)",
+    )
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUROC CI")
+
+
+def add_evaluation_commands(groups: Any) -> None:
+    """The predict, evaluate and ensemble commands."""
+    pred = groups.add_parser("predict", help="predict a checkpoint over a dataset split (stored, reused)")
+    pred.add_argument("checkpoint")
+    _common(pred)
+    pred.add_argument("--batch-size", type=int, default=64)
+    pred.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    pred.add_argument("--refresh", action="store_true", help="predict again even if stored")
+    pred.set_defaults(func=cmd_predict)
+    ev = groups.add_parser("evaluate", help="metrics with confidence intervals for a checkpoint")
+    ev.add_argument("checkpoint")
+    _common(ev)
+    _thresholds(ev)
+    ev.add_argument("--target", type=float, help="target sensitivity or specificity for those rules")
+    ev.set_defaults(func=cmd_evaluate)
+    ens = groups.add_parser("ensemble", help="compare checkpoints and their ensembles")
+    ens.add_argument("checkpoints", nargs="+")
+    _common(ens)
+    _thresholds(ens)
+    ens.add_argument("--methods", default="vote,mean,weighted,stack")
+    ens.set_defaults(func=cmd_ensemble)

@@ -1,0 +1,204 @@
+"""Batch prediction of a checkpoint over a dataset split, stored in the workspace and reused.
+
+A prediction table has one row per image: ``image_id``, ``patient_id``, then for every label of the
+model ``true:<label>`` (1 / 0 / NaN), ``logit:<label>`` and ``prob:<label>``. It is stored as Parquet
+under ``$CXR_HOME/predictions/`` and keyed by the checkpoint's content fingerprint, the dataset's
+index fingerprint and split, and the preprocessing settings, so asking again for the same thing reads
+the table instead of running the model; changing any of them makes a new table.
+
+Images come from the preprocessing cache through a DataLoader (optionally with worker processes), so
+decoding and preprocessing overlap the forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from cxrcore.atomic import atomic_path
+from cxrcore.data.cache import PreprocessCache
+from cxrcore.data.index import DatasetError
+from cxrcore.data.split import split_rows
+from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
+from cxrcore.models.checkpoint import file_fingerprint, load_checkpoint, read_card
+from cxrcore.models.registry import CXRModel
+from cxrcore.preprocess import PreprocessConfig
+from cxrcore.store import Workspace
+
+log = logging.getLogger(__name__)
+
+PREDICT_VERSION = 1  # bump when the table layout or the way predictions are made changes
+Progress = Callable[[int, int], None]  # (images done, images in total)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A prediction table and what it was made from."""
+
+    table: pd.DataFrame
+    labels: tuple[str, ...]
+    meta: dict[str, Any]
+    from_cache: bool = False
+
+    def _matrix(self, prefix: str) -> np.ndarray:
+        return self.table[[f"{prefix}:{name}" for name in self.labels]].to_numpy(dtype=np.float64)
+
+    @property
+    def y_true(self) -> np.ndarray:
+        """Truth matrix (images x labels) with NaN where a label is unknown."""
+        return self._matrix("true")
+
+    @property
+    def y_prob(self) -> np.ndarray:
+        """Predicted probabilities (images x labels)."""
+        return self._matrix("prob")
+
+    @property
+    def logits(self) -> np.ndarray:
+        """Logits (images x labels)."""
+        return self._matrix("logit")
+
+
+def truth_for(rows: pd.DataFrame, model_labels: Sequence[str], card: dict[str, Any]) -> np.ndarray:
+    """The truth matrix for a model's labels: its own columns, or 'any finding' over its training labels.
+
+    Labels the dataset does not have are NaN (unknown) rather than an error, so a model can be scored
+    on the labels two datasets share.
+    """
+    labels = list(model_labels)
+    if labels == [ANY_FINDING]:
+        trained_on = list(card.get("training_config", {}).get("labels") or [])
+        source = [n for n in trained_on if n in rows.columns] or [
+            c for c in rows.columns if c not in _META and rows[c].dtype.kind == "f"
+        ]
+        return target_matrix(rows, source, "any")
+    present = [n for n in labels if n in rows.columns]
+    if not present:
+        raise DatasetError(f"the dataset has none of the model's labels ({', '.join(labels)})")
+    if len(present) < len(labels):
+        missing = sorted(set(labels) - set(present))
+        log.warning("dataset lacks label(s) %s; they are scored as unknown", missing)
+    truth = np.full((len(rows), len(labels)), np.nan, dtype=np.float32)
+    for j, name in enumerate(labels):
+        if name in rows.columns:
+            truth[:, j] = rows[name].to_numpy(dtype=np.float32)
+    return truth
+
+
+_META = {"image_id", "patient_id", "path", "split", "view", "sex", "age", "source", "width", "height"}
+
+
+def prediction_key(checkpoint: Path, ws: Workspace, dataset: str, split: str, pcfg: PreprocessConfig) -> str:
+    """The content key of a prediction table (checkpoint bytes, index, split assignment, preprocessing)."""
+    record = ws.get_dataset(dataset)
+    payload = {
+        "v": PREDICT_VERSION,
+        "checkpoint": file_fingerprint(checkpoint),
+        "index": record.fingerprint,
+        "split_info": record.split,
+        "split": split,
+        "preprocess": pcfg.key(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def run_model(
+    model: CXRModel,
+    dataset: CXRDataset,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Logits of a model over a dataset, in dataset order, without gradients."""
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, persistent_workers=False
+    )
+    device = next(model.parameters()).device
+    out, done = [], 0
+    with torch.inference_mode():
+        for x, _ in loader:
+            out.append(model(x.to(device)).float().cpu().numpy())
+            done += len(x)
+            if progress is not None:
+                progress(done, len(dataset))
+    return np.concatenate(out) if out else np.zeros((0, len(model.labels)), np.float32)
+
+
+def _table(rows: pd.DataFrame, labels: Sequence[str], truth: np.ndarray, logits: np.ndarray) -> pd.DataFrame:
+    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    columns: dict[str, Any] = {
+        "image_id": rows["image_id"].to_numpy(),
+        "patient_id": rows["patient_id"].to_numpy(),
+    }
+    for j, name in enumerate(labels):
+        columns[f"true:{name}"] = truth[:, j]
+        columns[f"logit:{name}"] = logits[:, j]
+        columns[f"prob:{name}"] = probs[:, j]
+    return pd.DataFrame(columns)
+
+
+def predict(
+    checkpoint: str | Path,
+    ws: Workspace,
+    dataset: str,
+    split: str = "test",
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    refresh: bool = False,
+    progress: Progress | None = None,
+) -> Predictions:
+    """Predictions of a checkpoint over a dataset split, read from the workspace when already made."""
+    checkpoint = Path(checkpoint)
+    card = read_card(checkpoint)
+    pcfg = PreprocessConfig.from_dict(card["preprocess"]) if card.get("preprocess") else None
+    if pcfg is None:
+        pcfg = PreprocessConfig(size=int(card["spec"]["input_size"]))
+    key = prediction_key(checkpoint, ws, dataset, split, pcfg)
+    target = ws.predictions_dir / f"{key}.parquet"
+    labels = tuple(card["spec"]["labels"])
+    if target.exists() and target.with_suffix(".json").exists() and not refresh:
+        table = pd.read_parquet(target)
+        meta = json.loads(target.with_suffix(".json").read_text())
+        return Predictions(table, labels, meta, from_cache=True)
+    start = time.perf_counter()
+    model, card = load_checkpoint(checkpoint)
+    rows = split_rows(ws.load_dataset(dataset).index, split)
+    truth = truth_for(rows, labels, card)
+    cache = PreprocessCache(ws.cache_dir / "preprocessed", pcfg)
+    images = CXRDataset(rows["path"].tolist(), truth, cache, model.spec.mean, model.spec.std)
+    logits = run_model(model, images, batch_size=batch_size, workers=workers, progress=progress)
+    table = _table(rows, labels, truth, logits)
+    meta = {
+        "key": key,
+        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint_fingerprint": file_fingerprint(checkpoint),
+        "dataset": dataset,
+        "index_fingerprint": ws.get_dataset(dataset).fingerprint,
+        "split": split,
+        "preprocess": pcfg.to_dict(),
+        "labels": list(labels),
+        "n_images": len(table),
+        "seconds": round(time.perf_counter() - start, 3),
+        "file": str(target),
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(target.with_suffix(".json")) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=1))
+    ws.record_predictions(key, meta)
+    log.info("predicted %d images of %s/%s in %.1f s", len(table), dataset, split, meta["seconds"])
+    return Predictions(table, labels, meta)
