@@ -70,3 +70,37 @@ def demo_ws(demo_home: Path, workspace_home: Path) -> Iterator[Workspace]:
         if job.pid and jobs.process_alive(job.pid):
             os.killpg(job.pid, signal.SIGKILL)
     jobs.reconcile(workspace)  # reaps them
+
+
+@pytest.fixture(scope="session")
+def trained_home(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo workspace plus two small models trained on it (tiny and resnet18 at 64 px, 2 epochs)."""
+    from cxrcore.store import Workspace
+    from cxrcore.train.config import TrainConfig
+    from cxrcore.train.loop import run_training
+    from cxrcore.train.progress import LogReporter
+
+    home = tmp_path_factory.mktemp("trained") / "workspace"
+    shutil.copytree(demo_home, home)
+    ws = Workspace(home)
+    for model, lr in (("tiny", 3e-3), ("resnet18", 1e-3)):
+        cfg = TrainConfig(
+            dataset="demo-phantoms",
+            model=model,
+            image_size=64,
+            batch_size=16,
+            lr=lr,
+            epochs=2,
+            run_name=model,
+        )
+        run_training(cfg, ws, LogReporter())
+    return home
+
+
+@pytest.fixture
+def trained_ws(trained_home: Path, workspace_home: Path) -> Workspace:
+    """A fresh copy of the trained demo workspace as CXR_HOME."""
+    from cxrcore.store import Workspace
+
+    shutil.copytree(trained_home, workspace_home)
+    return Workspace()

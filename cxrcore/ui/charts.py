@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -72,4 +73,97 @@ def count_bars(frame: pd.DataFrame, x: str, y: str, title: str) -> go.Figure:
     data = frame.reset_index()
     fig = px.bar(data, x=data.columns[0] if x == "index" else x, y=y, title=title, height=300)
     fig.update_xaxes(type="category")
+    return fig
+
+
+def curve_figure(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    kind: str,
+    height: int = 460,
+) -> go.Figure:
+    """ROC ("roc": x = FPR, y = TPR) or precision-recall ("pr": x = recall, y = precision) curves.
+
+    ``curves`` maps a legend entry (which carries the AUROC / AP) to its (x, y) points.
+    """
+    fig = go.Figure()
+    if kind == "roc":
+        fig.add_trace(
+            go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="chance")
+        )
+    axis = {"roc": ("1 - specificity (FPR)", "sensitivity (TPR)"), "pr": ("recall", "precision")}[kind]
+    for name, (x, y) in curves.items():
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                name=name,
+                hovertemplate=f"{axis[0]} %{{x:.3f}}<br>{axis[1]} %{{y:.3f}}<extra>{name}</extra>",
+            )
+        )
+    fig.update_layout(
+        xaxis_title=axis[0],
+        yaxis_title=axis[1],
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1.02],
+        height=height,
+        legend={"font": {"size": 11}},
+    )
+    return fig
+
+
+def reliability_figure(curves: dict[str, pd.DataFrame]) -> go.Figure:
+    """Reliability diagram: mean predicted probability against the observed fraction of positives."""
+    fig = go.Figure(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="ideal")
+    )
+    for name, frame in curves.items():
+        frame = frame[frame["count"] > 0]
+        fig.add_trace(
+            go.Scatter(
+                x=frame["mean_predicted"],
+                y=frame["fraction_positive"],
+                mode="lines+markers",
+                name=name,
+                customdata=frame["count"],
+                hovertemplate="predicted %{x:.2f}<br>observed %{y:.2f}<br>%{customdata} images",
+            )
+        )
+    fig.update_layout(
+        xaxis_title="mean predicted probability",
+        yaxis_title="fraction positive",
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1.02],
+        height=420,
+    )
+    return fig
+
+
+def confusion_figure(tp: int, fp: int, tn: int, fn: int) -> go.Figure:
+    """A 2 x 2 confusion matrix with counts."""
+    z = [[tp, fn], [fp, tn]]
+    fig = px.imshow(
+        z,
+        x=["predicted positive", "predicted negative"],
+        y=["actually positive", "actually negative"],
+        text_auto=True,
+        color_continuous_scale="Blues",
+    )
+    fig.update_layout(height=300, coloraxis_showscale=False)
+    return fig
+
+
+def bar_figure(values: pd.Series, title: str, fmt: str = ".3f") -> go.Figure:
+    """Horizontal bars of one value per item (e.g. label probabilities), largest on top."""
+    values = values.sort_values()
+    fig = go.Figure(
+        go.Bar(
+            x=values.to_numpy(),
+            y=values.index.astype(str),
+            orientation="h",
+            marker_color=POSITIVE,
+            hovertemplate=f"%{{y}}: %{{x:{fmt}}}<extra></extra>",
+        )
+    )
+    fig.update_layout(title=title, height=max(220, 26 * len(values) + 90), margin={"l": 10})
     return fig

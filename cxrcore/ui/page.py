@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import streamlit as st
 
-from cxrcore.data.index import DatasetError
-from cxrcore.io import ImageReadError
-from cxrcore.labels import LabelError
-from cxrcore.store import Workspace, WorkspaceError
+from cxrcore.errors import is_user_error
+from cxrcore.store import Workspace
 from cxrcore.ui import state
 
 log = logging.getLogger(__name__)
@@ -20,7 +19,6 @@ RESEARCH_NOTICE = (
     "Research tool, not a medical device: its outputs are not a diagnosis and must not guide patient care."
 )
 _DATASET_WIDGET = "sidebar_dataset"
-USER_ERRORS = (DatasetError, ImageReadError, LabelError, WorkspaceError, FileNotFoundError)
 
 
 def setup_page(title: str, icon: str = "🫁") -> Workspace:
@@ -35,9 +33,10 @@ def guarded(action: str) -> Iterator[None]:
     """Show failures as one line that says what failed and what to do; never a traceback."""
     try:
         yield
-    except USER_ERRORS as exc:
-        st.error(f"Could not {action}: {exc}")
     except Exception as exc:  # the page must survive anything; the log keeps the details
+        if is_user_error(exc):
+            st.error(f"Could not {action}: {exc}")
+            return
         log.exception("unexpected failure while trying to %s", action)
         st.error(
             f"Could not {action}: unexpected {type(exc).__name__}: {exc}. Details are in the server log."
@@ -61,3 +60,36 @@ def select_dataset(ws: Workspace) -> str | None:
 
 def _keep_dataset_choice() -> None:
     st.session_state[state.DATASET] = st.session_state[_DATASET_WIDGET]
+
+
+_CHECKPOINT_WIDGET = "sidebar_checkpoint"
+
+
+def select_checkpoint(ws: Workspace) -> Path | None:
+    """Sidebar picker of checkpoints (bundled real-data ones first); the choice is kept across pages."""
+    from cxrcore.models.catalog import list_checkpoints
+
+    entries = list_checkpoints(ws.home)
+    if not entries:
+        st.sidebar.info("No checkpoint yet: train one on the Train page.")
+        return None
+    paths = [str(e.path) for e in entries]
+    titles = {str(e.path): e.title for e in entries}
+    current = st.session_state.get(state.CHECKPOINT)
+    st.session_state[_CHECKPOINT_WIDGET] = current if current in paths else paths[0]
+    choice = st.sidebar.selectbox(
+        "Model",
+        paths,
+        format_func=titles.__getitem__,
+        key=_CHECKPOINT_WIDGET,
+        on_change=_keep_checkpoint_choice,
+    )
+    st.session_state[state.CHECKPOINT] = choice
+    chosen = next(e for e in entries if str(e.path) == choice)
+    if chosen.synthetic:
+        st.sidebar.caption("This model was trained on synthetic phantoms, not real X-rays.")
+    return Path(choice)
+
+
+def _keep_checkpoint_choice() -> None:
+    st.session_state[state.CHECKPOINT] = st.session_state[_CHECKPOINT_WIDGET]

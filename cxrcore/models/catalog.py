@@ -1,0 +1,65 @@
+"""Where checkpoints live: the bundled ones in ``checkpoints/`` and the training runs of the workspace.
+
+A checkpoint trained on real X-rays comes first, then the other bundled ones, then the workspace's
+runs, newest first; the first one is the dashboard's default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cxrcore.models.checkpoint import CheckpointError, describe_checkpoint, read_card
+
+log = logging.getLogger(__name__)
+
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """One checkpoint file with where it came from and the summary of its model card."""
+
+    path: Path
+    source: str  # "bundled" or "workspace"
+    synthetic: bool  # trained on synthetic demo data
+    info: dict[str, Any]
+
+    @property
+    def title(self) -> str:
+        """A short name for pickers: run folder / file, architecture and the data it was trained on."""
+        where = f"{self.path.parent.name}/{self.path.stem}"
+        data = "synthetic demo" if self.synthetic else (self.info.get("dataset") or "unknown data")
+        return f"{where} · {self.info.get('architecture')} · {data}"
+
+
+def bundled_dir() -> Path:
+    """The bundled checkpoint folder (``CXR_CHECKPOINTS`` overrides it, e.g. in tests)."""
+    return Path(os.environ.get("CXR_CHECKPOINTS", BUNDLED_DIR))
+
+
+def _entry(path: Path, source: str) -> CheckpointEntry | None:
+    try:
+        info = describe_checkpoint(path)
+        card = read_card(path)
+    except (CheckpointError, OSError, ValueError) as exc:
+        log.warning("skipping checkpoint %s: %s", path, exc)
+        return None
+    dataset = card.get("dataset") if isinstance(card.get("dataset"), dict) else {}
+    synthetic = bool(card.get("synthetic") or dataset.get("synthetic"))
+    return CheckpointEntry(path.resolve(), source, synthetic, info)
+
+
+def list_checkpoints(workspace_home: str | Path) -> list[CheckpointEntry]:
+    """Bundled checkpoints (real-data ones first), then the workspace's runs, newest first."""
+    bundled = sorted(bundled_dir().glob("*.safetensors")) if bundled_dir().is_dir() else []
+    runs = sorted(
+        Path(workspace_home, "runs").glob("*/*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    entries = [e for p in bundled if (e := _entry(p, "bundled")) is not None]
+    entries.sort(key=lambda e: e.synthetic)  # stable: real-data checkpoints first
+    entries += [e for p in runs if (e := _entry(p, "workspace")) is not None]
+    return entries

@@ -1,0 +1,208 @@
+"""Widgets of the Evaluate and Ensembles pages: cached evaluations, curves, tables and the threshold tool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from cxrcore.evaluate.calibration import brier_score, expected_calibration_error, reliability_curve
+from cxrcore.evaluate.classification import average_precision, pr_points, roc_points, threshold_metrics
+from cxrcore.evaluate.predict import Predictions, predict
+from cxrcore.evaluate.report import EnsembleComparison, Evaluation, compare_ensembles, evaluate_checkpoint
+from cxrcore.models.checkpoint import file_fingerprint
+from cxrcore.store import Workspace
+from cxrcore.ui import charts
+from cxrcore.ui.data import csv_download
+
+RULES = {
+    "youden": "Youden's J (max sensitivity + specificity - 1)",
+    "f1": "maximum F1",
+    "sensitivity": "a target sensitivity",
+    "specificity": "a target specificity",
+    "fixed": "fixed 0.5",
+}
+
+
+class _StreamlitProgress:
+    """Prediction progress as a Streamlit progress bar, created on the first update."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.bar = text, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = st.progress(0.0, text=self.text)
+        self.bar.progress(done / max(total, 1), text=f"{self.text}: {done}/{total} images")
+
+    def clear(self) -> None:
+        if self.bar is not None:
+            self.bar.empty()
+
+
+def _ensure_predictions(home: str, checkpoints: list[str], dataset: str, splits: set[str]) -> None:
+    """Make (or find) the stored predictions needed, with a progress bar while the models run."""
+    ws = Workspace(home)
+    for checkpoint in checkpoints:
+        for split in sorted(splits):
+            bar = _StreamlitProgress(f"Predicting {Path(checkpoint).parent.name} on the {split} split")
+            try:
+                predict(checkpoint, ws, dataset, split, progress=bar)
+            finally:
+                bar.clear()
+
+
+@st.cache_data(show_spinner="Computing metrics...", max_entries=16)
+def _evaluation(
+    home: str,
+    checkpoint: str,
+    fp: str,
+    dataset: str,
+    updated_at: float,
+    split: str,
+    rule: str,
+    target: float | None,
+) -> Evaluation:
+    return evaluate_checkpoint(checkpoint, Workspace(home), dataset, split, rule=rule, target=target)
+
+
+def evaluation(
+    ws: Workspace, checkpoint: Path, dataset: str, split: str, rule: str, target: float | None
+) -> Evaluation:
+    """One checkpoint's evaluation, cached by weights fingerprint, dataset version, split and rule."""
+    updated_at = ws.get_dataset(dataset).updated_at
+    _ensure_predictions(
+        str(ws.home), [str(checkpoint)], dataset, {split, "valid"} if rule != "fixed" else {split}
+    )
+    fp = file_fingerprint(checkpoint)
+    return _evaluation(str(ws.home), str(checkpoint), fp, dataset, updated_at, split, rule, target)
+
+
+@st.cache_data(show_spinner="Fitting the ensembles and computing metrics...", max_entries=8)
+def _comparison(
+    home: str,
+    checkpoints: tuple[str, ...],
+    fps: tuple[str, ...],
+    dataset: str,
+    updated_at: float,
+    methods: tuple[str, ...],
+    split: str,
+) -> EnsembleComparison:
+    return compare_ensembles(list(checkpoints), Workspace(home), dataset, methods, split=split)
+
+
+def comparison(
+    ws: Workspace, checkpoints: list[Path], dataset: str, methods: list[str], split: str
+) -> EnsembleComparison:
+    """Members and ensembles on one split (ensembles fitted on validation), cached like evaluation()."""
+    paths = [str(p) for p in checkpoints]
+    updated_at = ws.get_dataset(dataset).updated_at
+    _ensure_predictions(str(ws.home), paths, dataset, {split, "valid"})
+    fps = tuple(file_fingerprint(p) for p in paths)
+    return _comparison(str(ws.home), tuple(paths), fps, dataset, updated_at, tuple(methods), split)
+
+
+def _known(preds: Predictions, j: int) -> tuple[np.ndarray, np.ndarray]:
+    y = preds.y_true[:, j]
+    keep = ~np.isnan(y)
+    return y[keep], preds.y_prob[keep, j]
+
+
+def _single_class(y: np.ndarray) -> bool:
+    return y.size == 0 or y.min() == y.max()
+
+
+def roc_section(result: Evaluation, chosen: list[str]) -> None:
+    """ROC and precision-recall curves of the chosen labels, AUROC with its CI in the legend."""
+    preds, summary = result.predictions, result.summary
+    roc, pr = {}, {}
+    for label in chosen:
+        y, p = _known(preds, preds.labels.index(label))
+        if _single_class(y):
+            st.warning(f"{label}: only one class in this split, so it has no ROC curve.")
+            continue
+        row = summary.loc[label]
+        fpr, tpr, _ = roc_points(y, p)
+        roc[f"{label} · AUROC {row['auroc']:.3f} [{row['auroc_lo']:.3f}, {row['auroc_hi']:.3f}]"] = (fpr, tpr)
+        precision, recall, _ = pr_points(y, p)
+        pr[f"{label} · AP {average_precision(y, p):.3f}"] = (recall, precision)
+    left, right = st.columns(2)
+    left.plotly_chart(charts.curve_figure(roc, "roc"), width="stretch")
+    right.plotly_chart(charts.curve_figure(pr, "pr"), width="stretch")
+
+
+def calibration_section(preds: Predictions, chosen: list[str]) -> None:
+    """Reliability curves with ECE and Brier score per label."""
+    curves, rows = {}, []
+    for label in chosen:
+        y, p = _known(preds, preds.labels.index(label))
+        if y.size == 0:
+            continue
+        curves[label] = reliability_curve(y, p)
+        rows.append(
+            {"label": label, "ECE": expected_calibration_error(y, p), "Brier score": brier_score(y, p)}
+        )
+    if not rows:
+        st.info("No known labels to calibrate against in this split.")
+        return
+    left, right = st.columns([2, 1])
+    left.plotly_chart(charts.reliability_figure(curves), width="stretch")
+    right.dataframe(pd.DataFrame(rows).set_index("label").round(4))
+
+
+def threshold_tool(result: Evaluation) -> None:
+    """Pick a label and a threshold; see the confusion matrix and the metrics at that threshold."""
+    preds = result.predictions
+    label = st.selectbox("Label", preds.labels, key="eval_threshold_label")
+    y, p = _known(preds, preds.labels.index(label))
+    chosen = float(result.thresholds.get(label, 0.5))
+    threshold = st.slider(
+        "Threshold",
+        0.0,
+        1.0,
+        value=round(chosen, 3),
+        step=0.001,
+        format="%.3f",
+        key=f"eval_threshold_{label}",
+        help=f"Starts at the validation split's operating point ({RULES[result.threshold_rule]}).",
+    )
+    if y.size == 0:
+        st.info("This label is unknown for every image of the split.")
+        return
+    m = threshold_metrics(y, p, threshold)
+    left, right = st.columns([1, 1])
+    left.plotly_chart(
+        charts.confusion_figure(int(m["tp"]), int(m["fp"]), int(m["tn"]), int(m["fn"])),
+        width="stretch",
+    )
+    shown = {k: m[k] for k in ("sensitivity", "specificity", "ppv", "npv", "f1", "mcc", "accuracy")}
+    right.dataframe(pd.Series(shown, name="value").to_frame().round(4))
+
+
+def downloads(result: Evaluation, stem: str) -> None:
+    """CSV downloads of the prediction table and the metrics table."""
+    left, right = st.columns(2)
+    with left:
+        csv_download(
+            result.predictions.table.set_index("image_id"), f"{stem}-predictions", "Predictions (CSV)"
+        )
+    with right:
+        csv_download(result.summary, f"{stem}-metrics", "Metrics (CSV)")
+
+
+def comparison_roc(result: EnsembleComparison, label: str) -> None:
+    """ROC curves of every member and ensemble for one label."""
+    j = result.labels.index(label)
+    y = result.test_true[:, j]
+    keep = ~np.isnan(y)
+    if _single_class(y[keep]):
+        st.warning(f"{label}: only one class in this split, so it has no ROC curve.")
+        return
+    rows = result.table[result.table["label"] == label].set_index("model")
+    curves = {}
+    for name in result.names:
+        fpr, tpr, _ = roc_points(y[keep], result.test_scores[name][keep, j])
+        curves[f"{name} · {rows.loc[name, 'auroc']:.3f}"] = (fpr, tpr)
+    st.plotly_chart(charts.curve_figure(curves, "roc", height=520), width="stretch")

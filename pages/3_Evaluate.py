@@ -1,0 +1,50 @@
+"""Evaluate: one checkpoint on a dataset split, with ROC and PR curves, AUROC confidence intervals,
+calibration, and an operating-point tool. Thresholds come from the validation split."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from cxrcore.ui import evaluate as ev
+from cxrcore.ui.page import guarded, select_checkpoint, select_dataset, setup_page
+
+ws = setup_page("Evaluate")
+st.title("Evaluate")
+dataset = select_dataset(ws)
+checkpoint = select_checkpoint(ws)
+
+if dataset is None or checkpoint is None:
+    st.info("Pick a dataset and a model in the sidebar (the demo prepares both: `make run`).")
+    st.stop()
+
+record = ws.get_dataset(dataset)
+if record.notes.get("synthetic"):
+    st.caption("Synthetic demo data: computer-generated phantoms, not real patients.")
+left, mid, right = st.columns(3)
+split = left.selectbox("Split", ["test", "valid", "train"], key="eval_split")
+rule = mid.selectbox("Operating point (chosen on validation)", list(ev.RULES), format_func=ev.RULES.get)
+target = None
+if rule in ("sensitivity", "specificity"):
+    target = right.slider(f"Target {rule}", 0.5, 0.99, 0.9, 0.01)
+
+with guarded("evaluate the model"):
+    result = ev.evaluation(ws, checkpoint, dataset, split, rule, target)
+    labels = list(result.predictions.labels)
+    n = len(result.predictions.table)
+    st.caption(
+        f"{n} images of the {split} split · AUROC 95% CI from 1,000 stratified bootstrap resamples"
+        + (" · predictions reused from the workspace" if result.predictions.from_cache else "")
+    )
+    chosen = st.multiselect("Labels", labels, default=labels[:6], key="eval_labels")
+    tab_roc, tab_table, tab_cal, tab_op = st.tabs(
+        ["ROC and PR curves", "Metrics table", "Calibration", "Operating point"]
+    )
+    with tab_roc:
+        ev.roc_section(result, chosen)
+    with tab_table:
+        st.dataframe(result.summary.round(4), width="stretch")
+        ev.downloads(result, f"{checkpoint.parent.name}-{dataset}-{split}")
+    with tab_cal:
+        ev.calibration_section(result.predictions, chosen)
+    with tab_op:
+        ev.threshold_tool(result)

@@ -1,0 +1,69 @@
+"""Ensembles: two or more checkpoints and their majority vote, simple and weighted average and stacking
+(Rajaraman, Kim & Antani, PeerJ 2020), fitted on the validation split and compared on test."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from cxrcore.evaluate.ensemble import METHODS
+from cxrcore.evaluate.report import TABLE_METRICS, best_marks
+from cxrcore.models.catalog import list_checkpoints
+from cxrcore.ui import evaluate as ev
+from cxrcore.ui.data import csv_download
+from cxrcore.ui.page import guarded, select_dataset, setup_page
+
+NAMES = {
+    "vote": "majority vote",
+    "mean": "simple average",
+    "weighted": "weighted average",
+    "stack": "stacking",
+}
+
+ws = setup_page("Ensembles")
+st.title("Ensembles")
+dataset = select_dataset(ws)
+entries = list_checkpoints(ws.home)
+if dataset is None or len(entries) < 2:
+    st.info("An ensemble needs a dataset and at least two checkpoints (the demo prepares them: `make run`).")
+    st.stop()
+
+titles = {str(e.path): e.title for e in entries}
+# Default members: the best checkpoint of up to three runs sharing the first one's labels.
+same_labels = [e for e in entries if e.info["labels"] == entries[0].info["labels"] and e.path.stem != "last"]
+default = [str(e.path) for e in same_labels[:3]]
+members = st.multiselect("Members", list(titles), default=default, format_func=titles.get)
+methods = st.multiselect("Methods", list(METHODS), default=list(METHODS), format_func=NAMES.get)
+split = st.selectbox("Scored on", ["test", "valid"], key="ens_split")
+if len(members) < 2 or not methods:
+    st.info("Pick at least two members and one method.")
+    st.stop()
+
+with guarded("compare the ensembles"):
+    from pathlib import Path
+
+    result = ev.comparison(ws, [Path(m) for m in members], dataset, methods, split)
+    label = st.selectbox("Label", ["mean", *result.labels], key="ens_label")
+    st.subheader("Comparison")
+    st.caption(
+        "Thresholds: each member's and ensemble's operating point (Youden's J) on validation; the vote "
+        "is positive when most members are. * marks the best in each column (lowest for ECE). "
+        "Δ AUROC is each ensemble minus the best member, with DeLong's p-value per label."
+    )
+    shown = best_marks(result.table, label)
+    rows = result.table[result.table["label"] == label].set_index("model")
+    ci = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(rows["auroc_lo"], rows["auroc_hi"], strict=True)]
+    shown.insert(1, "AUROC 95% CI", ci if label != "mean" else ["" for _ in ci])
+    shown["vs best member"] = rows["vs_best_member"]
+    shown["Δ AUROC"] = rows["delta_auroc"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}")
+    shown["p (DeLong)"] = rows["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    st.dataframe(shown, width="stretch")
+    csv_download(result.table, f"ensembles-{dataset}-{split}", "Full table, every label (CSV)")
+    if label != "mean":
+        st.subheader(f"ROC curves · {label}")
+        ev.comparison_roc(result, label)
+    st.subheader("What was fitted on validation")
+    for key, fitted in result.fitted.items():
+        with st.expander(key):
+            st.json(fitted, expanded=False)
+    st.caption(f"Metrics in the table: {', '.join(TABLE_METRICS)}.")

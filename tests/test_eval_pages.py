@@ -1,0 +1,62 @@
+"""Evaluate and Ensembles pages, driven by AppTest over two small models trained on the demo phantoms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cxrcore.store import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ws(trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(tmp_path / "no-bundled"))  # only the workspace's runs
+    return trained_ws
+
+
+def _run(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_evaluate_page_shows_curves_table_and_threshold_tool(ws: Workspace) -> None:
+    at = _run("pages/3_Evaluate.py")
+    # ROC + PR, reliability diagram, confusion matrix.
+    assert len(at.get("plotly_chart")) == 4
+    summary = at.dataframe[0].value
+    assert {"macro", "micro", "Nodule"} <= set(summary.index)
+    nodule = summary.loc["Nodule"]
+    assert nodule["auroc_lo"] <= nodule["auroc"] <= nodule["auroc_hi"]
+    assert "predictions" in " ".join(b.label for b in at.get("download_button")).lower()
+    # Moving the threshold to 1.0 predicts nothing positive: sensitivity 0.
+    slider = next(s for s in at.slider if s.label == "Threshold")
+    slider.set_value(1.0)
+    at.run()
+    assert not at.exception
+    metrics = at.dataframe[-1].value
+    assert metrics.loc["sensitivity", "value"] == 0.0
+    # Second visit: predictions are read back from the workspace.
+    assert len(ws.list_predictions()) == 2  # test + valid
+    at2 = _run("pages/3_Evaluate.py")
+    assert any("reused" in c.value for c in at2.caption)
+
+
+def test_ensembles_page_compares_members_and_methods(ws: Workspace) -> None:
+    at = _run("pages/4_Ensembles.py")
+    table = at.dataframe[0].value
+    assert len(table) == 6  # the best checkpoints of the two runs + four ensembles
+    assert any(str(v).endswith("*") for v in table["auroc"])
+    assert len(at.expander) == 4  # what each method fitted
+    at.selectbox(key="ens_label").set_value("Nodule")
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1
+    table = at.dataframe[0].value
+    assert table["p (DeLong)"].iloc[2:].map(lambda v: 0.0 <= float(v) <= 1.0).all()
