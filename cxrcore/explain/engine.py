@@ -1,0 +1,358 @@
+"""The explanation engine: predictions and heat maps for any registered model, one call per image.
+
+``explain(model, image)`` runs one forward pass for the probabilities and, for average-pooled heads,
+derives the class activation map (CAM) of every label and the CRM from that same pass (no hooks, no
+backward passes). Methods that need gradients or extra passes (the Grad-CAM family, see
+``cxrcore.explain.cam``) run only when asked. Every map comes back twice at image resolution:
+
+- ``raw``: the method's map after ReLU (positive evidence only), bilinearly upsampled, in the
+  method's own units (logit units for CAM, squared logit differences for CRM), so it can be compared
+  across images and models;
+- ``display``: ``raw`` min-max normalised to [0, 1]. A map that is constant or has no positive value
+  is flagged ``no_positive_evidence`` and its display map is all zeros (never NaN).
+
+ReLU is applied at feature resolution before upsampling, as in ``pytorch_grad_cam``, so display maps
+equal the package's own output. The model is shared safely between threads: see ``model_guard``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cxrcore.explain.cam import (
+    METHODS,
+    ExplainError,
+    class_activation_maps,
+    closest,
+    get_method,
+    model_guard,
+    resolve_layer,
+)
+from cxrcore.explain.crm import crm_maps
+from cxrcore.models.registry import CXRModel
+from cxrcore.preprocess import NormStats, PreprocessConfig, normalise, prepare, to_unit
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "EXPLAIN_METHODS",
+    "EnsembleExplanation",
+    "ExplainError",
+    "Explanation",
+    "SaliencyMap",
+    "explain",
+    "explain_ensemble",
+    "model_input",
+    "normalise_map",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METHODS: tuple[str, ...] = ("cam", "crm")
+# "cam": closed form for average-pooled heads, Grad-CAM otherwise; "crm": all output nodes;
+# "crm_label": only the label's own node.
+EXPLAIN_METHODS: tuple[str, ...] = ("cam", "crm", "crm_label", *METHODS)
+FLAT_TOLERANCE = 1e-6  # a map whose range is below this fraction of its peak counts as constant
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as cxrcore.io
+
+
+@dataclass(frozen=True)
+class SaliencyMap:
+    """One heat map of one method for one label, aligned with ``Explanation.image01``.
+
+    Attributes:
+        method: the method asked for ("cam", "gradcam", "crm", ...).
+        label: the label explained.
+        algorithm: what computed it: "cam" (closed form) or "gradcam" for "cam", else the method.
+        layer: the dotted name of the layer the map was taken at.
+        lowres: float32 (h, w) map at the layer's resolution, before ReLU.
+        raw: float32 (H, W) positive part, bilinearly upsampled, un-normalised.
+        display: float32 (H, W) in [0, 1]; all zeros when ``no_positive_evidence``.
+        no_positive_evidence: the map is constant or has no positive value.
+    """
+
+    method: str
+    label: str
+    algorithm: str
+    layer: str
+    lowres: np.ndarray
+    raw: np.ndarray
+    display: np.ndarray
+    no_positive_evidence: bool
+
+    @property
+    def peak(self) -> float:
+        """Largest raw value (0 when there is no positive evidence)."""
+        return float(self.raw.max())
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Probabilities and heat maps of one image from one forward pass of one model.
+
+    ``maps`` is keyed by (method, label). ``probabilities`` and ``logits`` cover every output of the
+    model; ``labels`` are the explained ones, in the order asked. ``image01`` is the grey [0, 1]
+    picture the model saw (after preprocessing), the one to draw the maps over.
+    """
+
+    architecture: str
+    labels: tuple[str, ...]
+    methods: tuple[str, ...]
+    probabilities: dict[str, float]
+    logits: dict[str, float]
+    maps: dict[tuple[str, str], SaliencyMap]
+    image01: np.ndarray
+
+    def get(self, method: str, label: str) -> SaliencyMap:
+        """The map of ``method`` for ``label``; ExplainError naming what was computed otherwise."""
+        try:
+            return self.maps[(method, label)]
+        except KeyError:
+            raise ExplainError(
+                f"no {method!r} map for {label!r}; computed methods {list(self.methods)} "
+                f"for labels {list(self.labels)}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class EnsembleExplanation:
+    """Ensemble heat maps: per label, the mean of the members' display maps (PeerJ 2020).
+
+    ``maps`` holds float32 (H, W) maps in [0, 1] at the first member's resolution;
+    ``probabilities`` the members' mean probability; ``members`` each member's full explanation.
+    """
+
+    method: str
+    labels: tuple[str, ...]
+    maps: dict[str, np.ndarray]
+    probabilities: dict[str, float]
+    members: tuple[Explanation, ...]
+    image01: np.ndarray
+
+
+def _grey_array(image: np.ndarray) -> np.ndarray:
+    """A 2-D grey image from a 2-D array, a 3-D array with one channel, or RGB(A) (BT.601 luma)."""
+    if image.ndim == 3 and 1 in (image.shape[0], image.shape[-1]):
+        return image.reshape(image.shape[1:] if image.shape[0] == 1 else image.shape[:2])
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        return np.asarray(image[..., :3], dtype=np.float32) @ _LUMA
+    if image.ndim != 2:
+        raise ExplainError(
+            f"image must be (H, W), (H, W, 1), (1, H, W) or (H, W, 3) in [0, 1], got shape {image.shape}"
+        )
+    return image
+
+
+def model_input(model: CXRModel, image: Tensor | np.ndarray) -> tuple[Tensor, np.ndarray]:
+    """The model input (1, C, H, W) on the model's device and the grey [0, 1] (H, W) image it shows.
+
+    A tensor is taken as already preprocessed and normalised. A numpy float image in [0, 1] goes
+    through the project's preprocessing at ``spec.input_size`` (``prepare`` with its default settings)
+    and normalisation with ``spec.mean`` / ``spec.std``, exactly as training images do.
+    """
+    spec = model.spec
+    param = next(model.parameters())
+    if isinstance(image, np.ndarray):
+        if spec.in_chans != 1:
+            raise ExplainError(f"numpy images are grey; {spec.architecture} takes {spec.in_chans} channels")
+        try:
+            u8 = prepare(_grey_array(image), PreprocessConfig(size=spec.input_size))
+        except ValueError as exc:
+            raise ExplainError(f"cannot preprocess the image: {exc}") from exc
+        x = torch.from_numpy(normalise(u8, NormStats(spec.mean, spec.std, 0)))[None, None]
+        return x.to(device=param.device, dtype=param.dtype), to_unit(u8)
+    if not isinstance(image, Tensor):
+        raise ExplainError(f"image must be a torch.Tensor or numpy array, got {type(image).__name__}")
+    if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != spec.in_chans:
+        raise ExplainError(
+            f"image tensor must be one preprocessed image (1, {spec.in_chans}, H, W), "
+            f"got {tuple(image.shape)}"
+        )
+    if not image.is_floating_point():
+        raise ExplainError(f"image tensor must be float (normalised), got {image.dtype}")
+    x = image.detach().to(device=param.device, dtype=param.dtype)
+    grey = (x[0].mean(0) * spec.std + spec.mean).clamp(0, 1)
+    return x, grey.to(device="cpu", dtype=torch.float32).numpy()
+
+
+def _label_indices(model: CXRModel, labels: str | int | Sequence[str | int] | None) -> list[int]:
+    """Output indices for label names or indices (all labels when None), duplicates dropped."""
+    names = model.spec.labels
+    if labels is None:
+        return list(range(len(names)))
+    if isinstance(labels, str | int):
+        labels = [labels]
+    indices: list[int] = []
+    for label in labels:
+        if isinstance(label, int) and not isinstance(label, bool):
+            if not 0 <= label < len(names):
+                raise ExplainError(f"label index {label} is out of range for {len(names)} labels")
+            index = label
+        elif label in names:
+            index = names.index(label)
+        else:
+            raise ExplainError(
+                f"unknown label {label!r}{closest(str(label), names)} valid options: {list(names)}"
+            )
+        if index not in indices:
+            indices.append(index)
+    if not indices:
+        raise ExplainError(f"no labels to explain; valid options: {list(names)}")
+    return indices
+
+
+def _check_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
+    """Method names, validated against EXPLAIN_METHODS, duplicates dropped."""
+    names = (methods,) if isinstance(methods, str) else tuple(methods)
+    for name in names:
+        if name not in EXPLAIN_METHODS:
+            raise ExplainError(
+                f"unknown method {name!r}{closest(name, EXPLAIN_METHODS)} "
+                f"valid options: {', '.join(EXPLAIN_METHODS)}"
+            )
+    if not names:
+        raise ExplainError(f"no methods asked for; valid options: {', '.join(EXPLAIN_METHODS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def normalise_map(raw: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Min-max normalise a non-negative map to [0, 1]; zeros and True when it has no positive evidence."""
+    peak, low = float(raw.max()), float(raw.min())
+    if not peak > 0 or peak - low <= FLAT_TOLERANCE * peak:
+        return np.zeros_like(raw, dtype=np.float32), True
+    return ((raw - low) / (peak - low)).astype(np.float32), False
+
+
+def _feature_maps(
+    model: CXRModel, x: Tensor, features: Tensor, methods: tuple[str, ...], indices: list[int], layer: str
+) -> dict[str, tuple[str, np.ndarray]]:
+    """Per method: the algorithm used and raw maps (n_labels_asked, h, w) at feature resolution."""
+    at_cam_layer = layer == model.spec.cam_layer
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    crm: tuple[np.ndarray, np.ndarray] | None = None
+    for method in methods:
+        if method == "cam" and at_cam_layer and model.spec.pooling == "avg":
+            out[method] = ("cam", class_activation_maps(model, features)[indices].float().cpu().numpy())
+        elif method == "cam":
+            out[method] = ("gradcam", get_method("gradcam")(model, layer)(x, indices))
+        elif method in ("crm", "crm_label"):
+            if crm is None:
+                per_label, total = crm_maps(model, features)
+                crm = per_label.float().cpu().numpy(), total.float().cpu().numpy()
+            maps = crm[1][None].repeat(len(indices), 0) if method == "crm" else crm[0][indices]
+            out[method] = (method, maps)
+        else:
+            out[method] = (method, get_method(method)(model, layer)(x, indices))
+    return out
+
+
+def _to_saliency(
+    method: str, algorithm: str, layer: str, lowres: np.ndarray, labels: list[str], size: tuple[int, int]
+) -> list[SaliencyMap]:
+    """Upsample the positive part of raw maps (n, h, w) to ``size`` and normalise each for display."""
+    if not np.isfinite(lowres).all():
+        logger.warning("%s produced non-finite values; they are set to 0", algorithm)
+        lowres = np.nan_to_num(lowres, nan=0.0, posinf=0.0, neginf=0.0)
+    positive = torch.from_numpy(np.maximum(lowres, 0, dtype=np.float32))[:, None]
+    raw = F.interpolate(positive, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
+    maps = []
+    for label, low, up in zip(labels, lowres, raw, strict=True):
+        display, empty = normalise_map(up)
+        maps.append(SaliencyMap(method, label, algorithm, layer, low, up, display, empty))
+    return maps
+
+
+def explain(
+    model: CXRModel,
+    image: Tensor | np.ndarray,
+    labels: str | int | Sequence[str | int] | None = None,
+    methods: str | Sequence[str] = DEFAULT_METHODS,
+    layer: str | None = None,
+) -> Explanation:
+    """Probabilities and heat maps (raw and display) for one image, per method and label.
+
+    Args:
+        model: any registered model; it may be shared by other threads.
+        image: a preprocessed tensor (1, C, H, W), or a numpy float image in [0, 1] (see ``model_input``).
+        labels: names or indices to explain; all of the model's labels when None.
+        methods: any of ``EXPLAIN_METHODS``. "cam" is closed form for average-pooled heads at the CAM
+            layer and Grad-CAM otherwise; "crm" and "crm_label" are always at ``spec.cam_layer``.
+        layer: dotted module name for the Grad-CAM family (default ``spec.cam_layer``).
+
+    Raises:
+        ExplainError: unknown method, label or layer (with close matches), or an unusable image.
+    """
+    names = _check_methods(methods)
+    indices = _label_indices(model, labels)
+    layer_name, _ = resolve_layer(model, layer)
+    x, image01 = model_input(model, image)
+    with model_guard(model):
+        with torch.no_grad():
+            features = model.forward_features(x)
+            logits = model.forward_head(features)[0].float().cpu()
+        raw = _feature_maps(model, x, features, names, indices, layer_name)
+    label_names = [model.spec.labels[i] for i in indices]
+    maps: dict[tuple[str, str], SaliencyMap] = {}
+    for method, (algorithm, lowres) in raw.items():
+        used_layer = model.spec.cam_layer if method in ("crm", "crm_label") else layer_name
+        for saliency in _to_saliency(method, algorithm, used_layer, lowres, label_names, image01.shape):
+            maps[(method, saliency.label)] = saliency
+    probs = CXRModel.probabilities(logits)
+    return Explanation(
+        architecture=model.spec.architecture,
+        labels=tuple(label_names),
+        methods=names,
+        probabilities=dict(zip(model.spec.labels, probs.tolist(), strict=True)),
+        logits=dict(zip(model.spec.labels, logits.tolist(), strict=True)),
+        maps=maps,
+        image01=image01,
+    )
+
+
+def _check_shared_labels(models: Sequence[CXRModel]) -> tuple[str, ...]:
+    """The label set every member shares; ExplainError naming the first member that differs."""
+    if len(models) < 2:
+        raise ExplainError(f"an ensemble needs at least 2 members, got {len(models)}")
+    reference = models[0].spec.labels
+    for i, member in enumerate(models[1:], start=1):
+        if member.spec.labels != reference:
+            raise ExplainError(
+                f"ensemble members must share labels: member {i} ({member.spec.architecture}) has "
+                f"{list(member.spec.labels)}, member 0 has {list(reference)}"
+            )
+    return reference
+
+
+def explain_ensemble(
+    models: Sequence[CXRModel],
+    image: Tensor | np.ndarray,
+    labels: str | int | Sequence[str | int] | None = None,
+    method: str = "cam",
+) -> EnsembleExplanation:
+    """Explain one image with every member and average their display maps per label.
+
+    Members with another input size are resized (bilinear) to the first member's resolution; a
+    member without positive evidence for a label contributes its all-zero map.
+    """
+    _check_shared_labels(models)
+    members = tuple(explain(member, image, labels=labels, methods=(method,)) for member in models)
+    h, w = members[0].image01.shape
+    maps: dict[str, np.ndarray] = {}
+    for label in members[0].labels:
+        displays = [m.get(method, label).display for m in members]
+        resized = [
+            d if d.shape == (h, w) else cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR)
+            for d in displays
+        ]
+        maps[label] = np.clip(np.mean(resized, axis=0), 0.0, 1.0).astype(np.float32)
+    probabilities = {
+        name: float(np.mean([m.probabilities[name] for m in members])) for name in models[0].spec.labels
+    }
+    return EnsembleExplanation(method, members[0].labels, maps, probabilities, members, members[0].image01)
