@@ -32,8 +32,8 @@ from cxrcore.train.loop import run_training
 
 TARGET = 0.95
 RECIPES: dict[str, dict[str, Any]] = {
-    "resnet18": {"image_size": 96, "lr": 2e-3, "epochs": 12, "batch_size": 32},
-    "custom_cnn": {"image_size": 80, "lr": 5e-4, "epochs": 12, "batch_size": 32},
+    "resnet18": {"image_size": 64, "lr": 3e-3, "epochs": 8, "batch_size": 32},
+    "custom_cnn": {"image_size": 64, "lr": 5e-4, "epochs": 10, "batch_size": 32},
     "tiny": {"image_size": 64, "lr": 3e-3, "epochs": 60, "batch_size": 32},
 }
 

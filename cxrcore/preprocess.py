@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import cv2
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:
     import torch
@@ -170,21 +171,48 @@ def _resize(u8: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(u8, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
+def fit_geometry(width: int, height: int, size: int, fit: str) -> tuple[int, int, int, int]:
+    """Where an image lands in the ``size`` square: resized (width, height) and its offset (x0, y0).
+
+    A point (x, y) of the original maps to (x * rw / width + x0, y * rh / height + y0); with "pad" the
+    offsets are the padding (>= 0), with "crop" minus the cropped margin (<= 0).
+    """
+    if fit == "pad":
+        scale = size / max(height, width)
+        rw, rh = max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
+        return rw, rh, (size - rw) // 2, (size - rh) // 2
+    scale = size / min(height, width)
+    rw, rh = max(size, round(width * scale)), max(size, round(height * scale))
+    return rw, rh, -((rw - size) // 2), -((rh - size) // 2)
+
+
+def boxes_to_input(
+    boxes: pd.DataFrame, width: int, height: int, cfg: PreprocessConfig
+) -> pd.DataFrame | None:
+    """Boxes (x, y, w, h in the original image's pixels) moved onto the prepared ``cfg.size`` square.
+
+    None with a lung crop, whose crop depends on the image's content.
+    """
+    if cfg.lung_crop:
+        return None
+    rw, rh, x0, y0 = fit_geometry(width, height, cfg.size, cfg.fit)
+    sx, sy = rw / width, rh / height
+    out = boxes.copy()
+    out["x"], out["y"] = boxes["x"] * sx + x0, boxes["y"] * sy + y0
+    out["w"], out["h"] = boxes["w"] * sx, boxes["h"] * sy
+    return out
+
+
 def _fit(u8: np.ndarray, size: int, fit: str) -> np.ndarray:
     """Fit an image into a ``size`` square, keeping its aspect ratio by padding or centre-cropping."""
     h, w = u8.shape
+    rw, rh, x0, y0 = fit_geometry(w, h, size, fit)
+    resized = _resize(u8, rw, rh)
     if fit == "pad":
-        scale = size / max(h, w)
-        nw, nh = max(1, min(size, round(w * scale))), max(1, min(size, round(h * scale)))
         out = np.zeros((size, size), dtype=np.uint8)
-        y0, x0 = (size - nh) // 2, (size - nw) // 2
-        out[y0 : y0 + nh, x0 : x0 + nw] = _resize(u8, nw, nh)
+        out[y0 : y0 + rh, x0 : x0 + rw] = resized
         return out
-    scale = size / min(h, w)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    resized = _resize(u8, nw, nh)
-    y0, x0 = (nh - size) // 2, (nw - size) // 2
-    return np.ascontiguousarray(resized[y0 : y0 + size, x0 : x0 + size])
+    return np.ascontiguousarray(resized[-y0 : -y0 + size, -x0 : -x0 + size])
 
 
 def prepare(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

@@ -255,7 +255,7 @@ def test_ensemble_averages_member_display_maps() -> None:
     mean_prob = np.mean([m.probabilities["Nodule"] for m in result.members])
     assert result.probabilities["Nodule"] == pytest.approx(mean_prob)
     other = create_model("tiny", labels=("Effusion", "Mass", "Nodule"), input_size=TINY_SIZE)
-    with pytest.raises(ValueError, match="share labels"):
+    with pytest.raises(ValueError, match="different labels"):
         explain_ensemble([members[0], other], pixels)
 
 

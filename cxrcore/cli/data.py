@@ -113,6 +113,16 @@ def cmd_data_leakage(args: argparse.Namespace) -> int:
     return 1 if (report.leaks and args.fail_on_leak) else 0
 
 
+def cmd_demo_models(args: argparse.Namespace) -> int:
+    """Train the demo models (a few seconds each) and write them to the bundled checkpoint folder."""
+    from cxrcore.cli.training import ConsoleReporter
+    from cxrcore.demo import train_demo_models
+
+    for path in train_demo_models(Workspace(), args.out, ConsoleReporter()):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo_prepare(args: argparse.Namespace) -> int:
     """Generate and register the synthetic demo dataset (idempotent)."""
     from cxrcore.demo import prepare_demo
@@ -184,6 +194,9 @@ def add_data_commands(groups: Any) -> None:
     demo = groups.add_parser("demo", help="the synthetic demo").add_subparsers(dest="command", required=True)
     prepare = demo.add_parser("prepare", help="generate and register the synthetic demo dataset")
     prepare.set_defaults(func=cmd_demo_prepare)
+    models = demo.add_parser("models", help="train the bundled demo models on the demo phantoms")
+    models.add_argument("--out", default="checkpoints", help="folder to write them to")
+    models.set_defaults(func=cmd_demo_models)
 
 
 def cmd_data_merge(args: argparse.Namespace) -> int:

@@ -68,14 +68,14 @@ def _point_in_lung(frame: Frame, side: int, margin: float, rng: np.random.Genera
 
 
 def _nodules(frame: Frame, rng: np.random.Generator) -> list[np.ndarray]:
-    """One or two small round soft-edged blobs inside the lungs (radius 3-7% of the image size)."""
+    """One or two small round soft-edged blobs inside the lungs (radius 4-8% of the image size)."""
     count = 2 if rng.random() < 0.25 else 1
     fields = []
     for _ in range(count):
-        radius = 2.0 * rng.uniform(0.03, 0.07) / frame.spec.scale
+        radius = 2.0 * rng.uniform(0.04, 0.08) / frame.spec.scale
         aspect = rng.uniform(0.85, 1.15)
         centre_u, centre_v = _point_in_lung(frame, int(rng.choice((-1, 1))), 0.7 * radius, rng)
-        amplitude = rng.uniform(0.2, 0.5)
+        amplitude = rng.uniform(0.25, 0.55)
         d2 = ((frame.u - centre_u) * aspect) ** 2 + ((frame.v - centre_v) / aspect) ** 2
         fields.append((amplitude * np.exp(-2.3 * (d2 / radius**2) ** 2)).astype(np.float32))
     return fields
@@ -93,7 +93,7 @@ def _opacity(frame: Frame, rng: np.random.Generator) -> list[np.ndarray]:
         -2.3 * (((frame.u - centre_u) / radius_u) ** 2 + ((frame.v - centre_v) / radius_v) ** 2)
     )
     lung = frame.lungs[0 if side < 0 else 1]
-    field = rng.uniform(0.25, 0.5) * envelope * patches * lung
+    field = rng.uniform(0.3, 0.55) * envelope * patches * lung
     return [frame.blur(field.astype(np.float32), 0.004)]
 
 
@@ -101,7 +101,7 @@ def _effusion(frame: Frame, rng: np.random.Generator) -> list[np.ndarray]:
     """Fluid in one costophrenic angle: a bright fill under a meniscus that rises towards the chest wall."""
     spec = frame.spec
     side = int(rng.choice((-1, 1)))
-    depth = rng.uniform(0.06, 0.3)
+    depth = rng.uniform(0.08, 0.3)
     dome = spec.dome_right if side < 0 else spec.dome_left
     base = dome + 0.1 - depth  # medial fluid level; the lung reaches about dome + 0.1 at its lateral edge
     inner = spec.lung_offset - spec.lung_width
@@ -110,5 +110,5 @@ def _effusion(frame: Frame, rng: np.random.Generator) -> list[np.ndarray]:
     below = np.clip((frame.v - level) / 0.04 + 0.5, 0.0, 1.0)
     thickening = 0.7 + 0.3 * np.clip((frame.v - level) / 0.12, 0.0, 1.0)
     lung = lung_masks(frame.u, frame.v, spec)[0 if side < 0 else 1]
-    field = rng.uniform(0.3, 0.55) * below * thickening * lung
+    field = rng.uniform(0.35, 0.6) * below * thickening * lung
     return [frame.blur(field.astype(np.float32), 0.008)]

@@ -1,1 +1,2 @@
-"""Evaluation: metrics per pathology (and, later, predictions, ensembles and localisation)."""
+"""Evaluation: stored batch predictions, per-label metrics with confidence intervals, operating points,
+calibration, DeLong's test, ensembles, and localisation metrics against ground-truth boxes."""

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from cxrcore.atomic import atomic_path
 from cxrcore.data.cache import PreprocessCache
-from cxrcore.data.index import DatasetError
+from cxrcore.data.index import DatasetError, label_columns
 from cxrcore.data.split import split_rows
 from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
 from cxrcore.models.checkpoint import file_fingerprint, load_checkpoint, read_card
@@ -79,9 +79,7 @@ def truth_for(rows: pd.DataFrame, model_labels: Sequence[str], card: dict[str, A
     labels = list(model_labels)
     if labels == [ANY_FINDING]:
         trained_on = list(card.get("training_config", {}).get("labels") or [])
-        source = [n for n in trained_on if n in rows.columns] or [
-            c for c in rows.columns if c not in _META and rows[c].dtype.kind == "f"
-        ]
+        source = [n for n in trained_on if n in rows.columns] or label_columns(rows)
         return target_matrix(rows, source, "any")
     present = [n for n in labels if n in rows.columns]
     if not present:
@@ -94,9 +92,6 @@ def truth_for(rows: pd.DataFrame, model_labels: Sequence[str], card: dict[str, A
         if name in rows.columns:
             truth[:, j] = rows[name].to_numpy(dtype=np.float32)
     return truth
-
-
-_META = {"image_id", "patient_id", "path", "split", "view", "sex", "age", "source", "width", "height"}
 
 
 def prediction_key(checkpoint: Path, ws: Workspace, dataset: str, split: str, pcfg: PreprocessConfig) -> str:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cxrcore.evaluate.ensemble import EnsembleError, check_members
 from cxrcore.explain.cam import (
     METHODS,
     ExplainError,
@@ -150,12 +151,15 @@ def _grey_array(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def model_input(model: CXRModel, image: Tensor | np.ndarray) -> tuple[Tensor, np.ndarray]:
+def model_input(
+    model: CXRModel, image: Tensor | np.ndarray, preprocess: PreprocessConfig | None = None
+) -> tuple[Tensor, np.ndarray]:
     """The model input (1, C, H, W) on the model's device and the grey [0, 1] (H, W) image it shows.
 
     A tensor is taken as already preprocessed and normalised. A numpy float image in [0, 1] goes
-    through the project's preprocessing at ``spec.input_size`` (``prepare`` with its default settings)
-    and normalisation with ``spec.mean`` / ``spec.std``, exactly as training images do.
+    through the project's preprocessing (``preprocess``: the checkpoint's own settings, recorded in its
+    model card; default: ``prepare``'s defaults at ``spec.input_size``) and normalisation with
+    ``spec.mean`` / ``spec.std``, exactly as training images do.
     """
     spec = model.spec
     param = next(model.parameters())
@@ -163,7 +167,7 @@ def model_input(model: CXRModel, image: Tensor | np.ndarray) -> tuple[Tensor, np
         if spec.in_chans != 1:
             raise ExplainError(f"numpy images are grey; {spec.architecture} takes {spec.in_chans} channels")
         try:
-            u8 = prepare(_grey_array(image), PreprocessConfig(size=spec.input_size))
+            u8 = prepare(_grey_array(image), preprocess or PreprocessConfig(size=spec.input_size))
         except ValueError as exc:
             raise ExplainError(f"cannot preprocess the image: {exc}") from exc
         x = torch.from_numpy(normalise(u8, NormStats(spec.mean, spec.std, 0)))[None, None]
@@ -275,6 +279,7 @@ def explain(
     labels: str | int | Sequence[str | int] | None = None,
     methods: str | Sequence[str] = DEFAULT_METHODS,
     layer: str | None = None,
+    preprocess: PreprocessConfig | None = None,
 ) -> Explanation:
     """Probabilities and heat maps (raw and display) for one image, per method and label.
 
@@ -285,6 +290,7 @@ def explain(
         methods: any of ``EXPLAIN_METHODS``. "cam" is closed form for average-pooled heads at the CAM
             layer and Grad-CAM otherwise; "crm" and "crm_label" are always at ``spec.cam_layer``.
         layer: dotted module name for the Grad-CAM family (default ``spec.cam_layer``).
+        preprocess: how a numpy image is prepared (the checkpoint card's "preprocess" settings).
 
     Raises:
         ExplainError: unknown method, label or layer (with close matches), or an unusable image.
@@ -292,7 +298,7 @@ def explain(
     names = _check_methods(methods)
     indices = _label_indices(model, labels)
     layer_name, _ = resolve_layer(model, layer)
-    x, image01 = model_input(model, image)
+    x, image01 = model_input(model, image, preprocess)
     with model_guard(model):
         with torch.no_grad():
             features = model.forward_features(x)
@@ -317,17 +323,11 @@ def explain(
 
 
 def _check_shared_labels(models: Sequence[CXRModel]) -> tuple[str, ...]:
-    """The label set every member shares; ExplainError naming the first member that differs."""
-    if len(models) < 2:
-        raise ExplainError(f"an ensemble needs at least 2 members, got {len(models)}")
-    reference = models[0].spec.labels
-    for i, member in enumerate(models[1:], start=1):
-        if member.spec.labels != reference:
-            raise ExplainError(
-                f"ensemble members must share labels: member {i} ({member.spec.architecture}) has "
-                f"{list(member.spec.labels)}, member 0 has {list(reference)}"
-            )
-    return reference
+    """The label set every member shares (the same check as for ensembles of predictions)."""
+    try:
+        return check_members([m.spec.labels for m in models])
+    except EnsembleError as exc:
+        raise ExplainError(str(exc)) from None
 
 
 def explain_ensemble(
@@ -335,14 +335,21 @@ def explain_ensemble(
     image: Tensor | np.ndarray,
     labels: str | int | Sequence[str | int] | None = None,
     method: str = "cam",
+    preprocess: Sequence[PreprocessConfig | None] | None = None,
 ) -> EnsembleExplanation:
     """Explain one image with every member and average their display maps per label.
+
+    ``preprocess`` gives each member's preprocessing for a numpy image (see ``explain``).
 
     Members with another input size are resized (bilinear) to the first member's resolution; a
     member without positive evidence for a label contributes its all-zero map.
     """
     _check_shared_labels(models)
-    members = tuple(explain(member, image, labels=labels, methods=(method,)) for member in models)
+    settings = list(preprocess) if preprocess is not None else [None] * len(models)
+    members = tuple(
+        explain(member, image, labels=labels, methods=(method,), preprocess=pcfg)
+        for member, pcfg in zip(models, settings, strict=True)
+    )
     h, w = members[0].image01.shape
     maps: dict[str, np.ndarray] = {}
     for label in members[0].labels:

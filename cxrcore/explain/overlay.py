@@ -21,9 +21,11 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 
 
 def to_rgb(pixels: np.ndarray) -> np.ndarray:
-    """A grey float image in [0, 1] (H, W) as RGB uint8 (H, W, 3)."""
+    """A grey image (H, W), float in [0, 1] or uint8, as RGB uint8 (H, W, 3); RGB uint8 is copied."""
+    if pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8:
+        return pixels.copy()
     if pixels.ndim != 2:
-        raise ValueError(f"expected a grey (H, W) image, got shape {pixels.shape}")
+        raise ValueError(f"expected a grey (H, W) image or RGB uint8 (H, W, 3), got shape {pixels.shape}")
     if pixels.dtype == np.uint8:
         grey = pixels
     else:
@@ -47,7 +49,7 @@ def draw_boxes(
     """Draw boxes (columns label, x, y, w, h; optional score) with their label on a grey image.
 
     Args:
-        pixels: grey image, float in [0, 1] or uint8.
+        pixels: grey image, float in [0, 1] or uint8, or an RGB uint8 picture (e.g. a heat-map overlay).
         boxes: boxes in the pixel space of the image before ``scale``.
         colours: label -> RGB; labels without a colour get the first palette colour.
         scale: factor from box coordinates to the image's pixel space (e.g. display size / file size).

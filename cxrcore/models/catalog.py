@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cxrcore.models.checkpoint import CheckpointError, describe_checkpoint, read_card
+from cxrcore.models.guard import GUARD_SUFFIX, guard_path
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +55,36 @@ def _entry(path: Path, source: str) -> CheckpointEntry | None:
     return CheckpointEntry(path.resolve(), source, synthetic, info)
 
 
+def _weights(paths: Iterable[Path]) -> list[Path]:
+    """Checkpoint weight files, leaving out the upload guards stored beside them."""
+    return [p for p in paths if not p.name.endswith(GUARD_SUFFIX)]
+
+
+def user_checkpoint(path: str | Path, workspace_home: str | Path) -> bool:
+    """Whether a checkpoint lives in the workspace (a user's run or import), so it may be deleted."""
+    return Path(workspace_home, "runs").resolve() in Path(path).resolve().parents
+
+
+def delete_checkpoint(path: str | Path, workspace_home: str | Path) -> list[Path]:
+    """Delete a workspace checkpoint with its model card and guard; bundled ones are refused."""
+    path = Path(path)
+    if not user_checkpoint(path, workspace_home):
+        raise CheckpointError(f"{str(path)!r} is not a workspace checkpoint; bundled checkpoints are kept")
+    removed = []
+    for item in (path, path.with_suffix(".json"), guard_path(path)):
+        if item.exists():
+            item.unlink()
+            removed.append(item)
+    return removed
+
+
 def list_checkpoints(workspace_home: str | Path) -> list[CheckpointEntry]:
     """Bundled checkpoints (real-data ones first), then the workspace's runs, newest first."""
-    bundled = sorted(bundled_dir().glob("*.safetensors")) if bundled_dir().is_dir() else []
+    bundled = sorted(_weights(bundled_dir().glob("*.safetensors")))
     runs = sorted(
-        Path(workspace_home, "runs").glob("*/*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True
+        _weights(Path(workspace_home, "runs").glob("*/*.safetensors")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
     )
     entries = [e for p in bundled if (e := _entry(p, "bundled")) is not None]
     entries.sort(key=lambda e: e.synthetic)  # stable: real-data checkpoints first

@@ -22,6 +22,7 @@ with the same normalised value in each channel. Networks trained with per-channe
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -63,6 +64,41 @@ def _read(source: str | Path) -> Any:
             f"refused to load {str(path)!r}: only tensors and plain containers are read "
             f"(torch.load weights_only=True) ({type(exc).__name__}: {str(exc).splitlines()[0]})"
         ) from exc
+
+
+def read_weights_bytes(name: str, data: bytes) -> Any:
+    """The object in an uploaded weights file (kept in memory), read as safely as ``_read`` reads files."""
+    if name.endswith(".safetensors"):
+        try:
+            return safetensors.torch.load(data)
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{name!r} is not a readable safetensors file ({exc})") from exc
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for refused objects, others for corrupt files
+        raise CheckpointError(
+            f"refused to load {name!r}: only tensors and plain containers are read "
+            f"(torch.load weights_only=True) ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from exc
+
+
+def import_weights_file(
+    name: str,
+    data: bytes,
+    target_dir: str | Path,
+    architecture: str = "densenet121",
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """Import uploaded foreign weights as a checkpoint of ours (``<target_dir>/<file stem>.safetensors``)."""
+    from cxrcore.models.checkpoint import save_checkpoint
+
+    model = import_state_dict(read_weights_bytes(name, data), architecture, labels)
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(name).stem)[:60] or "imported"
+    card = {
+        "imported_from": name,
+        "note": "foreign weights; input normalisation assumed (mean 0.5, std 0.25)",
+    }
+    return save_checkpoint(Path(target_dir) / f"{stem}.safetensors", model, card)
 
 
 def _unwrap(obj: Any, where: str) -> dict[str, Tensor]:

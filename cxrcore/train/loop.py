@@ -26,8 +26,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from cxrcore.atomic import atomic_path
+from cxrcore.data.torch_dataset import CXRDataset
 from cxrcore.evaluate.metrics import auroc_per_label, macro_mean
 from cxrcore.models import CXRModel, save_checkpoint
+from cxrcore.models.guard import fit_checkpoint_guard
 from cxrcore.store import Workspace
 from cxrcore.train import setup
 from cxrcore.train.config import TrainConfig
@@ -283,7 +285,24 @@ class Trainer:
         best, last = self.run_dir / "best.safetensors", self.run_dir / "last.safetensors"
         result.best_checkpoint = best if best.exists() else None
         result.last_checkpoint = last if last.exists() else None
+        if self.dist.is_main and result.stopped != "cancelled":
+            self._fit_guards([p for p in (best, last) if p.exists()])
         return result
+
+    def _fit_guards(self, checkpoints: list[Path]) -> None:
+        """Store the upload guard (training-feature statistics) beside each final checkpoint."""
+        plain = CXRDataset(
+            self.data.train.paths,
+            self.data.train.targets.numpy(),
+            self.data.train.cache,
+            self.data.train.mean,
+            self.data.train.std,
+        )
+        for checkpoint in checkpoints:
+            try:
+                fit_checkpoint_guard(checkpoint, plain, self.data.valid, seed=self.cfg.seed)
+            except (ValueError, np.linalg.LinAlgError) as exc:  # tiny splits: the app works without it
+                log.warning("no upload guard for %s: %s", checkpoint, exc)
 
 
 def run_training(cfg: TrainConfig, ws: Workspace, reporter: Reporter, resume: bool = False) -> RunResult:

@@ -166,4 +166,29 @@ def bar_figure(values: pd.Series, title: str, fmt: str = ".3f") -> go.Figure:
         )
     )
     fig.update_layout(title=title, height=max(220, 26 * len(values) + 90), margin={"l": 10})
+    fig.update_yaxes(type="category", dtick=1, automargin=True)
+    return fig
+
+
+def history_figure(history: pd.DataFrame) -> go.Figure:
+    """Training and validation loss and validation AUROC per epoch."""
+    fig = go.Figure()
+    for column, axis in (("train_loss", "y"), ("val_loss", "y"), ("val_auroc", "y2")):
+        if column in history.columns:
+            fig.add_trace(
+                go.Scatter(
+                    x=history["epoch"],
+                    y=history[column],
+                    name=column.replace("_", " "),
+                    yaxis=axis,
+                    mode="lines+markers",
+                )
+            )
+    fig.update_layout(
+        xaxis_title="epoch",
+        yaxis={"title": "loss"},
+        yaxis2={"title": "validation AUROC", "overlaying": "y", "side": "right", "range": [0, 1]},
+        height=360,
+        legend={"orientation": "h"},
+    )
     return fig

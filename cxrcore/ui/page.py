@@ -93,3 +93,13 @@ def select_checkpoint(ws: Workspace) -> Path | None:
 
 def _keep_checkpoint_choice() -> None:
     st.session_state[state.CHECKPOINT] = st.session_state[_CHECKPOINT_WIDGET]
+
+
+def page_link(page: str, label: str, icon: str | None = None) -> None:
+    """A link to another page; plain text when the page runs on its own (as in page tests)."""
+    from streamlit.errors import StreamlitPageNotFoundError
+
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except StreamlitPageNotFoundError:
+        st.caption(label)

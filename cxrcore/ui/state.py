@@ -5,3 +5,4 @@ from __future__ import annotations
 DATASET = "cxr.dataset"  # name of the dataset selected in the sidebar
 CHECKPOINT = "cxr.checkpoint"  # path of the checkpoint selected in the sidebar
 GALLERY_SEED = "cxr.gallery_seed"  # reshuffles the sample gallery
+UPLOAD = "cxr.upload"  # (file name, bytes) of an image uploaded on the home page, shown on Explain

@@ -14,13 +14,12 @@ from cxrcore.train import jobs
 from cxrcore.train.config import LABEL_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 from cxrcore.train.losses import LOSSES
 from cxrcore.ui.charts import NEGATIVE, POSITIVE
-from cxrcore.ui.page import guarded
+from cxrcore.ui.page import guarded, page_link
 
 REFRESH_S = 2.0  # the jobs section redraws this often while a job is queued or running
 IDLE_REFRESH_S = 5.0  # ... and this often otherwise, to show jobs started elsewhere (CLI, other tabs)
 LOG_LINES = 40
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MODELS_PAGE = REPO_ROOT / "pages" / "6_Models.py"
 JOB_WIDGET = "train_job"  # the job shown in the progress panel
 _NEWEST_SEEN = "train_newest_job"  # newest job id this session has shown; a newer one gets picked
 _LABEL_MODE_NAMES = {"multi": "Multi-label (one output per label)", "any": "Any finding (one output)"}
@@ -38,11 +37,11 @@ def available_models() -> list[str]:
 
 def repurpose_checkpoints(ws: Workspace) -> list[str]:
     """Checkpoints a run can start from: best checkpoints of workspace runs, then the bundled ones."""
-    found = sorted(
-        (ws.home / "runs").glob("**/best.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
-    found += sorted((REPO_ROOT / "checkpoints").glob("*.safetensors"))
-    return [str(p) for p in found]
+    from cxrcore.models.catalog import list_checkpoints
+
+    entries = list_checkpoints(ws.home)
+    runs = [e for e in entries if e.source == "workspace" and e.path.stem == "best"]
+    return [str(e.path) for e in runs + [e for e in entries if e.source == "bundled"]]
 
 
 def _short_path(path: str, ws: Workspace) -> str:
@@ -127,7 +126,7 @@ def train_form(ws: Workspace, record: DatasetRecord) -> TrainConfig | None:
     counts = (record.split or {}).get("counts", {})
     if not counts.get("train") or not counts.get("valid"):
         st.warning(f"{record.name} needs a patient-level split with train and valid images: build one first.")
-        st.page_link("pages/1_Dataset_Explorer.py", label="Open the dataset explorer")
+        page_link("pages/1_Dataset_Explorer.py", "Open the dataset explorer")
         return None
     models = available_models()
     if not models:
@@ -217,8 +216,7 @@ def _status_line(job: jobs.JobRecord) -> None:
         st.info(f"Job {job.id} is running.{note}")
     elif job.status == "finished":
         st.success(f"Job {job.id} finished. Best checkpoint: {job.checkpoint}")
-        if MODELS_PAGE.exists():
-            st.page_link("pages/6_Models.py", label="Open the checkpoint on the Models page")
+        page_link("pages/6_Models.py", "Open the checkpoint on the Models page")
     elif job.status == "cancelled":
         st.warning(f"Job {job.id} was cancelled after {len(job.history)} epoch(s). {job.error or ''}".strip())
     else:

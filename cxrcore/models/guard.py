@@ -1,0 +1,205 @@
+"""The upload guard: how unlike a model's training images an upload is, and cheap sanity checks.
+
+The score is the Mahalanobis distance of the image's pooled last-layer features to those of the
+training split (mean and a shrunk covariance, Ledoit-Wolf), fitted when a checkpoint is trained and
+stored beside it as ``<checkpoint>.guard.safetensors`` (tensors only, threshold in the metadata).
+The threshold is a high quantile of the validation split's distances, so about 1% of real
+validation images would be flagged. Cheap checks catch what needs no model: a colour photograph,
+an extreme aspect ratio, a near-constant image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import safetensors.numpy
+import torch
+from PIL import Image
+from sklearn.covariance import LedoitWolf
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from cxrcore.atomic import atomic_path
+from cxrcore.models.registry import CXRModel
+
+log = logging.getLogger(__name__)
+
+QUANTILE = 0.99  # share of validation images under the threshold
+MAX_ASPECT = 2.5  # width / height (or its inverse) beyond which no chest radiograph is framed
+MIN_STD = 0.02  # grey standard deviation (on [0, 1]) under which the image is nearly constant
+MAX_COLOURFULNESS = 15.0  # Hasler & Suesstrunk colourfulness above which a picture is a colour photo
+GUARD_SUFFIX = ".guard.safetensors"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Training-feature statistics of one checkpoint and the calibrated distance threshold."""
+
+    mean: np.ndarray
+    precision: np.ndarray
+    threshold: float
+    n_train: int
+    n_valid: int
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each row of ``features`` (n, d) to the training mean."""
+        centred = np.atleast_2d(features) - self.mean
+        return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, self.precision, centred), 0.0))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the guard says about one image."""
+
+    score: float | None  # Mahalanobis distance (None without a fitted guard)
+    threshold: float | None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def suspicious(self) -> bool:
+        """Whether the image should be flagged before its predictions are shown."""
+        return bool(self.reasons)
+
+
+def pooled_features(model: CXRModel, x: torch.Tensor) -> np.ndarray:
+    """Spatially averaged last feature map (n, channels): the input to every head's classifier path.
+
+    Taken under the model's lock: a shared model may carry another thread's explanation hooks.
+    """
+    from cxrcore.explain.cam import model_lock  # the lock lives with the explanation engine
+
+    with model_lock(model), torch.inference_mode():
+        features = model.forward_features(x.to(next(model.parameters()).device))
+        return features.float().mean(dim=(2, 3)).cpu().numpy().astype(np.float64)
+
+
+def _features(model: CXRModel, batches: Iterable[torch.Tensor]) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    try:
+        return np.concatenate([pooled_features(model, x) for x in batches])
+    finally:
+        model.train(was_training)
+
+
+def fit_guard(model: CXRModel, train: Iterable[torch.Tensor], valid: Iterable[torch.Tensor]) -> Guard:
+    """Fit the feature statistics on training batches and the threshold on validation batches."""
+    f_train, f_valid = _features(model, train), _features(model, valid)
+    if len(f_train) < 2 or len(f_valid) < 1:
+        raise ValueError(
+            f"the guard needs >= 2 training and >= 1 validation images, got {len(f_train)}, {len(f_valid)}"
+        )
+    cov = LedoitWolf().fit(f_train)
+    guard = Guard(cov.location_, cov.precision_, float("inf"), len(f_train), len(f_valid))
+    threshold = float(np.quantile(guard.distance(f_valid), QUANTILE))
+    return Guard(guard.mean, guard.precision, threshold, len(f_train), len(f_valid))
+
+
+def fit_checkpoint_guard(
+    checkpoint: str | Path, train: Dataset, valid: Dataset, max_images: int = 256, seed: int = 0
+) -> Path:
+    """Fit and store the guard of a checkpoint from (image, target) datasets without augmentation."""
+    from cxrcore.models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    rng = np.random.default_rng(seed)
+
+    def batches(data: Dataset) -> Iterable[torch.Tensor]:
+        items = np.sort(rng.permutation(len(data))[:max_images])
+        loader = DataLoader(Subset(data, items.tolist()), batch_size=32)
+        return (x for x, _ in loader)
+
+    return save_guard(fit_guard(model, batches(train), batches(valid)), checkpoint)
+
+
+def guard_path(checkpoint: str | Path) -> Path:
+    """Where a checkpoint's guard is stored."""
+    path = Path(checkpoint)
+    return path.with_name(path.name.removesuffix(".safetensors") + GUARD_SUFFIX)
+
+
+def save_guard(guard: Guard, checkpoint: str | Path) -> Path:
+    """Write the guard beside its checkpoint (atomically)."""
+    target = guard_path(checkpoint)
+    meta = {
+        "threshold": json.dumps(guard.threshold),
+        "n_train": str(guard.n_train),
+        "n_valid": str(guard.n_valid),
+    }
+    with atomic_path(target) as tmp:
+        safetensors.numpy.save_file(
+            {"mean": guard.mean, "precision": guard.precision}, str(tmp), metadata=meta
+        )
+    return target
+
+
+def load_guard(checkpoint: str | Path) -> Guard | None:
+    """The checkpoint's guard, or None when it has none (or it cannot be read)."""
+    path = guard_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in ("mean", "precision")}
+        return Guard(
+            tensors["mean"],
+            tensors["precision"],
+            float(json.loads(meta["threshold"])),
+            int(meta["n_train"]),
+            int(meta["n_valid"]),
+        )
+    except (OSError, KeyError, ValueError, safetensors.SafetensorError) as exc:
+        log.warning("ignoring unreadable guard %s: %s", path, exc)
+        return None
+
+
+def colourfulness(data: bytes) -> float | None:
+    """Hasler & Suesstrunk (2003) colourfulness of a raster file's colours (None for grey or non-raster)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+                return None
+            im.draft("RGB", (128, 128))
+            rgb = np.asarray(im.convert("RGB").resize((128, 128)), dtype=np.float64)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def cheap_checks(pixels: np.ndarray, data: bytes | None = None) -> list[str]:
+    """Reasons an image is not a chest radiograph that need no model."""
+    reasons = []
+    height, width = pixels.shape
+    aspect = max(width / height, height / width)
+    if aspect > MAX_ASPECT:
+        reasons.append(f"its aspect ratio is extreme ({width} x {height} pixels)")
+    if float(pixels.std()) < MIN_STD:
+        reasons.append("it is nearly uniform (almost no contrast)")
+    colour = colourfulness(data) if data is not None else None
+    if colour is not None and colour > MAX_COLOURFULNESS:
+        reasons.append(f"it is a colour picture (colourfulness {colour:.0f}; radiographs are grey)")
+    return reasons
+
+
+def assess(
+    model: CXRModel, guard: Guard | None, x: torch.Tensor, pixels: np.ndarray, data: bytes | None = None
+) -> Verdict:
+    """The guard's verdict on one preprocessed input ``x`` (1, C, H, W) and its grey pixels."""
+    reasons = cheap_checks(pixels, data)
+    if guard is None:
+        return Verdict(None, None, reasons)
+    score = float(guard.distance(pooled_features(model, x))[0])
+    if score > guard.threshold:
+        reasons.append(
+            f"its features are far from the training images' (distance {score:.1f}, "
+            f"threshold {guard.threshold:.1f})"
+        )
+    return Verdict(score, guard.threshold, reasons)

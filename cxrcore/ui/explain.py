@@ -1,0 +1,198 @@
+"""Widgets of the Explain page: the image source (upload or dataset), window controls, the panel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from cxrcore.data.index import DatasetError
+from cxrcore.explain.engine import explain_ensemble, model_input
+from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
+from cxrcore.explain.internals import channel_activations, first_layer_filters
+from cxrcore.explain.panel import PanelOptions, Tile
+from cxrcore.io import ImageReadError, read_image
+from cxrcore.models.catalog import list_checkpoints
+from cxrcore.models.guard import assess, load_guard
+from cxrcore.models.registry import CXRModel
+from cxrcore.preprocess import PreprocessConfig
+from cxrcore.store import Workspace
+from cxrcore.ui import state
+from cxrcore.ui.models import load_model
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom"]
+EXTRA_METHODS = (
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "hirescam",
+    "layercam",
+    "eigencam",
+    "scorecam",
+    "ablationcam",
+)
+
+
+@dataclass
+class ImageChoice:
+    """The image to explain: grey pixels in [0, 1], reader metadata, and true boxes when known."""
+
+    name: str
+    pixels: np.ndarray
+    meta: dict[str, Any]
+    truth: pd.DataFrame | None = None  # label, x, y, w, h in the image's own pixels
+    data: bytes | None = None  # the uploaded file (kept in memory only), for the colour check
+
+
+def read_upload(name: str, data: bytes) -> ImageChoice | None:
+    """Read an upload in memory; an unreadable file shows the reader's message and nothing else."""
+    try:
+        pixels, meta = read_image(data)
+    except ImageReadError as exc:
+        st.error(f"Cannot read {name!r}: {exc}")
+        return None
+    return ImageChoice(name, pixels, meta, data=data)
+
+
+def _from_dataset(ws: Workspace, dataset: str) -> ImageChoice | None:
+    """An image of a registered dataset (those with boxes first), with its true boxes."""
+    data = ws.load_dataset(dataset)
+    index = data.index[data.index["path"].notna()]
+    if index.empty:
+        st.info("This dataset has no image files.")
+        return None
+    boxed = list(dict.fromkeys(data.boxes["image_id"]))
+    ids = [i for i in boxed if i in set(index["image_id"])][:200] or list(index["image_id"][:200])
+    image_id = st.selectbox("Image", ids, key="explain_image_id", help="Images with boxes are listed first.")
+    row = index.set_index("image_id").loc[image_id]
+    try:
+        pixels, meta = read_image(row["path"])
+    except ImageReadError as exc:
+        raise DatasetError(f"cannot read {image_id}: {exc}") from None
+    truth = data.boxes.loc[data.boxes["image_id"] == image_id, ["label", "x", "y", "w", "h"]]
+    return ImageChoice(str(image_id), pixels, meta, truth.reset_index(drop=True))
+
+
+def image_source(ws: Workspace, dataset: str | None) -> ImageChoice | None:
+    """Upload a PNG / JPEG / DICOM, or pick an image of the selected dataset."""
+    choices = ["Upload a file"] + ([f"An image of {dataset}"] if dataset else [])
+    where = st.radio("Image", choices, horizontal=True, key="explain_source")
+    if where == "Upload a file":
+        upload = st.file_uploader(
+            "Chest X-ray (PNG, JPEG or DICOM); it stays in memory and is never stored",
+            type=UPLOAD_TYPES,
+            key="explain_upload",
+        )
+        if upload is not None:
+            return read_upload(upload.name, upload.getvalue())
+        if state.UPLOAD in st.session_state:  # uploaded on the home page
+            name, data = st.session_state[state.UPLOAD]
+            return read_upload(name, data)
+        return None
+    return _from_dataset(ws, dataset) if dataset else None
+
+
+def guard_warning(
+    model: CXRModel, checkpoint: Path, choice: ImageChoice, pixels: np.ndarray, pcfg: PreprocessConfig
+) -> bool:
+    """Warn before any prediction when the image does not look like the model's training images.
+
+    Returns whether to go on and show the predictions.
+    """
+    x, _ = model_input(model, pixels, pcfg)
+    verdict = assess(model, load_guard(checkpoint), x, choice.pixels, choice.data)
+    if not verdict.suspicious:
+        if verdict.score is not None:
+            st.caption(
+                f"Upload guard: feature distance {verdict.score:.1f} (threshold {verdict.threshold:.1f})."
+            )
+        return True
+    st.warning(
+        "This does not look like a chest X-ray the model was trained on: "
+        + "; ".join(verdict.reasons)
+        + ". Its predictions would mean little.",
+        icon="⚠️",
+    )
+    return st.checkbox("Show the predictions anyway", value=False, key="explain_anyway")
+
+
+def window_controls(choice: ImageChoice) -> np.ndarray:
+    """DICOM window level / width on the [0, 1] image (defaults: the whole range, as read)."""
+    if choice.meta.get("format") != "dicom":
+        return choice.pixels
+    with st.expander("DICOM window", expanded=False):
+        window = choice.meta.get("window") or {}
+        st.caption(f"Read with {window.get('source', 'the full stored range')}; adjust on the result:")
+        left, right = st.columns(2)
+        level = left.slider("Level", 0.0, 1.0, 0.5, 0.01, key="explain_level")
+        width = right.slider("Width", 0.05, 1.0, 1.0, 0.01, key="explain_width")
+    return np.clip((choice.pixels - (level - width / 2)) / width, 0.0, 1.0).astype(np.float32)
+
+
+def panel_options() -> PanelOptions:
+    """Sliders and toggles for the overlays."""
+    c1, c2, c3, c4 = st.columns(4)
+    alpha = c1.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="explain_alpha")
+    threshold = c2.slider(
+        "Hide below",
+        0.0,
+        1.0,
+        0.2,
+        0.05,
+        key="explain_threshold",
+        help="Map values under this are transparent.",
+    )
+    colormap = c3.selectbox("Colour map", list(COLORMAPS), key="explain_colormap")
+    boxes = c4.toggle("Boxes from the maps", value=True, key="explain_boxes")
+    return PanelOptions(colormap=colormap, alpha=alpha, threshold=threshold, show_boxes=boxes)
+
+
+def show_panel(rows: list[list[Tile]]) -> None:
+    """One row per label: the image, then each method's overlay."""
+    for row in rows:
+        st.markdown(f"**{row[0].label}**")
+        columns = st.columns(len(row))
+        for column, tile in zip(columns, row, strict=True):
+            column.image(tile.rgb, caption=tile.caption, width="stretch")
+
+
+def ensemble_section(
+    ws: Workspace, checkpoint: Path, pixels: np.ndarray, labels: list[str], options: PanelOptions
+) -> None:
+    """Ensemble maps: the mean of the normalised maps of this model and the members picked (PeerJ 2020)."""
+    model, _, _ = load_model(checkpoint)
+    others = {
+        str(e.path): e.title
+        for e in list_checkpoints(ws.home)
+        if e.path != checkpoint and list(e.info["labels"]) == list(model.labels)
+    }
+    if not others:
+        st.caption("No other checkpoint with the same labels.")
+        return
+    picked = st.multiselect("Other members", list(others), format_func=others.get, key="explain_members")
+    method = st.selectbox("Method", ["cam", "crm", *EXTRA_METHODS], key="explain_ens_method")
+    if not picked:
+        return
+    loaded = [load_model(checkpoint)] + [load_model(p) for p in picked]
+    ens = explain_ensemble([m for m, _, _ in loaded], pixels, labels, method, [p for _, _, p in loaded])
+    for column, label in zip(st.columns(len(labels)), labels, strict=True):
+        rgb = heatmap_overlay(
+            ens.image01, ens.maps[label], options.colormap, options.alpha, options.threshold
+        )
+        column.image(rgb, caption=f"{label}: mean of {len(loaded)} maps, p = {ens.probabilities[label]:.3f}")
+
+
+def internals_section(model: CXRModel, image01: np.ndarray) -> None:
+    """The first-layer filters and the strongest channels of the CAM layer for this image."""
+    filters = first_layer_filters(model)
+    grid, channels = channel_activations(model, image01, top=16)
+    left, right = st.columns(2)
+    left.image(filters, caption="First-layer filters", width="stretch")
+    right.image(
+        grid, caption=f"Strongest channels of {model.spec.cam_layer} (first: {channels[:6]})", width="stretch"
+    )
+    st.download_button("Filters (PNG)", to_png_bytes(filters), file_name="filters.png", key="dl_filters")

@@ -1,0 +1,74 @@
+"""Explain: upload a chest X-ray (PNG, JPEG, DICOM) or pick one of a dataset; see every label's probability
+and, side by side per label, where the model looked (CAM / Grad-CAM, CRM and any other method chosen)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from cxrcore.explain.engine import explain
+from cxrcore.explain.panel import panel_png, panel_tiles
+from cxrcore.preprocess import boxes_to_input
+from cxrcore.ui import charts
+from cxrcore.ui import explain as ux
+from cxrcore.ui.models import load_model
+from cxrcore.ui.page import guarded, select_checkpoint, select_dataset, setup_page
+
+ws = setup_page("Explain")
+st.title("Explain")
+st.caption("For research and teaching only: these maps show what a model responds to, not a diagnosis.")
+dataset = select_dataset(ws)
+checkpoint = select_checkpoint(ws)
+if checkpoint is None:
+    st.info("No model yet: `make run` prepares the demo models, or train one on the Train page.")
+    st.stop()
+
+choice = ux.image_source(ws, dataset)
+if choice is None:
+    st.info("Upload a chest X-ray, or pick an image of the selected dataset.")
+    st.stop()
+
+with guarded("explain the image"):
+    model, card, pcfg = load_model(checkpoint)
+    pixels = ux.window_controls(choice)
+    if not ux.guard_warning(model, checkpoint, choice, pixels, pcfg):
+        st.stop()
+    base = explain(model, pixels, methods=("cam", "crm"), preprocess=pcfg)
+    probs = pd.Series(base.probabilities).sort_values(ascending=False)
+    st.plotly_chart(charts.bar_figure(probs, "Probability per label", ".3f"), width="stretch")
+
+    left, right = st.columns([3, 2])
+    labels = left.multiselect(
+        "Labels", list(probs.index), default=list(probs.index[:4]), key="explain_labels"
+    )
+    extra = right.multiselect("More methods", ux.EXTRA_METHODS, key="explain_methods")
+    options = ux.panel_options()
+    if not labels:
+        st.info("Pick at least one label.")
+        st.stop()
+    result = base
+    if extra:
+        result = explain(model, pixels, labels, ("cam", "crm", *extra), preprocess=pcfg)
+    truth = None
+    if choice.truth is not None and len(choice.truth):
+        height, width = choice.pixels.shape
+        truth = boxes_to_input(choice.truth, width, height, pcfg)
+    cam_name = "CAM (= Grad-CAM at the last layer)" if model.spec.pooling == "avg" else "Grad-CAM"
+    st.caption(
+        f"Columns: the image{' with its true boxes (green)' if truth is not None else ''}, {cam_name}, "
+        f"CRM{', ' + ', '.join(extra) if extra else ''}. Boxes: regions above half of each map's peak, "
+        "scored by peak heat x probability."
+    )
+    rows = panel_tiles(result, labels, ["cam", "crm", *extra], options, truth)
+    ux.show_panel(rows)
+    st.download_button(
+        "Download the panel (PNG)",
+        panel_png(rows),
+        file_name=f"{choice.name}-explained.png",
+        mime="image/png",
+    )
+
+    with st.expander("Ensemble of several models"):
+        ux.ensemble_section(ws, checkpoint, pixels, labels, options)
+    with st.expander("Filters and activations"):
+        ux.internals_section(model, result.image01)

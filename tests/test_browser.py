@@ -1,0 +1,77 @@
+"""The whole dashboard in a real browser: every page, a DICOM and a PNG upload, a corrupt upload.
+
+Screenshots go to ``test-artifacts/`` (``CXR_TEST_ARTIFACTS`` overrides). Skipped, with the reason,
+only where Debian's Chromium or the playwright package is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from browser_harness import PAGES, ROOT, browser_missing, chromium_page, dashboard, errors_on, wait_until_idle
+from io_corpus import dicom_bytes, dicom_dataset
+
+pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
+
+ARTIFACTS = Path(os.environ.get("CXR_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+def _dicom_file(tmp: Path) -> Path:
+    """A real DICOM from CXR_DATA_DIR/dicom when available, else a generated one."""
+    data_dir = os.environ.get("CXR_DATA_DIR")
+    if data_dir and (Path(data_dir) / "dicom").is_dir():
+        found = sorted((Path(data_dir) / "dicom").glob("*.dcm"))
+        if found:
+            return found[0]
+    from cxrcore.data.phantoms import render_phantom
+
+    image, _ = render_phantom(np.random.default_rng(3), 256, ["Opacity"])
+    path = tmp / "generated.dcm"
+    path.write_bytes(dicom_bytes(dicom_dataset(np.round(image * 4095).astype(np.uint16), bits_stored=12)))
+    return path
+
+
+def _png_file(home: Path) -> Path:
+    return sorted((home / "demo" / "phantoms" / "images").glob("*.png"))[0]
+
+
+def _upload(page, path: Path, shot: Path) -> None:
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(path))
+    wait_until_idle(page)
+    page.screenshot(path=str(shot), full_page=True)
+
+
+def test_every_page_and_uploads_in_chromium(trained_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "workspace"
+    shutil.copytree(trained_home, home)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with dashboard(home) as (url, _), chromium_page() as page:
+        for name, path in PAGES.items():
+            page.goto(f"{url}/{path}")
+            wait_until_idle(page)
+            page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
+            assert errors_on(page) == [], f"{name}: {errors_on(page)}"
+            assert page.locator('[data-testid="stMain"]').inner_text().strip(), f"{name} is empty"
+        # A DICOM upload: probabilities and heat maps, no error.
+        page.goto(f"{url}/Explain")
+        wait_until_idle(page)
+        assert page.locator('[data-testid="stPlotlyChart"]').count() == 0  # waiting for an image
+        _upload(page, _dicom_file(tmp_path), ARTIFACTS / "explain-dicom.png")
+        assert errors_on(page) == []
+        assert page.locator('[data-testid="stPlotlyChart"]').count() == 1
+        assert page.locator('[data-testid="stImage"]').count() >= 3 * 3
+        # A PNG upload replaces it.
+        _upload(page, _png_file(home), ARTIFACTS / "explain-png.png")
+        assert errors_on(page) == []
+        assert page.locator('[data-testid="stImage"]').count() >= 3 * 3
+        # A corrupt file: the reader's message, nothing else.
+        broken = tmp_path / "broken.png"
+        broken.write_bytes(_png_file(home).read_bytes()[:80])
+        _upload(page, broken, ARTIFACTS / "explain-corrupt.png")
+        errors = errors_on(page)
+        assert len(errors) == 1 and "Cannot read 'broken.png'" in errors[0]
+        assert page.locator('[data-testid="stPlotlyChart"]').count() == 0

@@ -1,0 +1,85 @@
+"""The Explain page with real uploads (a generated PNG and DICOM, and a corrupt file), via AppTest."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from io_corpus import PHI, dicom_bytes, dicom_dataset
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from cxrcore.data.phantoms import render_phantom
+from cxrcore.store import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = str(ROOT / "pages" / "5_Explain.py")
+
+
+@pytest.fixture
+def ws(trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(tmp_path / "no-bundled"))
+    return trained_ws
+
+
+def _phantom() -> np.ndarray:
+    image, _ = render_phantom(np.random.default_rng(5), 128, ["Nodule"])
+    return image
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(_phantom() * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _dicom() -> bytes:
+    return dicom_bytes(dicom_dataset(np.round(_phantom() * 4095).astype(np.uint16), bits_stored=12))
+
+
+def _texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "error", "warning") for e in at.get(kind)]
+    return " ".join(str(p) for p in parts)
+
+
+def _upload(name: str, data: bytes) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.file_uploader(key="explain_upload").upload(name, data)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize(("name", "data"), [("phantom.png", _png), ("phantom.dcm", _dicom)])
+def test_an_upload_gets_probabilities_and_maps_side_by_side(ws: Workspace, name: str, data) -> None:
+    at = _upload(name, data())
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == 1  # probabilities
+    labels = at.multiselect(key="explain_labels").value
+    assert sorted(labels) == ["Effusion", "Nodule", "Opacity"]  # top 4 of 3 labels
+    text = _texts(at)
+    # 3 labels x (image, CAM, CRM) + filters + activations
+    assert len(at.get("image")) == 3 * 3 + 2
+    assert not any(value in text for value in PHI.values())  # nothing of the DICOM's identity shown
+    at.multiselect(key="explain_methods").set_value(["gradcam++"])
+    at.run()
+    assert not at.exception
+    assert len(at.get("image")) == 3 * 4 + 2
+
+
+def test_a_corrupt_upload_shows_the_readers_message_and_nothing_else(ws: Workspace) -> None:
+    at = _upload("broken.png", _png()[:60])
+    assert len(at.error) == 1 and "Cannot read 'broken.png'" in at.error[0].value
+    assert len(at.get("image")) == 0 and len(at.get("plotly_chart")) == 0
+
+
+def test_an_image_of_the_dataset_shows_its_true_boxes(ws: Workspace) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.radio(key="explain_source").set_value("An image of demo-phantoms")
+    at.run()
+    assert not at.exception and not at.error
+    assert "true boxes (green)" in _texts(at)

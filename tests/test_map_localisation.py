@@ -1,0 +1,44 @@
+"""Explanation maps placed back onto the image and scored against boxes (members and ensemble)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxrcore.evaluate.map_localisation import ENSEMBLE, FRAME, localisation_report, map_to_frame
+from cxrcore.preprocess import PreprocessConfig, fit_geometry, prepare
+from cxrcore.store import Workspace
+
+
+@pytest.mark.parametrize("fit", ["pad", "crop"])
+def test_a_map_goes_back_to_where_the_image_was(fit: str) -> None:
+    # A 200 x 100 image with a bright block; the block's map in the model square must land on the block.
+    image = np.zeros((100, 200), np.float32)
+    image[40:60, 90:110] = 1.0
+    square = prepare(image, PreprocessConfig(size=64, fit=fit)).astype(np.float32) / 255
+    frame = map_to_frame(square, 200, 100, PreprocessConfig(size=64, fit=fit))
+    assert frame.shape == (FRAME // 2, FRAME)  # 128 x 256: the image's aspect ratio
+    ys, xs = np.nonzero(frame > 0.5)
+    scale = FRAME / 200
+    assert abs(ys.mean() - 50 * scale) < 2 and abs(xs.mean() - 100 * scale) < 2
+
+
+def test_fit_geometry_worked_examples() -> None:
+    assert fit_geometry(200, 100, 64, "pad") == (64, 32, 0, 16)
+    assert fit_geometry(200, 100, 64, "crop") == (128, 64, -32, 0)
+
+
+def test_report_scores_members_and_their_ensemble(trained_ws: Workspace) -> None:
+    paths = [trained_ws.home / "runs" / run / "best.safetensors" for run in ("tiny", "resnet18")]
+    seen: list[int] = []
+    report = localisation_report(
+        paths, trained_ws, "demo-phantoms", max_images=12, progress=lambda d, t: seen.append(d)
+    )
+    assert list(report.table.index) == ["tiny/best", "resnet18/best", ENSEMBLE]
+    assert seen[-1] == 12
+    assert (report.table["pairs"] >= 12).all()
+    for column in ("mean_iou", "peerj_map", "coco_map", "pointing"):
+        assert report.table[column].between(0, 1).all(), column
+    # Every (image, label) pair is scored once per model.
+    counts = report.rows.groupby("model").size()
+    assert counts.nunique() == 1
