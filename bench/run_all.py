@@ -1,12 +1,15 @@
 """Run every benchmark in bench/ and write their JSON into bench/RESULTS.md.
 
-Run: make bench   (or: CXR_DATA_DIR=../shared/data .venv/bin/python bench/run_all.py)
+Run: make bench   (or: CXR_DATA_DIR=../shared/data .venv/bin/python bench/run_all.py [SCRIPT ...])
+
+Naming scripts (e.g. ``bench_predict.py``) runs only those and keeps the other rows of RESULTS.md.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -15,9 +18,29 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+ROW = re.compile(r"^\| `(bench_[^`]+)` \| `(.*)` \| ([0-9.]+) \|$")
+
+
+def _previous_rows() -> dict[str, tuple[dict, float]]:
+    """The rows of the current RESULTS.md, by script name."""
+    path = HERE / "RESULTS.md"
+    found = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        match = ROW.match(line)
+        if match:
+            found[match.group(1)] = (json.loads(match.group(2)), float(match.group(3)))
+    return found
+
+
 def main() -> int:
+    only = set(sys.argv[1:])
+    kept = _previous_rows() if only else {}
     rows = []
     for script in sorted(HERE.glob("bench_*.py")):
+        if only and script.name not in only:
+            if script.name in kept:
+                rows.append((script.name, *kept[script.name]))
+            continue
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=HERE.parent)
         elapsed = time.perf_counter() - started

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -40,8 +42,6 @@ if len(members) < 2 or not methods:
     st.stop()
 
 with guarded("compare the ensembles"):
-    from pathlib import Path
-
     result = ev.comparison(ws, [Path(m) for m in members], dataset, methods, split)
     label = st.selectbox("Label", ["mean", *result.labels], key="ens_label")
     st.subheader("Comparison")
@@ -53,7 +53,7 @@ with guarded("compare the ensembles"):
     shown = best_marks(result.table, label)
     rows = result.table[result.table["label"] == label].set_index("model")
     ci = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(rows["auroc_lo"], rows["auroc_hi"], strict=True)]
-    shown.insert(1, "AUROC 95% CI", ci if label != "mean" else ["" for _ in ci])
+    shown.insert(1, "AUROC 95% CI", ci if label != "mean" else ["pick a label" for _ in ci])
     shown["vs best member"] = rows["vs_best_member"]
     shown["Δ AUROC"] = rows["delta_auroc"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}")
     shown["p (DeLong)"] = rows["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
@@ -67,3 +67,8 @@ with guarded("compare the ensembles"):
         with st.expander(key):
             st.json(fitted, expanded=False)
     st.caption(f"Metrics in the table: {', '.join(TABLE_METRICS)}.")
+
+if not ws.load_dataset(dataset).boxes.empty:
+    st.subheader("Localisation against the true boxes")
+    with guarded("score the localisation"):
+        ev.localisation_section(ws, [Path(m) for m in members], dataset, split)

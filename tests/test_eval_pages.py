@@ -60,3 +60,14 @@ def test_ensembles_page_compares_members_and_methods(ws: Workspace) -> None:
     assert len(at.get("plotly_chart")) == 1
     table = at.dataframe[0].value
     assert table["p (DeLong)"].iloc[2:].map(lambda v: 0.0 <= float(v) <= 1.0).all()
+
+
+def test_ensembles_page_scores_localisation_against_the_boxes(ws: Workspace) -> None:
+    at = _run("pages/4_Ensembles.py")
+    at.number_input(key="loc_images").set_value(5)
+    at.button(key="loc_run").click()
+    at.run()
+    assert not at.exception and not at.error
+    table = at.dataframe[-1].value
+    assert set(table.index[:2]) == {"tiny/best", "resnet18/best"} and table.index[2] == "ensemble"
+    assert table["peerj_map"].between(0, 1).all() and (table["pairs"] >= 5).all()

@@ -22,6 +22,7 @@ import pandas as pd
 from cxrcore.data.split import split_rows
 from cxrcore.evaluate.ensemble import check_members
 from cxrcore.evaluate.localisation import (
+    best_match_iou,
     boxes_from_heatmap,
     coco_map,
     image_iou,
@@ -45,7 +46,7 @@ ENSEMBLE = "ensemble"
 class LocalisationReport:
     """Per-model scores and the per-(image, label) rows they come from."""
 
-    table: pd.DataFrame  # one row per model: pairs, mean IoU, PeerJ mAP, COCO mAP, pointing accuracy
+    table: pd.DataFrame  # one row per model: pairs, mean IoU, PeerJ mAP, COCO mAP, pointing, top-box IoU
     rows: pd.DataFrame  # one row per (model, image, label): IoU, hit, box count
     method: str
     threshold: float
@@ -80,12 +81,14 @@ def _score_rows(
     """One (model, image, label) row: the PeerJ image IoU, the pointing game and the map's boxes."""
     boxes = boxes_from_heatmap(heat, thresholds=(threshold,), class_score=prob)
     pred, scores = to_arrays(boxes)
+    top = best_match_iou(pred[:1], gt).max() if len(pred) and len(gt) else 0.0  # best box vs its match
     return {
         "model": name,
         "image_id": image_id,
         "label": label,
         "iou": image_iou(gt, pred, heat.shape),
         "hit": pointing_game(heat, gt),
+        "top_box_iou": float(top),
         "n_boxes": len(boxes),
         "_pred": (pred, scores),
         "_gt": gt,
@@ -163,6 +166,7 @@ def _summarise(rows: pd.DataFrame, method: str, threshold: float) -> Localisatio
                 "peerj_map": float(np.nanmean(per_label_peerj)),
                 "coco_map": float(np.nanmean(per_label_coco)),
                 "pointing": float(hits.mean()),
+                "top_box_iou": float(group["top_box_iou"].mean()),
             }
         )
     public = rows.drop(columns=["_pred", "_gt"])

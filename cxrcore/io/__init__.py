@@ -11,4 +11,7 @@ from cxrcore.io.errors import ImageReadError
 from cxrcore.io.reader import image_size, read_image
 from cxrcore.io.source import DEFAULT_MAX_PIXELS, MIN_SIDE
 
-__all__ = ["DEFAULT_MAX_PIXELS", "MIN_SIDE", "ImageReadError", "image_size", "read_image"]
+# File name extensions the dashboard's uploaders accept (the reader itself goes by content, not name).
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom", "tif", "tiff", "bmp"]
+
+__all__ = ["DEFAULT_MAX_PIXELS", "MIN_SIDE", "UPLOAD_TYPES", "ImageReadError", "image_size", "read_image"]

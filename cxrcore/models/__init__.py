@@ -3,44 +3,42 @@
 Every model is a ``CXRModel``: ``forward`` returns logits, ``spec`` (a frozen ``ModelSpec``) carries
 architecture, label names, input size, normalisation statistics and the classifier / CAM layer
 names. Grey images enter every model as one channel.
+
+Names are imported on first use, so ``cxrcore.models.card`` (model cards, no PyTorch) can be used
+without loading PyTorch and timm; the built-in entries register themselves when the registry is
+first asked for a model.
 """
 
 from __future__ import annotations
 
-from cxrcore.models import zoo  # noqa: F401  (registers the built-in entries)
-from cxrcore.models.checkpoint import (
-    CheckpointError,
-    describe_checkpoint,
-    file_fingerprint,
-    load_checkpoint,
-    read_card,
-    save_checkpoint,
-)
-from cxrcore.models.external import import_state_dict
-from cxrcore.models.registry import (
-    CXRModel,
-    create_from_spec,
-    create_model,
-    list_models,
-    model_info,
-    register_model,
-)
-from cxrcore.models.spec import POOLINGS, ModelSpec
+import importlib
+from typing import Any
 
-__all__ = [
-    "POOLINGS",
-    "CXRModel",
-    "CheckpointError",
-    "ModelSpec",
-    "create_from_spec",
-    "create_model",
-    "describe_checkpoint",
-    "file_fingerprint",
-    "import_state_dict",
-    "list_models",
-    "load_checkpoint",
-    "model_info",
-    "read_card",
-    "register_model",
-    "save_checkpoint",
-]
+_EXPORTS = {
+    "CheckpointError": "cxrcore.models.card",
+    "describe_checkpoint": "cxrcore.models.card",
+    "file_fingerprint": "cxrcore.models.card",
+    "read_card": "cxrcore.models.card",
+    "load_checkpoint": "cxrcore.models.checkpoint",
+    "save_checkpoint": "cxrcore.models.checkpoint",
+    "import_state_dict": "cxrcore.models.external",
+    "CXRModel": "cxrcore.models.registry",
+    "create_from_spec": "cxrcore.models.registry",
+    "create_model": "cxrcore.models.registry",
+    "list_models": "cxrcore.models.registry",
+    "model_info": "cxrcore.models.registry",
+    "register_model": "cxrcore.models.registry",
+    "POOLINGS": "cxrcore.models.spec",
+    "ModelSpec": "cxrcore.models.spec",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cxrcore.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxrcore.models.checkpoint import CheckpointError, describe_checkpoint, read_card
-from cxrcore.models.guard import GUARD_SUFFIX, guard_path
+from cxrcore.models.card import GUARD_SUFFIX, CheckpointError, describe_checkpoint, guard_path, read_card
 
 log = logging.getLogger(__name__)
 

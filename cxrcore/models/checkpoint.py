@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
-import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,32 +38,25 @@ import torch
 
 import cxrcore
 from cxrcore.atomic import temp_beside
+from cxrcore.models.card import (  # noqa: F401  (re-exported: the card side of a checkpoint)
+    CARD_METADATA_KEY,
+    CARD_SUFFIX,
+    FORMAT_VERSION,
+    WEIGHTS_SUFFIX,
+    CheckpointError,
+    _open_card,
+    _sha256,
+    describe_checkpoint,
+    file_fingerprint,
+    read_card,
+    weights_path,
+)
 from cxrcore.models.registry import CXRModel, create_from_spec
 from cxrcore.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-CARD_METADATA_KEY = "cxr_model_card"
-WEIGHTS_SUFFIX = ".safetensors"
-CARD_SUFFIX = ".json"
-FINGERPRINT_CHARS = 16
 _RESERVED = ("format_version", "spec", "created_at", "package_versions", "num_parameters")
-_HASH_CHUNK = 1 << 20
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read, is not ours, or does not fit the model it describes."""
-
-
-def weights_path(path: str | Path) -> Path:
-    """The ``.safetensors`` file for a checkpoint given by its weights file, sidecar or base name."""
-    p = Path(path)
-    if p.suffix == WEIGHTS_SUFFIX:
-        return p
-    if p.suffix == CARD_SUFFIX:
-        return p.with_suffix(WEIGHTS_SUFFIX)
-    return p.with_name(p.name + WEIGHTS_SUFFIX)
 
 
 def _jsonable(value: Any) -> Any:
@@ -146,8 +136,13 @@ def _restore_sidecar(sidecar: Path, previous: bytes | None) -> None:
         logger.error("could not restore sidecar %s after a failed save: %s", sidecar, exc)
 
 
-def save_checkpoint(path: str | Path, model: CXRModel, card: Mapping[str, Any]) -> Path:
+def save_checkpoint(
+    path: str | Path, model: CXRModel, card: Mapping[str, Any], *, half: bool = False
+) -> Path:
     """Write ``<path>.safetensors`` (weights + embedded card) and ``<path>.json`` atomically.
+
+    ``half`` stores floating-point weights as float16 (half the file; loading turns them back into
+    float32), for checkpoints shipped with the project.
 
     Returns:
         The path of the weights file.
@@ -158,12 +153,15 @@ def save_checkpoint(path: str | Path, model: CXRModel, card: Mapping[str, Any]) 
     weights = weights_path(path)
     sidecar = weights.with_suffix(CARD_SUFFIX)
     full = _full_card(model, card)
+    full["weights_dtype"] = "float16" if half else "float32"
     try:
         text = json.dumps(full, default=_jsonable)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot write model card: {exc}") from exc
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     temps: list[Path] = []
     try:
         tmp_weights = temp_beside(weights)
@@ -193,40 +191,6 @@ def save_checkpoint(path: str | Path, model: CXRModel, card: Mapping[str, Any]) 
     _fsync_dir(weights.parent)
     logger.info("saved checkpoint %s (%s)", weights, model.spec.architecture)
     return weights
-
-
-def _open_card(weights: Path) -> dict[str, Any]:
-    """The card embedded in a safetensors file, checked for presence and format version."""
-    if not weights.is_file():
-        raise CheckpointError(f"checkpoint {str(weights)!r} does not exist")
-    try:
-        with safetensors.safe_open(str(weights), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for corrupt or foreign files
-        raise CheckpointError(f"{str(weights)!r} is not a readable safetensors file ({exc})") from exc
-    if CARD_METADATA_KEY not in metadata:
-        raise CheckpointError(
-            f"{str(weights)!r} has no model card (metadata key {CARD_METADATA_KEY!r}); "
-            "import foreign weights with cxrcore.models.external.import_state_dict"
-        )
-    try:
-        card = json.loads(metadata[CARD_METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"model card of {str(weights)!r} is not valid JSON ({exc})") from exc
-    if not isinstance(card, dict):
-        raise CheckpointError(f"model card of {str(weights)!r} is not a JSON object")
-    version = card.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint format_version {version!r} of {str(weights)!r} is not supported "
-            f"(this version reads {FORMAT_VERSION})"
-        )
-    return card
-
-
-def read_card(path: str | Path) -> dict[str, Any]:
-    """The model card of a checkpoint, read from the safetensors header without loading weights."""
-    return _open_card(weights_path(path))
 
 
 def _model_from_card(card: Mapping[str, Any], weights: Path) -> CXRModel:
@@ -274,6 +238,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         tensors = safetensors.torch.load_file(str(weights), device="cpu")
     except Exception as exc:  # corrupt data section
         raise CheckpointError(f"cannot read weights from {str(weights)!r} ({exc})") from exc
+    if card.get("weights_dtype") == "float16":
+        tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     check_state_dict(model.state_dict(), tensors, repr(str(weights)))
     model.load_state_dict(tensors, strict=True, assign=True)
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
@@ -281,89 +247,3 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         model = create_from_spec(model.spec)
         model.load_state_dict(tensors, strict=True)
     return model.to(map_location).eval(), card
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256_cached(path: str, inode: int, mtime_ns: int, size: int) -> str:
-    """sha256 of a file, cached by path, inode, modification time and size."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    """Full sha256 hex digest of a file."""
-    st = path.stat()
-    return _sha256_cached(str(path.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def file_fingerprint(path: str | Path) -> str:
-    """A sha256 prefix of the checkpoint's weights file, for keying cached predictions."""
-    weights = weights_path(path)
-    if not weights.is_file():
-        raise CheckpointError(f"checkpoint {str(weights)!r} does not exist")
-    return _sha256(weights)[:FINGERPRINT_CHARS]
-
-
-def _best_metric(card: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The best validation value: over ``history`` by ``monitor`` (or a ``val_`` key), else ``metrics``."""
-    history = [h for h in card.get("history") or [] if isinstance(h, Mapping)]
-    monitor = card.get("monitor") or card.get("selected_by")
-    if not monitor and history:
-        keys = [k for k in history[-1] if str(k).startswith("val_")]
-        preferred = [k for k in ("val_mean_auroc", "val_auroc", "val_loss") if k in keys]
-        monitor = (preferred or keys or [None])[0]
-    points = [
-        (float(h[monitor]), h.get("epoch", i + 1))
-        for i, h in enumerate(history)
-        if monitor in h and isinstance(h[monitor], int | float) and math.isfinite(h[monitor])
-    ]
-    if points:
-        pick = min if "loss" in str(monitor) else max
-        value, epoch = pick(points, key=lambda p: p[0])
-        return {"metric": monitor, "value": value, "epoch": epoch}
-    metrics = card.get("metrics")
-    if isinstance(metrics, Mapping):
-        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-        key = monitor if monitor in numeric else next(iter(numeric), None)
-        if key is not None:
-            return {"metric": key, "value": float(numeric[key]), "epoch": None}
-    return None
-
-
-def _dataset_fields(card: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """Dataset name, fingerprint and split seed, from flat keys or a nested ``dataset`` mapping."""
-    dataset = card.get("dataset")
-    nested = dataset if isinstance(dataset, Mapping) else {}
-    split = nested.get("split") if isinstance(nested.get("split"), Mapping) else {}
-    name = nested.get("name") if nested else dataset
-    fingerprint = card.get("dataset_fingerprint", nested.get("fingerprint"))
-    seed = card.get("split_seed", nested.get("split_seed", split.get("seed")))
-    return name, fingerprint, seed
-
-
-def describe_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A summary of a checkpoint for listings and ``cxr checkpoint info`` (reads no weights)."""
-    weights = weights_path(path)
-    card = _open_card(weights)
-    spec = card.get("spec") or {}
-    history = card.get("history") or []
-    dataset, fingerprint, seed = _dataset_fields(card)
-    return {
-        "path": str(weights),
-        "architecture": spec.get("architecture"),
-        "labels": list(spec.get("labels") or []),
-        "input_size": spec.get("input_size"),
-        "num_parameters": card.get("num_parameters"),
-        "dataset": dataset,
-        "dataset_fingerprint": fingerprint,
-        "split_seed": seed,
-        "epochs_trained": card.get("epochs_trained", len(history) or card.get("epoch", 0)),
-        "best_validation": _best_metric(card),
-        "file_bytes": weights.stat().st_size,
-        "sha256": file_fingerprint(weights),
-        "created_at": card.get("created_at"),
-        "package_versions": card.get("package_versions", {}),
-    }

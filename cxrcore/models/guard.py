@@ -25,6 +25,7 @@ from sklearn.covariance import LedoitWolf
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from cxrcore.atomic import atomic_path
+from cxrcore.models.card import GUARD_SUFFIX, guard_path  # noqa: F401  (re-exported)
 from cxrcore.models.registry import CXRModel
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ QUANTILE = 0.99  # share of validation images under the threshold
 MAX_ASPECT = 2.5  # width / height (or its inverse) beyond which no chest radiograph is framed
 MIN_STD = 0.02  # grey standard deviation (on [0, 1]) under which the image is nearly constant
 MAX_COLOURFULNESS = 15.0  # Hasler & Suesstrunk colourfulness above which a picture is a colour photo
-GUARD_SUFFIX = ".guard.safetensors"
 
 
 @dataclass(frozen=True)
@@ -115,12 +115,6 @@ def fit_checkpoint_guard(
         return (x for x, _ in loader)
 
     return save_guard(fit_guard(model, batches(train), batches(valid)), checkpoint)
-
-
-def guard_path(checkpoint: str | Path) -> Path:
-    """Where a checkpoint's guard is stored."""
-    path = Path(checkpoint)
-    return path.with_name(path.name.removesuffix(".safetensors") + GUARD_SUFFIX)
 
 
 def save_guard(guard: Guard, checkpoint: str | Path) -> Path:

@@ -10,6 +10,7 @@ import streamlit as st
 
 from cxrcore.evaluate.calibration import brier_score, expected_calibration_error, reliability_curve
 from cxrcore.evaluate.classification import average_precision, pr_points, roc_points, threshold_metrics
+from cxrcore.evaluate.map_localisation import LocalisationReport, localisation_report
 from cxrcore.evaluate.predict import Predictions, predict
 from cxrcore.evaluate.report import EnsembleComparison, Evaluation, compare_ensembles, evaluate_checkpoint
 from cxrcore.models.checkpoint import file_fingerprint
@@ -206,3 +207,55 @@ def comparison_roc(result: EnsembleComparison, label: str) -> None:
         fpr, tpr, _ = roc_points(y[keep], result.test_scores[name][keep, j])
         curves[f"{name} · {rows.loc[name, 'auroc']:.3f}"] = (fpr, tpr)
     st.plotly_chart(charts.curve_figure(curves, "roc", height=520), width="stretch")
+
+
+@st.cache_data(show_spinner="Scoring the maps against the true boxes...", max_entries=8)
+def _localisation(
+    home: str,
+    checkpoints: tuple[str, ...],
+    fps: tuple[str, ...],
+    dataset: str,
+    updated_at: float,
+    split: str,
+    method: str,
+    threshold: float,
+    max_images: int,
+) -> LocalisationReport:
+    return localisation_report(
+        list(checkpoints),
+        Workspace(home),
+        dataset,
+        split,
+        method=method,
+        threshold=threshold,
+        max_images=max_images,
+    )
+
+
+def localisation_section(ws: Workspace, checkpoints: list[Path], dataset: str, split: str) -> None:
+    """Members' and the ensemble's maps scored against the dataset's boxes (PeerJ protocol)."""
+    c1, c2, c3 = st.columns(3)
+    method = c1.selectbox("Map", ["cam", "crm", "gradcam"], key="loc_method")
+    threshold = c2.slider("Box threshold (fraction of the peak)", 0.1, 0.9, 0.5, 0.05, key="loc_threshold")
+    max_images = c3.number_input("Images (at most)", 5, 500, 50, 5, key="loc_images")
+    if not st.button("Score localisation", key="loc_run"):
+        return
+    paths = tuple(str(p) for p in checkpoints)
+    report = _localisation(
+        str(ws.home),
+        paths,
+        tuple(file_fingerprint(p) for p in paths),
+        dataset,
+        ws.get_dataset(dataset).updated_at,
+        split,
+        method,
+        float(threshold),
+        int(max_images),
+    )
+    st.dataframe(report.table.round(4), width="stretch")
+    st.caption(
+        "mean IoU: PeerJ per-image IoU (union of boxes from the map vs union of true boxes); PeerJ mAP: "
+        "IoU 0.1-0.7 in 10 steps, 11-point interpolation; COCO mAP: IoU 0.5-0.95; pointing: share of "
+        "maps whose peak falls inside a true box. The ensemble map is the mean of the members' maps."
+    )
+    csv_download(report.rows, f"localisation-{dataset}-{split}", "Per image and label (CSV)")

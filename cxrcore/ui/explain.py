@@ -15,7 +15,7 @@ from cxrcore.explain.engine import explain_ensemble, model_input
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
 from cxrcore.explain.panel import PanelOptions, Tile
-from cxrcore.io import ImageReadError, read_image
+from cxrcore.io import UPLOAD_TYPES, ImageReadError, read_image
 from cxrcore.models.catalog import list_checkpoints
 from cxrcore.models.guard import assess, load_guard
 from cxrcore.models.registry import CXRModel
@@ -24,7 +24,6 @@ from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.models import load_model
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom"]
 EXTRA_METHODS = (
     "gradcam",
     "gradcam++",

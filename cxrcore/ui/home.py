@@ -11,21 +11,21 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from cxrcore.models.checkpoint import describe_checkpoint
+from cxrcore.io import UPLOAD_TYPES
+from cxrcore.models.card import describe_checkpoint
 from cxrcore.store import Workspace
 from cxrcore.train.job_reporter import JobRecord
 from cxrcore.ui import state
-from cxrcore.ui.explain import UPLOAD_TYPES
 from cxrcore.ui.page import page_link
 
 EXPLAIN_PAGE = "pages/5_Explain.py"
 PAGES = (
-    ("pages/1_Dataset_Explorer.py", "Dataset explorer: class frequencies, leakage, sample images", "📊"),
-    ("pages/2_Train.py", "Train a model, with live progress", "🏋️"),
-    ("pages/3_Evaluate.py", "Evaluate: ROC curves, AUROC with CIs, calibration, thresholds", "📈"),
-    ("pages/4_Ensembles.py", "Ensembles: vote, averages, stacking against their members", "🧩"),
-    (EXPLAIN_PAGE, "Explain an X-ray: probabilities, CAM, CRM and more", "🔍"),
-    ("pages/6_Models.py", "Models: model cards, import, ONNX export", "🗂️"),
+    ("pages/1_Dataset_Explorer.py", "Dataset explorer: class frequencies, leakage, sample images"),
+    ("pages/2_Train.py", "Train a model, with live progress"),
+    ("pages/3_Evaluate.py", "Evaluate: ROC curves, AUROC with CIs, calibration, thresholds"),
+    ("pages/4_Ensembles.py", "Ensembles: vote, averages, stacking against their members"),
+    (EXPLAIN_PAGE, "Explain an X-ray: probabilities, CAM, CRM and more"),
+    ("pages/6_Models.py", "Models: model cards, import, ONNX export"),
 )
 
 
@@ -105,10 +105,10 @@ def jobs_table(running: list[JobRecord]) -> None:
         for j in running
     ]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-    page_link("pages/2_Train.py", "Follow them on the Train page", icon="🏋️")
+    page_link("pages/2_Train.py", "Follow them on the Train page")
 
 
 def page_links() -> None:
     """One link per page."""
-    for path, label, icon in PAGES:
-        page_link(path, label, icon=icon)
+    for path, label in PAGES:
+        page_link(path, label)

@@ -1,0 +1,166 @@
+"""The model card side of a checkpoint, readable without PyTorch: the card embedded in the safetensors
+header, the weights file's fingerprint, and a summary for listings.
+
+Kept free of torch and timm so that listing checkpoints (home page, pickers, ``cxr checkpoint info``)
+stays fast; ``cxrcore.models.checkpoint`` writes and loads the weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import safetensors
+
+FORMAT_VERSION = 1
+CARD_METADATA_KEY = "cxr_model_card"
+WEIGHTS_SUFFIX = ".safetensors"
+CARD_SUFFIX = ".json"
+GUARD_SUFFIX = ".guard.safetensors"
+FINGERPRINT_CHARS = 16
+_HASH_CHUNK = 1 << 20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, is not ours, or does not fit the model it describes."""
+
+
+def weights_path(path: str | Path) -> Path:
+    """The ``.safetensors`` file for a checkpoint given by its weights file, sidecar or base name."""
+    p = Path(path)
+    if p.suffix == WEIGHTS_SUFFIX:
+        return p
+    if p.suffix == CARD_SUFFIX:
+        return p.with_suffix(WEIGHTS_SUFFIX)
+    return p.with_name(p.name + WEIGHTS_SUFFIX)
+
+
+def guard_path(checkpoint: str | Path) -> Path:
+    """Where a checkpoint's upload guard is stored (beside it)."""
+    path = Path(checkpoint)
+    return path.with_name(path.name.removesuffix(WEIGHTS_SUFFIX) + GUARD_SUFFIX)
+
+
+def _open_card(weights: Path) -> dict[str, Any]:
+    """The card embedded in a safetensors file, checked for presence and format version."""
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {str(weights)!r} does not exist")
+    try:
+        with safetensors.safe_open(str(weights), framework="numpy") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for corrupt or foreign files
+        raise CheckpointError(f"{str(weights)!r} is not a readable safetensors file ({exc})") from exc
+    if CARD_METADATA_KEY not in metadata:
+        raise CheckpointError(
+            f"{str(weights)!r} has no model card (metadata key {CARD_METADATA_KEY!r}); "
+            "import foreign weights with cxrcore.models.external.import_state_dict"
+        )
+    try:
+        card = json.loads(metadata[CARD_METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"model card of {str(weights)!r} is not valid JSON ({exc})") from exc
+    if not isinstance(card, dict):
+        raise CheckpointError(f"model card of {str(weights)!r} is not a JSON object")
+    version = card.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format_version {version!r} of {str(weights)!r} is not supported "
+            f"(this version reads {FORMAT_VERSION})"
+        )
+    return card
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """The model card of a checkpoint, read from the safetensors header without loading weights."""
+    return _open_card(weights_path(path))
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_cached(path: str, inode: int, mtime_ns: int, size: int) -> str:
+    """sha256 of a file, cached by path, inode, modification time and size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    """Full sha256 hex digest of a file."""
+    st = path.stat()
+    return _sha256_cached(str(path.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """A sha256 prefix of the checkpoint's weights file, for keying cached predictions."""
+    weights = weights_path(path)
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {str(weights)!r} does not exist")
+    return _sha256(weights)[:FINGERPRINT_CHARS]
+
+
+def _best_metric(card: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The best validation value: over ``history`` by ``monitor`` (or a ``val_`` key), else ``metrics``."""
+    history = [h for h in card.get("history") or [] if isinstance(h, Mapping)]
+    monitor = card.get("monitor") or card.get("selected_by")
+    if not monitor and history:
+        keys = [k for k in history[-1] if str(k).startswith("val_")]
+        preferred = [k for k in ("val_mean_auroc", "val_auroc", "val_loss") if k in keys]
+        monitor = (preferred or keys or [None])[0]
+    points = [
+        (float(h[monitor]), h.get("epoch", i + 1))
+        for i, h in enumerate(history)
+        if monitor in h and isinstance(h[monitor], int | float) and math.isfinite(h[monitor])
+    ]
+    if points:
+        pick = min if "loss" in str(monitor) else max
+        value, epoch = pick(points, key=lambda p: p[0])
+        return {"metric": monitor, "value": value, "epoch": epoch}
+    metrics = card.get("metrics")
+    if isinstance(metrics, Mapping):
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        key = monitor if monitor in numeric else next(iter(numeric), None)
+        if key is not None:
+            return {"metric": key, "value": float(numeric[key]), "epoch": None}
+    return None
+
+
+def _dataset_fields(card: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """Dataset name, fingerprint and split seed, from flat keys or a nested ``dataset`` mapping."""
+    dataset = card.get("dataset")
+    nested = dataset if isinstance(dataset, Mapping) else {}
+    split = nested.get("split") if isinstance(nested.get("split"), Mapping) else {}
+    name = nested.get("name") if nested else dataset
+    fingerprint = card.get("dataset_fingerprint", nested.get("fingerprint"))
+    seed = card.get("split_seed", nested.get("split_seed", split.get("seed")))
+    return name, fingerprint, seed
+
+
+def describe_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A summary of a checkpoint for listings and ``cxr checkpoint info`` (reads no weights)."""
+    weights = weights_path(path)
+    card = _open_card(weights)
+    spec = card.get("spec") or {}
+    history = card.get("history") or []
+    dataset, fingerprint, seed = _dataset_fields(card)
+    return {
+        "path": str(weights),
+        "architecture": spec.get("architecture"),
+        "labels": list(spec.get("labels") or []),
+        "input_size": spec.get("input_size"),
+        "num_parameters": card.get("num_parameters"),
+        "dataset": dataset,
+        "dataset_fingerprint": fingerprint,
+        "split_seed": seed,
+        "epochs_trained": card.get("epochs_trained", len(history) or card.get("epoch", 0)),
+        "best_validation": _best_metric(card),
+        "file_bytes": weights.stat().st_size,
+        "sha256": file_fingerprint(weights),
+        "created_at": card.get("created_at"),
+        "package_versions": card.get("package_versions", {}),
+    }
