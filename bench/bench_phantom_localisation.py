@@ -29,14 +29,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "demo-resnet18.safetensors"))
     parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--layer", help="an inner layer for CAM / Grad-CAM, e.g. net.layer3")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
         ws = Workspace(home)
         prepare_demo(ws)
-        out: dict[str, object] = {"checkpoint": Path(args.checkpoint).name, "dataset": DEMO_DATASET}
+        out: dict[str, object] = {
+            "checkpoint": Path(args.checkpoint).name,
+            "dataset": DEMO_DATASET,
+            "cam_layer": args.layer or "last",
+        }
         for method in ("cam", "crm", "crm_label"):
+            layer = args.layer if method == "cam" else None
             report = localisation_report(
-                [args.checkpoint], ws, DEMO_DATASET, "test", method=method, max_images=args.images
+                [args.checkpoint],
+                ws,
+                DEMO_DATASET,
+                "test",
+                method=method,
+                layer=layer,
+                max_images=args.images,
             )
             row = report.table.iloc[0]
             out[method] = {

@@ -102,11 +102,15 @@ def localisation_report(
     split: str = "test",
     *,
     method: str = "cam",
+    layer: str | None = None,
     threshold: float = 0.5,
     max_images: int = 200,
     progress: Callable[[int, int], None] | None = None,
 ) -> LocalisationReport:
-    """Score each member's and the ensemble's maps against the boxes of a split (first ``max_images``)."""
+    """Score each member's and the ensemble's maps against the boxes of a split (first ``max_images``).
+
+    ``layer`` picks an inner layer for the Grad-CAM family (CRM is always at the last feature map).
+    """
     data = ws.load_dataset(dataset)
     members = _members(checkpoints)
     labels = check_members([m.labels for _, m, _ in members]) if len(members) > 1 else members[0][1].labels
@@ -129,7 +133,7 @@ def localisation_report(
         maps: dict[str, list[np.ndarray]] = {label: [] for label in wanted}
         probs: dict[str, list[float]] = {label: [] for label in wanted}
         for name, model, pcfg in members:
-            result = explain(model, pixels, wanted, (method,), preprocess=pcfg)
+            result = explain(model, pixels, wanted, (method,), layer=layer, preprocess=pcfg)
             for label in wanted:
                 frame = map_to_frame(result.get(method, label).display, width, height, pcfg)
                 gt = mine.loc[mine["label"] == label, ["x", "y", "w", "h"]].to_numpy(float) * scale
