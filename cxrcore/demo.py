@@ -5,6 +5,7 @@ Everything here is synthetic and is labelled so wherever it appears (dataset nam
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import shutil
@@ -13,8 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from cxrcore.data.adapters import load_source
-from cxrcore.data.phantoms import write_phantom_dataset
+from cxrcore.data.phantoms import render_phantom, write_phantom_dataset
 from cxrcore.data.split import patient_split
 from cxrcore.store import DatasetRecord, Workspace, WorkspaceError
 
@@ -23,6 +27,19 @@ DEMO_IMAGES = 240
 DEMO_SIZE = 256
 DEMO_SEED = 0
 SYNTHETIC_SOURCE = "synthetic phantom"
+
+
+SAMPLE_FINDINGS = (("Nodule",), ("Effusion",), ("Opacity",), ())
+
+
+def sample_phantom_png(seed: int, size: int = DEMO_SIZE) -> tuple[str, bytes]:
+    """A synthetic phantom as PNG bytes, for trying the dashboard without a file; (file name, bytes)."""
+    findings = SAMPLE_FINDINGS[seed % len(SAMPLE_FINDINGS)]
+    image, _ = render_phantom(np.random.default_rng(10_000 + seed), size, findings)
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, format="PNG")
+    what = "-".join(f.lower() for f in findings) or "no-finding"
+    return f"synthetic-phantom-{seed}-{what}.png", buffer.getvalue()
 
 
 def register_phantoms(

@@ -83,3 +83,14 @@ def test_an_image_of_the_dataset_shows_its_true_boxes(ws: Workspace) -> None:
     at.run()
     assert not at.exception and not at.error
     assert "true boxes (green)" in _texts(at)
+
+
+def test_without_a_file_a_synthetic_phantom_can_be_clicked(ws: Workspace) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert len(at.get("image")) == 4  # the phantoms to click
+    at.button(key="explain_sample_0").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("image")) == 3 * 3 + 2

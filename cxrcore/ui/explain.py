@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from cxrcore.data.index import DatasetError
+from cxrcore.demo import sample_phantom_png
 from cxrcore.explain.engine import explain_ensemble, model_input
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
@@ -88,9 +89,10 @@ def image_source(ws: Workspace, dataset: str | None) -> ImageChoice | None:
         )
         if upload is not None:
             return read_upload(upload.name, upload.getvalue())
-        if state.UPLOAD in st.session_state:  # uploaded on the home page
+        if state.UPLOAD in st.session_state:  # uploaded on the home page, or a phantom picked below
             name, data = st.session_state[state.UPLOAD]
             return read_upload(name, data)
+        sample_phantoms()
         return None
     return _from_dataset(ws, dataset) if dataset else None
 
@@ -117,6 +119,19 @@ def guard_warning(
         icon="⚠️",
     )
     return st.checkbox("Show the predictions anyway", value=False, key="explain_anyway")
+
+
+def sample_phantoms(count: int = 4) -> None:
+    """No file at hand: synthetic phantoms to click (labelled as synthetic)."""
+    st.caption("No X-ray at hand? Click a synthetic phantom (computer-generated, not a patient):")
+    for seed, column in enumerate(st.columns(count)):
+        name, data = sample_phantom_png(seed, size=192)
+        column.image(
+            data, caption=name.removeprefix("synthetic-phantom-").removesuffix(".png"), width="stretch"
+        )
+        if column.button("Explain this one", key=f"explain_sample_{seed}"):
+            st.session_state[state.UPLOAD] = sample_phantom_png(seed)
+            st.rerun()
 
 
 def window_controls(choice: ImageChoice) -> np.ndarray:

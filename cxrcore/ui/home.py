@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image
 
+from cxrcore.demo import sample_phantom_png
 from cxrcore.io import UPLOAD_TYPES
 from cxrcore.models.card import describe_checkpoint
 from cxrcore.store import Workspace
@@ -46,15 +44,6 @@ def model_summary(checkpoint: Path | None) -> None:
     )
 
 
-def _demo_png(seed: int) -> bytes:
-    from cxrcore.data.phantoms import render_phantom
-
-    image, _ = render_phantom(np.random.default_rng(seed), 256, ["Nodule"] if seed % 2 else ["Effusion"])
-    buffer = io.BytesIO()
-    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def quick_upload() -> None:
     """Upload an X-ray (or take a synthetic phantom) and go straight to the Explain page."""
     upload = st.file_uploader("PNG, JPEG or DICOM; kept in memory only", type=UPLOAD_TYPES, key="home_upload")
@@ -62,8 +51,7 @@ def quick_upload() -> None:
         st.session_state[state.UPLOAD] = (upload.name, upload.getvalue())
         st.switch_page(EXPLAIN_PAGE)
     if st.button("No file at hand? Use a synthetic phantom", key="home_phantom"):
-        seed = int(time.time()) % 1000
-        st.session_state[state.UPLOAD] = (f"synthetic-phantom-{seed}.png", _demo_png(seed))
+        st.session_state[state.UPLOAD] = sample_phantom_png(int(time.time()) % 1000)
         st.switch_page(EXPLAIN_PAGE)
 
 
