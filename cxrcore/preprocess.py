@@ -144,7 +144,7 @@ class NormStats:
         return _from_mapping(cls, d)
 
 
-def _check_unit_image(pixels: np.ndarray, name: str = "pixels") -> None:
+def check_unit_image(pixels: np.ndarray, name: str = "pixels") -> None:
     """Raise ValueError unless ``pixels`` is a non-empty 2-D floating array with values in [0, 1]."""
     if not isinstance(pixels, np.ndarray):
         raise ValueError(f"{name} must be a numpy array, got {type(pixels).__name__}")
@@ -221,7 +221,7 @@ def prepare(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     Raises:
         ValueError: ``pixels`` is not a non-empty 2-D float array with values in [0, 1].
     """
-    _check_unit_image(pixels)
+    check_unit_image(pixels)
     if cfg.lung_crop:
         x0, y0, x1, y1 = lung_crop_box(pixels)
         pixels = pixels[y0:y1, x0:x1]
@@ -355,7 +355,7 @@ def lung_crop_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
     if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 2 and pixels.size:
         u8 = pixels
     else:
-        _check_unit_image(pixels)
+        check_unit_image(pixels)
         u8 = _unit_to_u8(pixels)
     h, w = u8.shape
     scale = min(1.0, _LUNG_WORK_SIZE / max(h, w))

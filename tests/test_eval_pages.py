@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
+from page_harness import run_page
 
 from cxrcore.store import Workspace
 
@@ -18,16 +18,8 @@ def ws(trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     return trained_ws
 
 
-def _run(page: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / page), default_timeout=120)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
 def test_evaluate_page_shows_curves_table_and_threshold_tool(ws: Workspace) -> None:
-    at = _run("pages/3_Evaluate.py")
+    at = run_page("pages/3_Evaluate.py")
     # ROC + PR, reliability diagram, confusion matrix.
     assert len(at.get("plotly_chart")) == 4
     summary = at.dataframe[0].value
@@ -44,12 +36,12 @@ def test_evaluate_page_shows_curves_table_and_threshold_tool(ws: Workspace) -> N
     assert metrics.loc["sensitivity", "value"] == 0.0
     # Second visit: predictions are read back from the workspace.
     assert len(ws.list_predictions()) == 2  # test + valid
-    at2 = _run("pages/3_Evaluate.py")
+    at2 = run_page("pages/3_Evaluate.py")
     assert any("reused" in c.value for c in at2.caption)
 
 
 def test_ensembles_page_compares_members_and_methods(ws: Workspace) -> None:
-    at = _run("pages/4_Ensembles.py")
+    at = run_page("pages/4_Ensembles.py")
     table = at.dataframe[0].value
     assert len(table) == 6  # the best checkpoints of the two runs + four ensembles
     assert any(str(v).endswith("*") for v in table["auroc"])
@@ -63,7 +55,7 @@ def test_ensembles_page_compares_members_and_methods(ws: Workspace) -> None:
 
 
 def test_ensembles_page_scores_localisation_against_the_boxes(ws: Workspace) -> None:
-    at = _run("pages/4_Ensembles.py")
+    at = run_page("pages/4_Ensembles.py")
     at.number_input(key="loc_images").set_value(5)
     at.button(key="loc_run").click()
     at.run()

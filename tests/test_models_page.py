@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
+from page_harness import run_page
 
 from cxrcore.models import create_model, load_checkpoint
 from cxrcore.models.catalog import delete_checkpoint, list_checkpoints
@@ -25,16 +25,8 @@ def ws(trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     return trained_ws
 
 
-def _run(page: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / page), default_timeout=120)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
 def test_home_shows_the_loaded_model_datasets_and_the_notice(ws: Workspace) -> None:
-    at = _run("streamlit_app.py")
+    at = run_page("streamlit_app.py")
     assert any("not a medical device" in w.value for w in at.warning)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Labels"] == "3" and metrics["Architecture"] in ("tiny", "resnet18")
@@ -43,7 +35,7 @@ def test_home_shows_the_loaded_model_datasets_and_the_notice(ws: Workspace) -> N
 
 
 def test_models_page_lists_cards_and_deletes_with_confirmation(ws: Workspace) -> None:
-    at = _run("pages/6_Models.py")
+    at = run_page("pages/6_Models.py")
     table = at.dataframe[0].value
     assert len(table) == 4  # best and last of two runs
     assert set(table["trained on"]) == {"synthetic phantoms"}

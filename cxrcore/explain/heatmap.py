@@ -11,25 +11,13 @@ import cv2
 import numpy as np
 
 from cxrcore.explain.overlay import to_rgb
+from cxrcore.preprocess import check_unit_image
 
 COLORMAPS: dict[str, int] = {
     "jet": cv2.COLORMAP_JET,
     "viridis": cv2.COLORMAP_VIRIDIS,
     "inferno": cv2.COLORMAP_INFERNO,
 }
-
-
-def _check_unit_float(values: np.ndarray, name: str) -> None:
-    """Raise ValueError unless ``values`` is a 2-D floating array with finite values in [0, 1]."""
-    if not isinstance(values, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array, got {type(values).__name__}")
-    if values.ndim != 2 or values.size == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D (H, W) array, got shape {values.shape}")
-    if not np.issubdtype(values.dtype, np.floating):
-        raise ValueError(f"{name} must be float in [0, 1], got dtype {values.dtype}")
-    lo, hi = float(values.min()), float(values.max())
-    if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
-        raise ValueError(f"{name} values must lie in [0, 1], got range [{lo}, {hi}]")
 
 
 def _check_fraction(value: float, name: str) -> float:
@@ -43,7 +31,7 @@ def colourise(map01: np.ndarray, colormap: str = "jet") -> np.ndarray:
     """A [0, 1] float map (H, W) as RGB uint8 (H, W, 3) through a named colour map."""
     if colormap not in COLORMAPS:
         raise ValueError(f"unknown colormap {colormap!r}; valid options: {', '.join(COLORMAPS)}")
-    _check_unit_float(map01, "map01")
+    check_unit_image(map01, "map01")
     levels = np.round(map01 * 255).astype(np.uint8)
     return cv2.cvtColor(cv2.applyColorMap(levels, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
 
@@ -71,7 +59,7 @@ def heatmap_overlay(
         ValueError: wrong dtype, range or shape, unknown colour map, alpha or threshold outside [0, 1].
     """
     if not isinstance(image01_gray, np.ndarray) or image01_gray.dtype != np.uint8:
-        _check_unit_float(image01_gray, "image01_gray")
+        check_unit_image(image01_gray, "image01_gray")
     elif image01_gray.ndim != 2:
         raise ValueError(f"image01_gray must be a 2-D (H, W) array, got shape {image01_gray.shape}")
     colour = colourise(map01, colormap)
