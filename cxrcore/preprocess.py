@@ -374,3 +374,10 @@ def lung_crop_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
         min(w, int(np.ceil((x1 + mx) * fx))),
         min(h, int(np.ceil((y1 + my) * fy))),
     )
+
+
+def checkpoint_preprocess(card: Mapping[str, Any]) -> PreprocessConfig:
+    """How a checkpoint's images were prepared: the card's settings, else the defaults at its input size."""
+    if card.get("preprocess"):
+        return PreprocessConfig.from_dict(card["preprocess"])
+    return PreprocessConfig(size=int(card["spec"]["input_size"]))

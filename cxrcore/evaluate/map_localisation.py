@@ -30,10 +30,11 @@ from cxrcore.evaluate.localisation import (
     pointing_game,
     to_arrays,
 )
+from cxrcore.evaluate.report import member_name
 from cxrcore.explain.engine import explain
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.models.checkpoint import load_checkpoint
-from cxrcore.preprocess import PreprocessConfig, fit_geometry
+from cxrcore.preprocess import PreprocessConfig, checkpoint_preprocess, fit_geometry
 from cxrcore.store import Workspace
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,10 @@ def map_to_frame(display: np.ndarray, width: int, height: int, pcfg: PreprocessC
 
 
 def _members(checkpoints: Sequence[str | Path]) -> list[tuple[str, object, PreprocessConfig]]:
-    out = []
+    out: list[tuple[str, object, PreprocessConfig]] = []
     for path in checkpoints:
         model, card = load_checkpoint(path)
-        pcfg = PreprocessConfig.from_dict(card["preprocess"]) if card.get("preprocess") else None
-        out.append((f"{Path(path).parent.name}/{Path(path).stem}", model, pcfg or PreprocessConfig()))
+        out.append((member_name(path, [name for name, _, _ in out]), model, checkpoint_preprocess(card)))
     return out
 
 

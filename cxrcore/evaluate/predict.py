@@ -33,7 +33,7 @@ from cxrcore.data.split import split_rows
 from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
 from cxrcore.models.checkpoint import file_fingerprint, load_checkpoint, read_card
 from cxrcore.models.registry import CXRModel
-from cxrcore.preprocess import PreprocessConfig
+from cxrcore.preprocess import PreprocessConfig, checkpoint_preprocess
 from cxrcore.store import Workspace
 
 log = logging.getLogger(__name__)
@@ -158,9 +158,7 @@ def predict(
     """Predictions of a checkpoint over a dataset split, read from the workspace when already made."""
     checkpoint = Path(checkpoint)
     card = read_card(checkpoint)
-    pcfg = PreprocessConfig.from_dict(card["preprocess"]) if card.get("preprocess") else None
-    if pcfg is None:
-        pcfg = PreprocessConfig(size=int(card["spec"]["input_size"]))
+    pcfg = checkpoint_preprocess(card)
     key = prediction_key(checkpoint, ws, dataset, split, pcfg)
     target = ws.predictions_dir / f"{key}.parquet"
     labels = tuple(card["spec"]["labels"])

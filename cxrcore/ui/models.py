@@ -17,7 +17,7 @@ from cxrcore.models.checkpoint import file_fingerprint, load_checkpoint, read_ca
 from cxrcore.models.export import export_onnx
 from cxrcore.models.external import import_weights_file
 from cxrcore.models.registry import CXRModel
-from cxrcore.preprocess import PreprocessConfig
+from cxrcore.preprocess import PreprocessConfig, checkpoint_preprocess
 from cxrcore.ui import charts
 
 
@@ -29,12 +29,7 @@ def _load(path: str, fingerprint: str) -> tuple[CXRModel, dict[str, Any]]:
 def load_model(path: str | Path) -> tuple[CXRModel, dict[str, Any], PreprocessConfig]:
     """The checkpoint's model (eval mode), its card and its preprocessing; new weights miss the cache."""
     model, card = _load(str(path), file_fingerprint(path))
-    pcfg = card.get("preprocess")
-    return (
-        model,
-        card,
-        PreprocessConfig.from_dict(pcfg) if pcfg else PreprocessConfig(size=model.spec.input_size),
-    )
+    return model, card, checkpoint_preprocess(card)
 
 
 def checkpoint_table(entries: list[CheckpointEntry]) -> pd.DataFrame:
