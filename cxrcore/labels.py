@@ -6,6 +6,7 @@ Every source adapter writes exactly these values; everything downstream reads th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -53,6 +54,22 @@ PHANTOM_LABELS: tuple[str, ...] = ("Nodule", "Opacity", "Effusion")
 
 UncertaintyPolicy = Literal["nan", "zeros", "ones"]
 UNCERTAINTY_POLICIES: tuple[str, ...] = ("nan", "zeros", "ones")
+
+
+def _label_key(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", name.strip()).lower()
+
+
+_KNOWN_LABELS = {_label_key(n): n for n in (*CHEXPERT_LABELS, *NIH14_LABELS, "Tuberculosis")}
+
+
+def canonical_label(name: str) -> str:
+    """A known finding's standard spelling ('PNEUMONIA' -> 'Pneumonia'); other names unchanged.
+
+    Sources spell the same finding differently (folder names are often upper case); merging them
+    through the label contract needs one name per finding. NIH spellings win over CheXpert ones.
+    """
+    return _KNOWN_LABELS.get(_label_key(name), name)
 
 
 class LabelError(ValueError):

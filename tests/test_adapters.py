@@ -110,7 +110,7 @@ def test_folder_multiclass_is_one_hot(tmp_path: Path) -> None:
     for cls in ("covid", "pneumonia", "tb"):
         write_png(tmp_path / cls / f"{cls}1.png")
     ds = load_source("folder", root=tmp_path)
-    assert ds.labels == ["covid", "pneumonia", "tb"]
+    assert ds.labels == ["covid", "Pneumonia", "tb"]
     np.testing.assert_array_equal(ds.index[ds.labels].to_numpy(), np.eye(3))
     assert "split" not in ds.index.columns
 
@@ -220,5 +220,5 @@ def test_real_tbx11k_and_kermany(data_dir: Path) -> None:
     assert len(tb.index) == 400
     assert set(tb.labels) == {"ActiveTuberculosis", "ObsoletePulmonaryTuberculosis", "Tuberculosis"}
     kermany = load_source("folder", root=data_dir / "kermany")
-    assert len(kermany.index) == 149 and kermany.labels == ["PNEUMONIA"]
-    assert int(kermany.index["PNEUMONIA"].sum()) == 75
+    assert len(kermany.index) == 149 and kermany.labels == ["Pneumonia"]
+    assert int(kermany.index["Pneumonia"].sum()) == 75

@@ -40,3 +40,22 @@ def test_pretrain_dataset_counts_and_needs_input() -> None:
     assert ds.notes["proxy_counts"] == {"1.0": 1, "0.0": 2}
     with pytest.raises(DatasetError, match="nothing to merge"):
         merge_indexes({})
+
+
+def test_normals_negative_fills_other_sources_labels_only_for_normal_images() -> None:
+    nih = _index(["a", "b", "c"], Effusion=[1.0, 0.0, np.nan], Mass=[0.0, 0.0, 0.0])
+    tb = _index(["x"], Tuberculosis=[1.0])
+    merged = merge_indexes({"nih": nih, "tb": tb}, normals_negative=True)
+    tb_col = merged["Tuberculosis"].tolist()
+    assert tb_col[1] == 0.0  # b: every NIH label a known 0
+    assert np.isnan(tb_col[0]) and np.isnan(tb_col[2])  # a has a finding, c is partly unknown
+    assert tb_col[3] == 1.0 and np.isnan(merged.loc[3, "Effusion"])  # a positive is not a normal
+
+
+def test_folder_class_names_take_the_known_findings_spelling() -> None:
+    from cxrcore.labels import canonical_label
+
+    assert canonical_label("PNEUMONIA") == "Pneumonia"
+    assert canonical_label("pleural thickening") == "Pleural_Thickening"
+    assert canonical_label("Lung Opacity") == "Lung Opacity"
+    assert canonical_label("Weird") == "Weird"

@@ -210,12 +210,18 @@ def cmd_data_merge(args: argparse.Namespace) -> int:
     if args.proxy:
         merged = pretrain_dataset(sources)
     else:
-        merged = IndexedDataset(index=merge_indexes({n: d.index for n, d in sources.items()}))
+        indexes = {n: d.index for n, d in sources.items()}
+        merged = IndexedDataset(index=merge_indexes(indexes, normals_negative=args.normals_negative))
         merged.notes["merged_from"] = names
+        merged.notes["normals_negative"] = bool(args.normals_negative)
     fractions = parse_fractions(args.fractions)
     merged.index = patient_split(merged.index, fractions, seed=args.seed)
     ws.register_dataset(
-        args.name, "merge", {"sources": names, "proxy": args.proxy}, merged, replace=args.replace
+        args.name,
+        "merge",
+        {"sources": names, "proxy": args.proxy, "normals_negative": args.normals_negative},
+        merged,
+        replace=args.replace,
     )
     record = ws.save_split(
         args.name, merged.index, fractions=list(fractions), seed=args.seed, stratified=True
@@ -231,6 +237,11 @@ def add_merge_command(data: Any) -> None:
     merge.add_argument("--from", dest="sources", required=True, help="comma-separated registered datasets")
     merge.add_argument(
         "--proxy", action="store_true", help="one label 'Abnormal' (any finding) for pretraining"
+    )
+    merge.add_argument(
+        "--normals-negative",
+        action="store_true",
+        help="images their own source reads as normal are negative for the other sources' labels too",
     )
     merge.add_argument("--fractions", default="0.7,0.1,0.2")
     merge.add_argument("--seed", type=int, default=0)

@@ -17,8 +17,14 @@ from cxrcore.data.index import META_COLUMNS, DatasetError, IndexedDataset, label
 PROXY_LABEL = "Abnormal"
 
 
-def merge_indexes(datasets: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """One index over several: union of labels (NaN where a source lacks one), prefixed ids and patients."""
+def merge_indexes(datasets: Mapping[str, pd.DataFrame], normals_negative: bool = False) -> pd.DataFrame:
+    """One index over several: union of labels (NaN where a source lacks one), prefixed ids and patients.
+
+    With ``normals_negative``, an image its own source reads as normal (every one of that source's
+    labels a known 0, e.g. NIH "No Finding" or a NORMAL folder) is also 0 for the other sources'
+    labels: a normal chest has no finding of any kind. Other rows keep NaN for labels their source
+    does not have.
+    """
     if len(datasets) < 1:
         raise DatasetError("nothing to merge: give at least one dataset")
     labels: list[str] = []
@@ -30,7 +36,13 @@ def merge_indexes(datasets: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         part["image_id"] = name + "/" + part["image_id"].astype(str)
         part["patient_id"] = name + "/" + part["patient_id"].astype(str)
         part["source"] = name if "source" not in part.columns else part["source"].fillna(name)
-        parts.append(part.reindex(columns=[c for c in META_COLUMNS if c in part.columns] + labels))
+        part = part.reindex(columns=[c for c in META_COLUMNS if c in part.columns] + labels)
+        if normals_negative:
+            own = label_columns(index)
+            normal = (index[own].to_numpy(dtype=np.float64) == 0.0).all(axis=1)
+            others = [c for c in labels if c not in own]
+            part.loc[normal, others] = 0.0
+        parts.append(part)
     merged = pd.concat(parts, ignore_index=True)
     merged = merged[[c for c in META_COLUMNS if c in merged.columns] + labels]
     return validate_index(merged)

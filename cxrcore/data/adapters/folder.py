@@ -9,6 +9,7 @@ import pandas as pd
 
 from cxrcore.data.adapters.files import IMAGE_EXTENSIONS
 from cxrcore.data.index import DatasetError, IndexedDataset, build_index
+from cxrcore.labels import canonical_label
 
 _SPLIT_NAMES = {
     "train": "train",
@@ -25,8 +26,8 @@ NIH_FILE_PATTERN = r"^(\d{8})_\d{3}\.\w+$"
 
 
 def _class_name(folder: str) -> str:
-    """Folder name without a leading ordering prefix such as '1_'."""
-    return re.sub(r"^\d+[_\-. ]", "", folder)
+    """Folder name without a leading ordering prefix such as '1_', spelt as the known finding if it is one."""
+    return canonical_label(re.sub(r"^\d+[_\-. ]", "", folder))
 
 
 def _is_normal(folder: str) -> bool:
