@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cxrcore.cli import main
+from cxrcore.data.index import DatasetError
 from cxrcore.data.split import split_rows
 from cxrcore.evaluate.predict import predict
 from cxrcore.evaluate.report import compare_ensembles, evaluate_checkpoint
@@ -74,6 +75,24 @@ def test_evaluation_uses_validation_thresholds_and_matches_sklearn(trained_ws: W
         assert row["auroc_lo"] <= row["auroc"] <= row["auroc_hi"]
         assert row["threshold"] == pytest.approx(result.thresholds[label])
     assert {"macro", "micro"} <= set(result.summary.index)
+
+
+def test_evaluation_by_a_column_scores_each_group_alone(trained_ws: Workspace) -> None:
+    ckpt = _ckpt(trained_ws, "tiny")
+    result = evaluate_checkpoint(ckpt, trained_ws, DATASET, "test", n_boot=100, by="view")
+    index = trained_ws.load_dataset(DATASET).index.set_index("image_id")
+    preds = result.predictions
+    views = preds.table["image_id"].map(index["view"]).to_numpy()
+    assert set(result.groups) == set(views) and len(result.groups) == 2
+    for view, table in result.groups.items():
+        rows = views == view
+        for j, label in enumerate(preds.labels):
+            y, p = preds.y_true[rows, j], preds.y_prob[rows, j]
+            assert table.loc[label, "positives"] == int(np.nansum(y))
+            if 0 < np.nansum(y) < rows.sum():
+                assert table.loc[label, "auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
+    with pytest.raises(DatasetError, match="no column 'hospital'"):
+        evaluate_checkpoint(ckpt, trained_ws, DATASET, "test", n_boot=10, by="hospital")
 
 
 def test_ensemble_comparison_scores_members_and_all_four_methods(trained_ws: Workspace) -> None:

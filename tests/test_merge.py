@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 
 from cxrcore.data.index import DatasetError, IndexedDataset, validate_index
-from cxrcore.data.merge import PROXY_LABEL, merge_indexes, pretrain_dataset, proxy_task
+from cxrcore.data.merge import (
+    PROXY_LABEL,
+    merge_boxes,
+    merge_indexes,
+    pretrain_dataset,
+    proxy_task,
+    source_task,
+)
 
 
 def _index(ids: list[str], **labels: list[float]) -> pd.DataFrame:
@@ -59,3 +66,52 @@ def test_folder_class_names_take_the_known_findings_spelling() -> None:
     assert canonical_label("pleural thickening") == "Pleural_Thickening"
     assert canonical_label("Lung Opacity") == "Lung Opacity"
     assert canonical_label("Weird") == "Weird"
+
+
+def test_merged_boxes_keep_their_images_and_extra_boxes_join_by_file() -> None:
+    nih = IndexedDataset(
+        index=_index(["a.png", "b.png"], Effusion=[1.0, 0.0]),
+        boxes=pd.DataFrame(
+            {"image_id": ["a.png"], "label": ["Effusion"], "x": [1.0], "y": [2.0], "w": [3.0], "h": [4.0]}
+        ),
+    )
+    tb = IndexedDataset(index=_index(["t.png"], Tuberculosis=[1.0]))
+    # RSNA-style: own ids, the same files as NIH rows; one box on a file the merge does not have
+    rsna_index = validate_index(
+        pd.DataFrame(
+            {
+                "image_id": ["r1", "r2"],
+                "path": ["b.png", "zzz.png"],
+                "patient_id": ["p", "q"],
+                "Pneumonia": [1.0, 1.0],
+            }
+        )
+    )
+    rsna = IndexedDataset(
+        index=rsna_index,
+        boxes=pd.DataFrame(
+            {
+                "image_id": ["r1", "r2"],
+                "label": ["Lung Opacity"] * 2,
+                "x": [5.0, 6.0],
+                "y": [0.0, 0.0],
+                "w": [1.0, 1.0],
+                "h": [1.0, 1.0],
+            }
+        ),
+    )
+    merged = merge_indexes({"nih": nih.index, "tb": tb.index})
+    boxes = merge_boxes({"nih": nih, "tb": tb}, merged, {"rsna": rsna})
+    assert list(boxes["image_id"]) == ["nih/a.png", "nih/b.png"]
+    assert list(boxes["label"]) == ["Effusion", "Lung Opacity"] and list(boxes["x"]) == [1.0, 5.0]
+
+
+def test_source_task_has_one_label_per_source() -> None:
+    merged = merge_indexes(
+        {"nih": _index(["a", "b"], Effusion=[1.0, 0.0]), "tb": _index(["a"], Tuberculosis=[1.0])}
+    )
+    task = source_task(merged)
+    assert list(task.columns[-2:]) == ["nih", "tb"]
+    assert task["nih"].tolist() == [1.0, 1.0, 0.0] and task["tb"].tolist() == [0.0, 0.0, 1.0]
+    with pytest.raises(DatasetError, match="merged dataset"):
+        source_task(_index(["a"], A=[1.0]))

@@ -202,11 +202,19 @@ def add_data_commands(groups: Any) -> None:
 def cmd_data_merge(args: argparse.Namespace) -> int:
     """Register several datasets as one (labels aligned, NaN where unknown), optionally on the proxy task."""
     from cxrcore.data.index import IndexedDataset
-    from cxrcore.data.merge import merge_indexes, pretrain_dataset
+    from cxrcore.data.merge import merge_boxes, merge_indexes, pretrain_dataset, source_task
 
     ws = Workspace()
     names = [n.strip() for n in args.sources.split(",") if n.strip()]
     sources = {name: ws.load_dataset(name) for name in names}
+    box_names = [n.strip() for n in (args.boxes_from or "").split(",") if n.strip()]
+    box_sources = {}
+    for item in box_names:
+        name, _, label = item.partition("=")
+        extra = ws.load_dataset(name)
+        if label:  # the boxes stand for this label of the merged dataset (RSNA opacities: Pneumonia)
+            extra.boxes = extra.boxes.assign(label=label)
+        box_sources[item] = extra
     if args.proxy:
         merged = pretrain_dataset(sources)
     else:
@@ -214,19 +222,28 @@ def cmd_data_merge(args: argparse.Namespace) -> int:
         merged = IndexedDataset(index=merge_indexes(indexes, normals_negative=args.normals_negative))
         merged.notes["merged_from"] = names
         merged.notes["normals_negative"] = bool(args.normals_negative)
+    if args.source_task:
+        merged.index = source_task(merged.index)
+        merged.notes["source_task"] = "one label per source: 1 for the source's own images"
+    merged.boxes = merge_boxes(sources, merged.index, box_sources)
+    merged.notes["boxes"] = len(merged.boxes)
     fractions = parse_fractions(args.fractions)
     merged.index = patient_split(merged.index, fractions, seed=args.seed)
-    ws.register_dataset(
-        args.name,
-        "merge",
-        {"sources": names, "proxy": args.proxy, "normals_negative": args.normals_negative},
-        merged,
-        replace=args.replace,
-    )
+    settings = {
+        "sources": names,
+        "proxy": args.proxy,
+        "normals_negative": args.normals_negative,
+        "source_task": args.source_task,
+        "boxes_from": box_names,
+    }
+    ws.register_dataset(args.name, "merge", settings, merged, replace=args.replace)
     record = ws.save_split(
         args.name, merged.index, fractions=list(fractions), seed=args.seed, stratified=True
     )
-    print(f"registered {record.name!r}: {record.n_images} images, {', '.join(names)}; labels {record.labels}")
+    print(
+        f"registered {record.name!r}: {record.n_images} images, {', '.join(names)}, "
+        f"{len(merged.boxes)} boxes; labels {record.labels}"
+    )
     return 0
 
 
@@ -242,6 +259,16 @@ def add_merge_command(data: Any) -> None:
         "--normals-negative",
         action="store_true",
         help="images their own source reads as normal are negative for the other sources' labels too",
+    )
+    merge.add_argument(
+        "--source-task",
+        action="store_true",
+        help="one label per source instead of the findings (a shortcut check: can a model tell them apart?)",
+    )
+    merge.add_argument(
+        "--boxes-from",
+        help="registered datasets whose boxes are drawn on the same image files, optionally relabelled: "
+        "rsna=Pneumonia",
     )
     merge.add_argument("--fractions", default="0.7,0.1,0.2")
     merge.add_argument("--seed", type=int, default=0)

@@ -68,6 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             target=args.target,
             n_boot=args.bootstrap,
             progress=bar,
+            by=args.by,
         )
     finally:
         bar.close()
@@ -80,6 +81,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "thresholds": result.thresholds,
         "metrics": result.summary,
     }
+    if args.by:
+        payload["by"] = {"column": args.by, "metrics": result.groups}
 
     def text() -> str:
         head = (
@@ -87,7 +90,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"thresholds by {result.threshold_rule} on the validation split"
         )
         cols = [c for c in SHOWN if c in result.summary.columns]
-        return head + "\n" + result.summary[cols].to_string(float_format=lambda v: f"{v:.3f}")
+        tables = [head, result.summary[cols].to_string(float_format=lambda v: f"{v:.3f}")]
+        for value, table in result.groups.items():
+            tables.append(f"\n{args.by} = {value}: {int(table.loc['macro', 'n'])} label values")
+            tables.append(table[cols].to_string(float_format=lambda v: f"{v:.3f}"))
+        return "\n".join(tables)
 
     emit(payload, args.json, text)
     return 0
@@ -170,6 +177,9 @@ def add_evaluation_commands(groups: Any) -> None:
     _common(ev)
     _thresholds(ev)
     ev.add_argument("--target", type=float, help="target sensitivity or specificity for those rules")
+    ev.add_argument(
+        "--by", help="also report within each value of this index column (e.g. source, for merged datasets)"
+    )
     ev.set_defaults(func=cmd_evaluate)
     ens = groups.add_parser("ensemble", help="compare checkpoints and their ensembles")
     ens.add_argument("checkpoints", nargs="+")

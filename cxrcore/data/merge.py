@@ -12,7 +12,14 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from cxrcore.data.index import META_COLUMNS, DatasetError, IndexedDataset, label_columns, validate_index
+from cxrcore.data.index import (
+    META_COLUMNS,
+    DatasetError,
+    IndexedDataset,
+    empty_boxes,
+    label_columns,
+    validate_index,
+)
 
 PROXY_LABEL = "Abnormal"
 
@@ -46,6 +53,40 @@ def merge_indexes(datasets: Mapping[str, pd.DataFrame], normals_negative: bool =
     merged = pd.concat(parts, ignore_index=True)
     merged = merged[[c for c in META_COLUMNS if c in merged.columns] + labels]
     return validate_index(merged)
+
+
+def merge_boxes(
+    datasets: Mapping[str, IndexedDataset], merged: pd.DataFrame, extra: Mapping[str, IndexedDataset] = {}
+) -> pd.DataFrame:
+    """The sources' boxes under the merged ids, plus ``extra`` datasets' boxes matched by image file.
+
+    ``extra`` is for box tables over the same files (RSNA's pneumonia boxes are drawn on NIH images):
+    a box is kept when its image's file is a row of the merged index.
+    """
+    parts = []
+    for name, ds in datasets.items():
+        if len(ds.boxes):
+            parts.append(ds.boxes.assign(image_id=name + "/" + ds.boxes["image_id"].astype(str)))
+    by_path = dict(zip(merged["path"].astype(str), merged["image_id"], strict=True))
+    for ds in extra.values():
+        path_of = dict(zip(ds.index["image_id"].astype(str), ds.index["path"].astype(str), strict=True))
+        ids = ds.boxes["image_id"].astype(str).map(path_of).map(by_path)
+        parts.append(ds.boxes.assign(image_id=ids)[ids.notna()])
+    return pd.concat(parts, ignore_index=True) if parts else empty_boxes()
+
+
+def source_task(index: pd.DataFrame) -> pd.DataFrame:
+    """Replace the labels by one label per source (1 for its own images): can a model tell them apart?
+
+    A model that predicts an image's source well can use the source as a shortcut for any label whose
+    frequency differs between sources.
+    """
+    if "source" not in index.columns:
+        raise DatasetError("a source task needs a merged dataset (its 'source' column)")
+    sources = sorted(index["source"].astype(str).unique())
+    out = index.drop(columns=label_columns(index))
+    out = out.assign(**{name: (index["source"].astype(str) == name).astype("float64") for name in sources})
+    return validate_index(out)
 
 
 def proxy_task(index: pd.DataFrame, name: str = PROXY_LABEL) -> pd.DataFrame:

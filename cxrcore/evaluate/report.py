@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrcore.data.index import DatasetError
 from cxrcore.evaluate.classification import (
     auroc_ci,
     delong_test,
@@ -42,6 +43,8 @@ class Evaluation:
     thresholds: dict[str, float]
     threshold_rule: str
     summary: pd.DataFrame
+    # With ``by``: the same table for each value of that index column (e.g. each merged source).
+    groups: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def validation_thresholds(
@@ -65,8 +68,13 @@ def evaluate_checkpoint(
     n_boot: int = 1000,
     seed: int = 0,
     progress: Progress | None = None,
+    by: str | None = None,
 ) -> Evaluation:
-    """Predict (or reuse predictions), choose thresholds on validation, and summarise the split's metrics."""
+    """Predict (or reuse predictions), choose thresholds on validation, and summarise the split's metrics.
+
+    ``by`` names a column of the dataset's index (``source`` for a merged dataset): the metrics are
+    then also computed within each of its values, with the same thresholds.
+    """
     preds = predict(checkpoint, ws, dataset, split, progress=progress)
     valid = None
     if rule != "fixed":
@@ -77,7 +85,30 @@ def evaluate_checkpoint(
         summary = summarise(
             preds.y_true, preds.y_prob, list(preds.labels), thresholds=thresholds, n_boot=n_boot, seed=seed
         )
-    return Evaluation(preds, thresholds, rule, summary)
+        groups = {}
+        if by is not None:
+            values = _group_values(ws, dataset, preds, by)
+            for value in sorted(set(values)):
+                rows = values == value
+                groups[value] = summarise(
+                    preds.y_true[rows],
+                    preds.y_prob[rows],
+                    list(preds.labels),
+                    thresholds=thresholds,
+                    n_boot=n_boot,
+                    seed=seed,
+                )
+    return Evaluation(preds, thresholds, rule, summary, groups)
+
+
+def _group_values(ws: Workspace, dataset: str, preds: Predictions, by: str) -> np.ndarray:
+    index = ws.load_dataset(dataset).index
+    if by not in index.columns:
+        raise DatasetError(
+            f"dataset {dataset!r} has no column {by!r} to group by; it has: {', '.join(index.columns)}"
+        )
+    lookup = index.set_index("image_id")[by].astype(str)
+    return preds.table["image_id"].map(lookup).fillna("unknown").to_numpy()
 
 
 @dataclass
