@@ -6,9 +6,6 @@ Everything here is synthetic and is labelled so wherever it appears (dataset nam
 from __future__ import annotations
 
 import io
-import os
-import platform
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,8 +88,7 @@ DEMO_MODELS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 def train_demo_models(ws: Workspace, out_dir: str | Path, reporter: Any = None) -> list[Path]:
     """Train the demo models on synthetic phantoms and write them (card, weights, guard) to ``out_dir``."""
-    from cxrcore.models import load_checkpoint, save_checkpoint
-    from cxrcore.models.guard import guard_path
+    from cxrcore.models.bundle import bundle_checkpoint, hardware
     from cxrcore.train.config import TrainConfig
     from cxrcore.train.loop import run_training
     from cxrcore.train.progress import LogReporter
@@ -105,16 +101,12 @@ def train_demo_models(ws: Workspace, out_dir: str | Path, reporter: Any = None) 
         started = time.perf_counter()
         cfg = TrainConfig(dataset=DEMO_TRAIN_DATASET, run_name=name, batch_size=32, workers=1, **settings)
         result = run_training(cfg, ws, reporter or LogReporter())
-        model, card = load_checkpoint(result.best_checkpoint)
-        card["how_made"] = {
+        how_made = {
             "command": "python -m cxrcore demo models",
             "seconds": round(time.perf_counter() - started, 1),
-            "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+            "hardware": hardware(),
             "data": f"{DEMO_TRAIN_IMAGES} synthetic phantoms (seed {DEMO_TRAIN_SEED}), not real patients",
         }
-        for key in ("created_at", "format_version", "num_parameters", "package_versions", "spec"):
-            card.pop(key, None)  # set again by save_checkpoint
-        target = save_checkpoint(out_dir / f"{name}.safetensors", model, card, half=True)
-        shutil.copyfile(guard_path(result.best_checkpoint), guard_path(target))
+        target = bundle_checkpoint(result.best_checkpoint, out_dir / f"{name}.safetensors", how_made)
         written.append(target)
     return written

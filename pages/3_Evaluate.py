@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from cxrcore.ui import evaluate as ev
-from cxrcore.ui.page import guarded, select_checkpoint, select_dataset, setup_page
+from cxrcore.ui.page import guarded, labels_fit, select_checkpoint, select_dataset, setup_page
 
 ws = setup_page("Evaluate")
 st.title("Evaluate")
@@ -15,6 +15,8 @@ checkpoint = select_checkpoint(ws)
 
 if dataset is None or checkpoint is None:
     st.info("Pick a dataset and a model in the sidebar (the demo prepares both: `make run`).")
+    st.stop()
+if not labels_fit(ws, dataset, checkpoint):
     st.stop()
 
 record = ws.get_dataset(dataset)

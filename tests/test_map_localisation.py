@@ -32,7 +32,7 @@ def test_report_scores_members_and_their_ensemble(trained_ws: Workspace) -> None
     paths = [trained_ws.home / "runs" / run / "best.safetensors" for run in ("tiny", "resnet18")]
     seen: list[int] = []
     report = localisation_report(
-        paths, trained_ws, "demo-phantoms", max_images=12, progress=lambda d, t: seen.append(d)
+        paths, trained_ws, "demo-phantoms", max_images=12, progress=lambda d, t: seen.append(d), by="view"
     )
     assert list(report.table.index) == ["tiny/best", "resnet18/best", ENSEMBLE]
     assert seen[-1] == 12
@@ -42,3 +42,12 @@ def test_report_scores_members_and_their_ensemble(trained_ws: Workspace) -> None
     # Every (image, label) pair is scored once per model.
     counts = report.rows.groupby("model").size()
     assert counts.nunique() == 1
+    # Per view: the same scores computed on that view's pairs only.
+    index = trained_ws.load_dataset("demo-phantoms").index.set_index("image_id")
+    views = report.rows["image_id"].map(index["view"])
+    assert set(report.groups) == set(views)
+    for view, table in report.groups.items():
+        mine = report.rows[(views == view).to_numpy()]
+        assert table.loc[ENSEMBLE, "pairs"] == int((mine["model"] == ENSEMBLE).sum())
+        expected = mine[mine["model"] == "tiny/best"]["top_box_iou"].mean()
+        assert table.loc["tiny/best", "top_box_iou"] == pytest.approx(expected)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -51,6 +51,7 @@ class LocalisationReport:
     rows: pd.DataFrame  # one row per (model, image, label): IoU, hit, box count
     method: str
     threshold: float
+    groups: dict[str, pd.DataFrame] = field(default_factory=dict)  # the table within each value of ``by``
 
 
 def map_to_frame(display: np.ndarray, width: int, height: int, pcfg: PreprocessConfig) -> np.ndarray:
@@ -106,10 +107,12 @@ def localisation_report(
     threshold: float = 0.5,
     max_images: int = 200,
     progress: Callable[[int, int], None] | None = None,
+    by: str | None = None,
 ) -> LocalisationReport:
     """Score each member's and the ensemble's maps against the boxes of a split (first ``max_images``).
 
     ``layer`` picks an inner layer for the Grad-CAM family (CRM is always at the last feature map).
+    ``by`` names an index column (``source`` of a merged dataset): the table is also given per value.
     """
     data = ws.load_dataset(dataset)
     members = _members(checkpoints)
@@ -150,7 +153,13 @@ def localisation_report(
                 rows.append(_score_rows(ENSEMBLE, image_id, label, heat, gt, prob, threshold))
         if progress is not None:
             progress(done, len(image_ids))
-    return _summarise(pd.DataFrame(rows), method, threshold)
+    frame = pd.DataFrame(rows)
+    report = _summarise(frame, method, threshold)
+    if by is not None:
+        values = frame["image_id"].map(rows_index[by].astype(str))
+        for value in sorted(values.unique()):
+            report.groups[value] = _summarise(frame[values == value], method, threshold).table
+    return report
 
 
 def _summarise(rows: pd.DataFrame, method: str, threshold: float) -> LocalisationReport:

@@ -52,10 +52,18 @@ def select_dataset(ws: Workspace) -> str | None:
     # The widget's own state is dropped when a page without it runs, so the choice lives in
     # state.DATASET and is copied into the widget before it is drawn (and back when the user picks).
     current = st.session_state.get(state.DATASET)
-    st.session_state[_DATASET_WIDGET] = current if current in names else names[0]
+    st.session_state[_DATASET_WIDGET] = current if current in names else _default_dataset(names)
     choice = st.sidebar.selectbox("Dataset", names, key=_DATASET_WIDGET, on_change=_keep_dataset_choice)
     st.session_state[state.DATASET] = choice
     return choice
+
+
+def _default_dataset(names: list[str]) -> str:
+    """The merged real dataset (the default model's) when registered, else the demo, else the first."""
+    from cxrcore.demo import DEMO_DATASET
+    from cxrcore.realdata import REAL_DATASET
+
+    return next((n for n in (REAL_DATASET, DEMO_DATASET) if n in names), names[0])
 
 
 def _keep_dataset_choice() -> None:
@@ -93,6 +101,34 @@ def select_checkpoint(ws: Workspace) -> Path | None:
 
 def _keep_checkpoint_choice() -> None:
     st.session_state[state.CHECKPOINT] = st.session_state[_CHECKPOINT_WIDGET]
+
+
+def labels_fit(ws: Workspace, dataset: str, checkpoint: Path) -> bool:
+    """Whether the model and the dataset share a label; if not, say so and offer a model that does."""
+    from cxrcore.models.catalog import list_checkpoints
+
+    labels = ws.get_dataset(dataset).labels
+    entries = list_checkpoints(ws.home)
+    chosen = next((e for e in entries if e.path == checkpoint.resolve()), None)
+    if chosen is None or set(labels) & set(chosen.info["labels"]):
+        return True
+    st.info(
+        f"The model **{chosen.title}** predicts {_few(chosen.info['labels'])}; the dataset **{dataset}** "
+        f"is labelled {_few(labels)}. They have no label in common, so there is nothing to score."
+    )
+    fitting = next((e for e in entries if set(labels) & set(e.info["labels"])), None)
+    if fitting is not None:
+        st.button(f"Use {fitting.title}", on_click=_use_checkpoint, args=(str(fitting.path),))
+    return False
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    shown = ", ".join(names[:n])
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _use_checkpoint(path: str) -> None:
+    st.session_state[state.CHECKPOINT] = path
 
 
 def page_link(page: str, label: str, icon: str | None = None) -> None:

@@ -1,0 +1,132 @@
+"""The real public chest X-rays of ``$CXR_DATA_DIR``, registered as the bundled real-data model's recipe says.
+
+The recipe is a list of ``python -m cxrcore`` commands, kept here as data: the same commands register
+the datasets on a user's machine (``python -m cxrcore demo real-data``), are run by
+``bench/real_experiments.py`` before it trains, and are written into the bundled model cards, so a
+card says exactly how its data was prepared. ``$CXR_DATA_DIR`` stands for the data folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+DATA_ENV = "CXR_DATA_DIR"
+
+# The merged training set of the bundled model: NIH's 14 findings, paediatric pneumonia (Kermany) and
+# TBX11K tuberculosis; normal images of one source are negative for the others' labels; RSNA's
+# opacity boxes (drawn on NIH files) count as Pneumonia boxes for localisation.
+REAL_DATASET = "cxr-real"
+SOURCE_DATASET = "cxr-source"  # the same images labelled by source: the shortcut check
+PRETRAIN_DATASET = "cxr-pretrain"  # NIH + TBX11K on the normal-vs-abnormal proxy task
+TRANSFER_TARGET = "kermany"  # paediatric pneumonia: the repurposing target, unseen in pretraining
+
+REGISTER_COMMANDS: tuple[str, ...] = (
+    "data register nih --source nih14 --labels-csv $CXR_DATA_DIR/nih14/Data_Entry_2017_v2020.csv.gz"
+    " --images-dir $CXR_DATA_DIR/nih14/images --bbox-csv $CXR_DATA_DIR/nih14/BBox_List_2017.csv.gz",
+    "data register rsna --source rsna --labels-csv $CXR_DATA_DIR/rsna/stage_2_train_labels.csv.gz"
+    " --images-dir $CXR_DATA_DIR/nih14/images --mapping-csv $CXR_DATA_DIR/rsna/rsna_to_nih.csv",
+    "data register kermany --source folder --root $CXR_DATA_DIR/kermany"
+    " --patient-pattern '^(person\\d+|(?:NORMAL2-)?IM-\\d+)'",
+    "data register tbx --source boxes-csv --boxes-csv $CXR_DATA_DIR/tbx11k/boxes.csv"
+    " --images-dir $CXR_DATA_DIR/tbx11k/images --set-labels Tuberculosis=1",
+    f"data merge {REAL_DATASET} --normals-negative --from nih,kermany,tbx --boxes-from rsna=Pneumonia"
+    " --fractions 0.7,0.1,0.2 --seed 0",
+    f"data merge {SOURCE_DATASET} --source-task --from nih,kermany,tbx --fractions 0.7,0.1,0.2 --seed 0",
+    f"data merge {PRETRAIN_DATASET} --proxy --from nih,tbx --fractions 0.8,0.2,0.0 --seed 0",
+    f"data split {TRANSFER_TARGET} --fractions 0.6,0.1,0.3 --seed 0",
+)
+
+
+class RealDataError(RuntimeError):
+    """The real data folder is missing or incomplete; the message says what is missing."""
+
+
+def real_data_dir() -> Path | None:
+    """The folder ``$CXR_DATA_DIR`` names, when it exists and holds the NIH images; else None."""
+    value = os.environ.get(DATA_ENV)
+    if not value:
+        return None
+    folder = Path(value).expanduser()
+    return folder if (folder / "nih14" / "images").is_dir() else None
+
+
+def command_argv(command: str, data_dir: str | Path, home: str | Path | None = None) -> list[str]:
+    """The argument list of one recipe command with the data folder (and workspace folder) filled in."""
+    command = command.replace("$CXR_DATA_DIR", shlex.quote(str(data_dir)))
+    if home is not None:
+        command = command.replace("$CXR_HOME", shlex.quote(str(home)))
+    return shlex.split(command)
+
+
+def register_real_datasets(
+    data_dir: str | Path | None = None, say: Callable[[str], None] | None = None
+) -> list[str]:
+    """Run the recipe's registration commands in the current workspace; returns the commands run.
+
+    Raises:
+        RealDataError: no data folder, or a command failed (its message is in the log).
+    """
+    from cxrcore.cli import main
+
+    folder = Path(data_dir) if data_dir is not None else real_data_dir()
+    if folder is None or not (folder / "nih14" / "images").is_dir():
+        raise RealDataError(
+            f"set {DATA_ENV} to the real data folder (with nih14/images); it is not set or incomplete"
+        )
+    done = []
+    for command in REGISTER_COMMANDS:
+        argv = command_argv(command, folder)
+        if argv[:2] == ["data", "register"] or argv[:2] == ["data", "merge"]:
+            argv.append("--replace")
+        if say is not None:
+            say(f"python -m cxrcore {command}")
+        if main(argv) != 0:
+            raise RealDataError(f"registering the real data failed at: python -m cxrcore {command}")
+        done.append(f"python -m cxrcore {command}")
+    return done
+
+
+# The training runs behind the bundled real-data model and the README's Results tables, in order.
+# (run name, command); ``$CXR_HOME`` stands for the workspace folder.
+TRAIN_COMMANDS: tuple[tuple[str, str], ...] = (
+    (
+        "real-densenet121",
+        f"train --dataset {REAL_DATASET} --model densenet121 --image-size 128 --epochs 20 --lr 1e-3"
+        " --batch-size 32 --seed 0 --run-name real-densenet121",
+    ),
+    (
+        "real-resnet18",
+        f"train --dataset {REAL_DATASET} --model resnet18 --image-size 128 --epochs 20 --lr 1e-3"
+        " --batch-size 32 --seed 0 --run-name real-resnet18",
+    ),
+    (
+        "real-custom_cnn",
+        f"train --dataset {REAL_DATASET} --model custom_cnn --image-size 64 --epochs 20 --lr 5e-4"
+        " --batch-size 32 --seed 0 --run-name real-custom_cnn",
+    ),
+    (
+        "real-source-resnet18",
+        f"train --dataset {SOURCE_DATASET} --model resnet18 --image-size 64 --epochs 6 --lr 1e-3"
+        " --seed 0 --run-name real-source-resnet18",
+    ),
+    (
+        "real-pretrain-resnet18",
+        f"train --dataset {PRETRAIN_DATASET} --model resnet18 --image-size 128 --epochs 12 --lr 1e-3"
+        " --seed 0 --run-name real-pretrain-resnet18",
+    ),
+    (
+        "kermany-random",
+        f"train --dataset {TRANSFER_TARGET} --model resnet18 --image-size 128 --epochs 30 --lr 1e-3"
+        " --seed 0 --run-name kermany-random",
+    ),
+    (
+        "kermany-pretrained",
+        f"train --dataset {TRANSFER_TARGET} --model resnet18 --image-size 128 --epochs 30 --lr 1e-3"
+        " --seed 0 --init $CXR_HOME/runs/real-pretrain-resnet18/best.safetensors"
+        " --run-name kermany-pretrained",
+    ),
+)
+ENSEMBLE_RUNS = ("real-custom_cnn", "real-resnet18", "real-densenet121")
