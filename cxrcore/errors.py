@@ -24,6 +24,7 @@ LAZY_USER_ERRORS = (
     ("cxrcore.models.checkpoint", "CheckpointError"),
     ("cxrcore.evaluate.ensemble", "EnsembleError"),
     ("cxrcore.explain.engine", "ExplainError"),
+    ("cxrcore.realdata", "RealDataError"),
 )
 
 

@@ -126,9 +126,23 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 def cmd_demo_prepare(args: argparse.Namespace) -> int:
     """Generate and register the synthetic demo dataset (idempotent)."""
     from cxrcore.demo import prepare_demo
+    from cxrcore.realdata import REAL_DATASET, real_data_dir, register_real_datasets
 
-    record = prepare_demo(Workspace(), progress=lambda msg: print(msg, flush=True))
+    ws = Workspace()
+    record = prepare_demo(ws, progress=lambda msg: print(msg, flush=True))
     print(f"demo dataset {record.name!r} ready: {record.n_images} synthetic phantom images")
+    data = real_data_dir()
+    if data is not None and REAL_DATASET not in {r.name for r in ws.list_datasets()}:
+        print(f"real data found in {data}: registering it as the bundled model's recipe does", flush=True)
+        register_real_datasets(data)
+    return 0
+
+
+def cmd_demo_real_data(args: argparse.Namespace) -> int:
+    """Register the real public X-rays of $CXR_DATA_DIR as the bundled real-data model's recipe does."""
+    from cxrcore.realdata import register_real_datasets
+
+    register_real_datasets(say=lambda line: print(line, flush=True))
     return 0
 
 
@@ -194,6 +208,10 @@ def add_data_commands(groups: Any) -> None:
     demo = groups.add_parser("demo", help="the synthetic demo").add_subparsers(dest="command", required=True)
     prepare = demo.add_parser("prepare", help="generate and register the synthetic demo dataset")
     prepare.set_defaults(func=cmd_demo_prepare)
+    real = demo.add_parser(
+        "real-data", help="register the real X-rays of $CXR_DATA_DIR (NIH, RSNA, Kermany, TBX11K, merged)"
+    )
+    real.set_defaults(func=cmd_demo_real_data)
     models = demo.add_parser("models", help="train the bundled demo models on the demo phantoms")
     models.add_argument("--out", default="checkpoints", help="folder to write them to")
     models.set_defaults(func=cmd_demo_models)

@@ -70,8 +70,43 @@ def model_card(entry: CheckpointEntry) -> None:
     history = pd.DataFrame(card.get("history") or [])
     if not history.empty:
         st.plotly_chart(charts.history_figure(history), width="stretch")
+    evaluation_table(card.get("evaluation"))
+    made = card.get("how_made") or {}
+    if made.get("commands"):
+        with st.expander("How it was made"):
+            st.code("\n".join(made["commands"]), language="bash")
+            st.caption(
+                f"Data fingerprint {made.get('data_fingerprint')}, split seed {made.get('split_seed')}, "
+                f"{made.get('train_seconds')} s of training on {made.get('hardware')}."
+            )
     with st.expander("Whole model card (JSON)"):
         st.json(card, expanded=False)
+
+
+def evaluation_table(evaluation: dict | None) -> None:
+    """The test-split figures of a model card: AUROC with its CI and positives, per label and source."""
+    if not evaluation:
+        return
+    st.markdown(
+        f"**Test split** ({evaluation['n_images']} images of `{evaluation['dataset']}`), as "
+        f"`{evaluation['command']}` prints it:"
+    )
+    columns = {"all": evaluation["metrics"]}
+    columns.update((evaluation.get("by") or {}).get("groups") or {})
+    rows = {}
+    for name, metrics in columns.items():
+        rows[name] = {
+            label: (
+                "n/a"
+                if m.get("auroc") is None
+                else f"{m['auroc']:.3f}"
+                + (f" [{m['auroc_lo']:.3f}, {m['auroc_hi']:.3f}]" if m.get("auroc_lo") is not None else "")
+            )
+            + f" · {m.get('positives', 0)} pos."
+            for label, m in metrics.items()
+            if label != "micro"
+        }
+    st.dataframe(pd.DataFrame(rows), width="stretch")
 
 
 def import_form(ws_home: Path) -> Path | None:
