@@ -10,7 +10,7 @@ export CXR_HOME
 CXR_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export CXR_DATA_DIR
 
-.PHONY: run test lint format demo bench clean
+.PHONY: run test lint format demo bench experiments clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 
 bench: $(BENCH_STAMP)
 	$(PY) bench/run_all.py
+
+# Trains the real-data runs behind the README's Results tables and writes the bundled real-data model
+# (needs CXR_DATA_DIR; about 75 minutes on 2 CPU cores). `make bench` re-creates the tables from them.
+experiments: $(STAMP)
+	$(PY) bench/real_experiments.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from page_harness import run_page
+from page_harness import ROOT, run_page
+from streamlit.testing.v1 import AppTest
 
 from cxrcore.cli import main
 from cxrcore.models.card import read_card
@@ -79,20 +80,36 @@ def test_card_figures_are_what_evaluate_prints(
                     assert shown["auroc_lo"] == pytest.approx(row["auroc_lo"], abs=1e-6)
 
 
-def test_evaluate_page_offers_a_fitting_model_when_the_default_shares_no_label(
-    trained_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+def test_evaluate_page_offers_a_fitting_model_when_the_chosen_one_shares_no_label(
+    trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from conftest import write_png
+
+    from cxrcore.data.adapters import load_source
+    from cxrcore.ui import state
+
     monkeypatch.setenv("CXR_CHECKPOINTS", str(BUNDLED_DIR))
-    at = run_page("pages/3_Evaluate.py")
+    root = tmp_path / "tb"
+    for i, (split, cls) in enumerate(
+        (s, c) for s in ("valid", "test") for c in ("normal", "tuberculosis") * 3
+    ):
+        write_png(root / split / cls / f"{cls}{i}.png", size=(96, 96), seed=i)
+    trained_ws.register_dataset("tb-folder", "folder", {"root": str(root)}, load_source("folder", root=root))
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Evaluate.py"), default_timeout=120)
+    at.session_state[state.DATASET] = "tb-folder"
+    at.session_state[state.CHECKPOINT] = str((BUNDLED_DIR / "demo-tiny.safetensors").resolve())
+    at.run()
+    assert not at.exception and not at.error
     assert any("no label in common" in i.value for i in at.info)
     assert not at.get("plotly_chart")
     use = next(b for b in at.button if b.label.startswith("Use "))
-    assert "synthetic demo" in use.label
+    assert "real-densenet121" in use.label  # the one model that predicts Tuberculosis
     use.click()
     at.run()
     assert not at.exception and not at.error
     assert not any("no label in common" in i.value for i in at.info)
-    assert len(at.get("plotly_chart")) == 4
+    assert at.get("plotly_chart")
+    assert "Tuberculosis" in at.dataframe[0].value.index
 
 
 def test_models_page_shows_the_card_test_figures(
