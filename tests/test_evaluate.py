@@ -141,3 +141,23 @@ def test_cli_errors_are_one_line(trained_ws: Workspace, capsys: pytest.CaptureFi
     assert capsys.readouterr().err.startswith("error: ")
     assert main(["ensemble", tiny, "--dataset", DATASET, "--methods", "avg"]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+def test_bundled_checkpoint_card_holds_the_figures_of_the_written_file(
+    trained_ws: Workspace, tmp_path: Path
+) -> None:
+    from cxrcore.models.bundle import bundle_checkpoint
+    from cxrcore.models.card import guard_path, read_card
+
+    source = _ckpt(trained_ws, "tiny")
+    target = tmp_path / "shipped" / "tiny.safetensors"
+    evaluate_on = {"workspace": trained_ws, "dataset": DATASET, "by": "view", "n_boot": 100}
+    written = bundle_checkpoint(source, target, {"command": "x"}, evaluate_on=evaluate_on)
+    card = read_card(written)
+    assert card["weights_dtype"] == "float16" and card["how_made"] == {"command": "x"}
+    assert guard_path(written).is_file() == guard_path(source).is_file()
+    again = evaluate_checkpoint(written, trained_ws, DATASET, "test", n_boot=100, by="view")
+    for label, row in card["evaluation"]["metrics"].items():
+        assert row["positives"] == again.summary.loc[label, "positives"]
+        assert row["auroc"] == pytest.approx(again.summary.loc[label, "auroc"], abs=1e-6)
+    assert set(card["evaluation"]["by"]["groups"]) == set(again.groups)
