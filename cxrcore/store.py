@@ -21,7 +21,7 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,18 @@ from cxrcore.data.index import (
 DB_NAME = "cxr.sqlite"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-MIGRATIONS: tuple[str, ...] = (
+
+def _refingerprint(db: sqlite3.Connection, home: Path) -> None:
+    """Data migration: fingerprints count paths relative to the images' shared folder."""
+    for row in db.execute("SELECT name FROM datasets").fetchall():
+        stored = home / "datasets" / row["name"] / "index.parquet"
+        if stored.is_file():
+            fingerprint = index_fingerprint(pd.read_parquet(stored))
+            db.execute("UPDATE datasets SET fingerprint = ? WHERE name = ?", (fingerprint, row["name"]))
+
+
+# Each entry is SQL, or a function of (connection, workspace home) for a data migration.
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection, Path], None], ...] = (
     """
     CREATE TABLE datasets (
         name TEXT PRIMARY KEY,
@@ -108,6 +119,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX predictions_by_dataset ON predictions (dataset, split);
     """,
+    _refingerprint,
 )
 
 
@@ -151,7 +163,7 @@ class Workspace:
         self.home.mkdir(parents=True, exist_ok=True)
         self.db_path = self.home / DB_NAME
         with self.connect() as db:
-            self._migrate(db)
+            self._migrate(db, self.home)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -167,10 +179,20 @@ class Workspace:
             db.close()
 
     @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
+    def _migrate(db: sqlite3.Connection, home: Path) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            if isinstance(step, str):
+                db.executescript(f"BEGIN; {step} PRAGMA user_version = {number}; COMMIT;")
+                continue
+            db.execute("BEGIN")
+            try:
+                step(db, home)
+                db.execute(f"PRAGMA user_version = {number}")
+            except BaseException:
+                db.rollback()
+                raise
+            db.commit()
 
     @property
     def schema_version(self) -> int:

@@ -96,3 +96,13 @@ def test_unknown_policy_and_label_mismatch() -> None:
         apply_uncertainty(pd.DataFrame({"A": [1.0]}), "maybe")  # type: ignore[arg-type]
     with pytest.raises(LabelError, match="only in first: \\['B'\\]"):
         check_same_labels(["A", "B"], ["A"])
+
+
+def test_fingerprint_does_not_depend_on_where_the_data_lives() -> None:
+    base = validate_index(_index())
+    here = base.assign(path=["/data/cxr/" + p for p in base["path"]])
+    there = base.assign(path=["/mnt/other/copy/" + p for p in base["path"]])
+    assert index_fingerprint(here) == index_fingerprint(there)
+    renamed = here.copy()
+    renamed.loc[0, "path"] = "/data/cxr/elsewhere.png"
+    assert index_fingerprint(renamed) != index_fingerprint(here)

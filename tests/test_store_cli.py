@@ -41,6 +41,19 @@ def test_workspace_schema_wal_and_round_trip(tmp_path: Path) -> None:
     assert Workspace(tmp_path / "ws").get_dataset("tiny").fingerprint == record.fingerprint
 
 
+def test_older_workspace_gets_location_independent_fingerprints(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    record = ws.register_dataset(
+        "tiny", "folder", {"root": "x"}, load_source("folder", root=_folder_dataset(tmp_path / "d"))
+    )
+    with sqlite3.connect(ws.db_path) as db:  # as a workspace written before the data migration
+        db.execute("UPDATE datasets SET fingerprint = 'old-absolute-paths'")
+        db.execute("PRAGMA user_version = 3")
+    reopened = Workspace(tmp_path / "ws")
+    assert reopened.schema_version == len(MIGRATIONS) == 4
+    assert reopened.get_dataset("tiny").fingerprint == record.fingerprint
+
+
 def test_workspace_names_duplicates_and_unknowns(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "ws")
     ds = load_source("folder", root=_folder_dataset(tmp_path / "data"))

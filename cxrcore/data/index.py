@@ -9,7 +9,9 @@ Every source adapter produces exactly this; every page and metric consumes exact
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -138,7 +140,21 @@ def validate_boxes(boxes: pd.DataFrame, index: pd.DataFrame | None = None) -> pd
 
 
 def index_fingerprint(index: pd.DataFrame) -> str:
-    """A short content hash of an index (ids, paths, patients, labels; not the split)."""
+    """A short content hash of an index (ids, paths, patients, labels; not the split).
+
+    Paths count relative to the folder all images share, so the same data copied or mounted
+    elsewhere keeps its fingerprint (a model card's data fingerprint holds on another machine).
+    """
     cols = [c for c in index.columns if c != "split"]
-    hashed = pd.util.hash_pandas_object(index[cols].sort_values("image_id"), index=False)
+    table = index[cols].sort_values("image_id")
+    if "path" in table.columns and len(table):
+        paths = [PurePosixPath(str(p).replace("\\", "/")) for p in table["path"]]
+        try:
+            root = PurePosixPath(posixpath.commonpath([str(p.parent) for p in paths]))
+        except ValueError:  # absolute and relative paths mixed: nothing shared to strip
+            root = None
+        if root is not None:
+            relative = [p.relative_to(root).as_posix() for p in paths]
+            table = table.assign(path=pd.Series(relative, index=table.index, dtype=table["path"].dtype))
+    hashed = pd.util.hash_pandas_object(table, index=False)
     return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
