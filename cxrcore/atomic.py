@@ -14,10 +14,32 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import (changing the umask to read it is not thread-safe later).
+_NEW_FILE_MODE = 0o666 & ~_read_umask()
+
+
+def target_mode(target: Path) -> int:
+    """The permissions a written file should have: those of the file it replaces, else the umask's."""
+    return target.stat().st_mode & 0o777 if target.exists() else _NEW_FILE_MODE
+
+
 def temp_beside(target: Path) -> Path:
-    """A new hidden temporary file in the target's folder."""
+    """A new hidden temporary file in the target's folder, with the permissions the target will keep.
+
+    ``mkstemp`` creates files readable by their owner only; the temporary file gets the mode of the
+    file it replaces, or that of a newly created file under the process's umask.
+    """
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, target_mode(target))
+    finally:
+        os.close(fd)
     return Path(name)
 
 

@@ -422,3 +422,15 @@ def test_import_errors_for_missing_files_and_non_state_dicts(tmp_path: Path) -> 
     torch.save({"epoch": 3, "notes": "no weights"}, path)
     with pytest.raises(CheckpointError, match=r"no state dict of tensors found.*\['epoch', 'notes'\]"):
         import_state_dict(path)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    weights = save_checkpoint(tmp_path / "run", tiny(seed=0), {})
+    sidecar = weights.with_suffix(".json")
+    for path in (weights, sidecar):  # not the owner-only mode of a temporary file
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    os.chmod(weights, 0o640)
+    save_checkpoint(tmp_path / "run", tiny(seed=1), {})  # a replaced file keeps its mode
+    assert weights.stat().st_mode & 0o777 == 0o640

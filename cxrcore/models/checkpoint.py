@@ -37,7 +37,7 @@ import timm
 import torch
 
 import cxrcore
-from cxrcore.atomic import temp_beside
+from cxrcore.atomic import target_mode, temp_beside
 from cxrcore.models.card import (  # noqa: F401  (re-exported: the card side of a checkpoint)
     CARD_METADATA_KEY,
     CARD_SUFFIX,
@@ -167,6 +167,7 @@ def save_checkpoint(
         tmp_weights = temp_beside(weights)
         temps.append(tmp_weights)
         safetensors.torch.save_file(tensors, str(tmp_weights), metadata={CARD_METADATA_KEY: text})
+        os.chmod(tmp_weights, target_mode(weights))  # the writer may have re-created the file
         _fsync(tmp_weights)
         sidecar_card = dict(full)
         sidecar_card["weights_file"] = {
