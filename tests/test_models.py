@@ -24,6 +24,7 @@ EXPECTED_MODELS = {
     "custom_cnn",
     "densenet121",
     "efficientnet_b0",
+    "localiser",
     "mobilenetv3_large_100",
     "resnet18",
     "resnet50",
@@ -34,6 +35,7 @@ EXPECTED_POOLING = {
     "custom_cnn": "flatten",
     "densenet121": "avg",
     "efficientnet_b0": "avg",
+    "localiser": "avg",
     "mobilenetv3_large_100": "flatten",
     "resnet18": "avg",
     "resnet50": "avg",
@@ -306,3 +308,18 @@ def test_custom_cnn_default_init_keeps_the_image_signal_and_paper_init_loses_it(
     assert spread["kaiming"] > 100 * spread["paper"]
     with pytest.raises(ValueError, match="valid options: kaiming, paper"):
         create_model("custom_cnn", num_labels=2, input_size=64, conv_init="xavier")
+
+
+def test_localiser_keeps_a_fine_map_centred_where_upsampling_puts_it() -> None:
+    model = built("localiser")
+    assert model.spec.input_size == 128
+    assert model.forward_features(grey_batch(1, 128)).shape[-2:] == (16, 16)
+    # The receptive field of cell (row 30, col 12) of a large input: 62 px wide, centred on the
+    # cell's own 8x8 pixels, i.e. at ((i + 0.5) * 8) in continuous coordinates, as bilinear
+    # upsampling of the map assumes.
+    x = torch.randn(1, 1, 512, 512, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    model.forward_features(x)[0, :, 30, 12].sum().backward()
+    rows = torch.nonzero(x.grad[0, 0].abs().sum(1) > 0).flatten()
+    cols = torch.nonzero(x.grad[0, 0].abs().sum(0) > 0).flatten()
+    assert int(rows[-1] - rows[0] + 1) == int(cols[-1] - cols[0] + 1) == 62
+    assert (int(rows[0] + rows[-1] + 1) / 2, int(cols[0] + cols[-1] + 1) / 2) == (30.5 * 8, 12.5 * 8)

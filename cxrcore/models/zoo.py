@@ -15,6 +15,7 @@ Where each entry's last spatial feature map comes from (the CAM layer) and what 
 | vgg16_bn | net.features | net.head.fc | flatten: 7x7 conv MLP -> pool -> linear |
 | custom_cnn | net.features (conv5 ReLU) | net.classifier | flatten: pool -> FC 4096 x2 -> linear |
 | tiny | net.features | net.classifier | avg |
+| localiser | net.features (stride 8, 16x16 at 128 px) | net.classifier | avg |
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from collections import OrderedDict
 from typing import Any
 
 import timm
-from torch import Tensor, nn
+from torch import nn
 
+from cxrcore.models import localiser
 from cxrcore.models.custom_cnn import DEFAULT_INPUT_SIZE, CompactCNN
 from cxrcore.models.registry import Builder, register_model
 
@@ -83,7 +85,7 @@ def build_custom_cnn(
     return net, "classifier", "features", "flatten"
 
 
-class TinyNet(nn.Module):
+class TinyNet(localiser.AvgPoolNet):
     """Three stride-2 convolutions (16-32-64 channels) with group norm, average pooling and a linear layer.
 
     Group norm instead of batch norm keeps every output independent of the rest of the batch, so a
@@ -101,18 +103,6 @@ class TinyNet(nn.Module):
         self.features = nn.Sequential(layers)
         self.classifier = nn.Linear(widths[-1], num_labels)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The last feature map (B, 64, H/8, W/8)."""
-        return self.features(x)
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from global-average-pooled features."""
-        return self.classifier(features.mean((2, 3)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits (B, num_labels)."""
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model("tiny", input_size=TINY_INPUT_SIZE, summary="Tiny 3-conv network for tests and demos")
 def build_tiny(
@@ -120,3 +110,19 @@ def build_tiny(
 ) -> tuple[nn.Module, str, str, str]:
     """The tiny test network (any input size of at least 8 px)."""
     return TinyNet(num_labels, in_chans=in_chans), "classifier", "features", "avg"
+
+
+@register_model(
+    "localiser",
+    input_size=localiser.DEFAULT_INPUT_SIZE,
+    summary="Compact stride-8 CNN with a local view: fine CAM/CRM maps (16x16 at 128 px)",
+)
+def build_localiser(
+    num_labels: int, in_chans: int, *, input_size: int = localiser.DEFAULT_INPUT_SIZE
+) -> tuple[nn.Module, str, str, str]:
+    """The localising CNN (any input size of at least 16 px; the map is 1/8 of it)."""
+    if input_size < localiser.MIN_INPUT_SIZE:
+        raise ValueError(
+            f"localiser input_size must be at least {localiser.MIN_INPUT_SIZE} px, got {input_size}"
+        )
+    return localiser.LocalisingCNN(num_labels, in_chans=in_chans), "classifier", "features", "avg"
