@@ -1,11 +1,15 @@
 """Do the maps of a lesion-finding model point at the lesions? Pointing game and top-box IoU on phantoms.
 
-Run: .venv/bin/python bench/bench_phantom_localisation.py [--checkpoint checkpoints/demo-resnet18.safetensors]
+Run: .venv/bin/python bench/bench_phantom_localisation.py [--checkpoint PATH ...] [--layer net.layer3]
 
-Scores CAM (= Grad-CAM at the last layer), CRM and the per-label CRM of the checkpoint on the lesion
-images of the demo dataset's test split (synthetic phantoms the model never saw) against their true
-boxes: the share of maps whose peak lies in a true box (target >= 0.9) and the mean IoU of the map's
-best box with its true box (target >= 0.4). Prints one JSON object.
+Scores the maps of each checkpoint (default: the bundled demo models) on 600 fresh phantoms (seed 2;
+the demo models were trained on seed 1 and the dashboard's demo dataset is seed 0) against their true
+boxes: the share of maps whose peak lies in a true box (pointing game, target >= 0.9) and the mean
+IoU of the map's best box with its true box (target >= 0.4). Methods: CAM (closed form), Grad-CAM
+(the grad-cam package, at the same layer), CRM and the per-label CRM. The box threshold (the fraction
+of the map's peak a box encloses) is reported at the default 0.5 and at the value that gives the best
+IoU on another set, the 240 phantoms of the demo dataset, so it is never tuned on the scored images.
+A model meets the target when a Grad-CAM-family map and a CRM map both do. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -14,52 +18,98 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cxrcore.demo import DEMO_DATASET, prepare_demo
+from cxrcore.demo import DEMO_DATASET, DEMO_MODELS, prepare_demo, register_phantoms
 from cxrcore.evaluate.map_localisation import localisation_report
 from cxrcore.store import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
+GRADCAM_FAMILY = ("cam", "gradcam")
+CRM_FAMILY = ("crm", "crm_label")
+POINTING, TOP_BOX_IOU = 0.9, 0.4
+DEFAULT_THRESHOLD = 0.5
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
+EVAL_DATASET, EVAL_IMAGES, EVAL_SEED = "phantoms-eval", 600, 2
+
+
+def _meets(scores: dict) -> bool:
+    return scores["pointing"] >= POINTING and scores["top_box_iou_calibrated"] >= TOP_BOX_IOU
+
+
+def _score(ws: Workspace, checkpoint: str, method: str, layer: str | None, max_images: int) -> dict:
+    """One method's figures on the evaluation set, with the box threshold chosen on the demo set."""
+    started = time.perf_counter()
+    calibration = {
+        t: localisation_report(
+            [checkpoint], ws, DEMO_DATASET, "all", method=method, layer=layer, threshold=t, max_images=240
+        ).table.iloc[0]["top_box_iou"]
+        for t in THRESHOLDS
+    }
+    chosen = max(THRESHOLDS, key=lambda t: (calibration[t], -t))
+    reports = {
+        t: localisation_report(
+            [checkpoint],
+            ws,
+            EVAL_DATASET,
+            "all",
+            method=method,
+            layer=layer,
+            threshold=t,
+            max_images=max_images,
+        )
+        for t in {DEFAULT_THRESHOLD, chosen}
+    }
+    row = reports[DEFAULT_THRESHOLD].table.iloc[0]
+    per_label = reports[DEFAULT_THRESHOLD].rows.groupby("label")["hit"].mean()
+    return {
+        "pairs": int(row["pairs"]),
+        "pointing": round(float(row["pointing"]), 3),
+        "pointing_per_label": {k: round(float(v), 3) for k, v in per_label.items()},
+        "top_box_iou": round(float(row["top_box_iou"]), 3),
+        "box_threshold": chosen,
+        "top_box_iou_calibrated": round(float(reports[chosen].table.iloc[0]["top_box_iou"]), 3),
+        "peerj_map": round(float(row["peerj_map"]), 3),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "demo-resnet18.safetensors"))
-    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        help="a checkpoint to score (repeatable; default: every bundled demo model)",
+    )
+    parser.add_argument("--images", type=int, default=EVAL_IMAGES, help="score the first N lesion images")
     parser.add_argument("--layer", help="an inner layer for CAM / Grad-CAM, e.g. net.layer3")
     args = parser.parse_args()
+    checkpoints = args.checkpoint or [
+        str(ROOT / "checkpoints" / f"{name}.safetensors") for name, _ in DEMO_MODELS
+    ]
+    out: dict[str, object] = {
+        "evaluation_set": f"{EVAL_IMAGES} fresh phantoms (seed {EVAL_SEED})",
+        "cam_layer": args.layer or "last",
+        "target": {"pointing": POINTING, "top_box_iou": TOP_BOX_IOU},
+    }
     with tempfile.TemporaryDirectory() as home:
         ws = Workspace(home)
         prepare_demo(ws)
-        out: dict[str, object] = {
-            "checkpoint": Path(args.checkpoint).name,
-            "dataset": DEMO_DATASET,
-            "cam_layer": args.layer or "last",
-        }
-        for method in ("cam", "crm", "crm_label"):
-            layer = args.layer if method == "cam" else None
-            report = localisation_report(
-                [args.checkpoint],
-                ws,
-                DEMO_DATASET,
-                "test",
-                method=method,
-                layer=layer,
-                max_images=args.images,
+        register_phantoms(ws, EVAL_DATASET, EVAL_IMAGES, EVAL_SEED, (0.0, 0.5, 0.5))
+        for checkpoint in checkpoints:
+            scores: dict[str, object] = {}
+            for method in (*GRADCAM_FAMILY, *CRM_FAMILY):
+                layer = args.layer if method in GRADCAM_FAMILY else None
+                scores[method] = _score(ws, checkpoint, method, layer, args.images)
+            scores["meets_target"] = any(_meets(scores[m]) for m in GRADCAM_FAMILY) and any(
+                _meets(scores[m]) for m in CRM_FAMILY
             )
-            row = report.table.iloc[0]
-            out[method] = {
-                "pairs": int(row["pairs"]),
-                "pointing": round(float(row["pointing"]), 3),
-                "top_box_iou": round(float(row["top_box_iou"]), 3),
-                "peerj_map": round(float(row["peerj_map"]), 3),
-            }
-        out["meets_target"] = any(
-            v["pointing"] >= 0.9 and v["top_box_iou"] >= 0.4 for k, v in out.items() if isinstance(v, dict)
-        )
+            out[Path(checkpoint).name.removesuffix(".safetensors")] = scores
+            print(json.dumps({Path(checkpoint).name: scores}), file=sys.stderr, flush=True)
+    out["meets_target"] = [k for k, v in out.items() if isinstance(v, dict) and v.get("meets_target")]
     print(json.dumps(out))
     return 0
 

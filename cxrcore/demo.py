@@ -83,11 +83,22 @@ DEMO_TRAIN_SEED = 1
 DEMO_MODELS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("demo-resnet18", {"model": "resnet18", "image_size": 64, "epochs": 8, "lr": 3e-3, "seed": 0}),
     ("demo-tiny", {"model": "tiny", "image_size": 64, "epochs": 25, "lr": 3e-3, "seed": 0}),
+    # Fine maps for the Explain page and the localisation benchmark (16x16 cells at 128 px).
+    ("demo-localiser", {"model": "localiser", "image_size": 128, "epochs": 12, "lr": 3e-3, "seed": 0}),
 )
 
 
-def train_demo_models(ws: Workspace, out_dir: str | Path, reporter: Any = None) -> list[Path]:
-    """Train the demo models on synthetic phantoms and write them (card, weights, guard) to ``out_dir``."""
+def train_demo_models(
+    ws: Workspace, out_dir: str | Path, reporter: Any = None, only: tuple[str, ...] = ()
+) -> list[Path]:
+    """Train the demo models (those named in ``only``, or all) and write them to ``out_dir``.
+
+    Each is written with its card, weights and upload guard.
+    """
+    unknown = sorted(set(only) - {name for name, _ in DEMO_MODELS})
+    if unknown:
+        valid = ", ".join(name for name, _ in DEMO_MODELS)
+        raise ValueError(f"unknown demo model(s) {', '.join(unknown)}; valid options: {valid}")
     from cxrcore.models.bundle import bundle_checkpoint, hardware
     from cxrcore.train.config import TrainConfig
     from cxrcore.train.loop import run_training
@@ -98,11 +109,13 @@ def train_demo_models(ws: Workspace, out_dir: str | Path, reporter: Any = None) 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, settings in DEMO_MODELS:
+        if only and name not in only:
+            continue
         started = time.perf_counter()
         cfg = TrainConfig(dataset=DEMO_TRAIN_DATASET, run_name=name, batch_size=32, workers=1, **settings)
         result = run_training(cfg, ws, reporter or LogReporter())
         how_made = {
-            "command": "python -m cxrcore demo models",
+            "command": f"python -m cxrcore demo models --only {name}",
             "seconds": round(time.perf_counter() - started, 1),
             "hardware": hardware(),
             "data": f"{DEMO_TRAIN_IMAGES} synthetic phantoms (seed {DEMO_TRAIN_SEED}), not real patients",

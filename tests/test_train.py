@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cxrcore.demo import DEMO_DATASET
+from cxrcore.demo import DEMO_DATASET, DEMO_MODELS, train_demo_models
 from cxrcore.models import load_checkpoint, read_card
 from cxrcore.store import Workspace
 from cxrcore.train.config import TrainConfig
@@ -166,3 +166,16 @@ def test_config_rejects_unknown_settings_and_values(tmp_path: Path) -> None:
     toml.write_text('[train]\ndataset = "demo"\nmodel = "tiny"\nepochs = 4\nlabels = ["Nodule"]\n')
     cfg = TrainConfig.from_file(toml, epochs=2)
     assert (cfg.model, cfg.epochs, cfg.labels) == ("tiny", 2, ("Nodule",))
+
+
+def test_demo_models_are_named_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    assert [name for name, _ in DEMO_MODELS] == ["demo-resnet18", "demo-tiny", "demo-localiser"]
+    for name, _ in DEMO_MODELS:  # every demo model ships, and its card names the command that made it
+        card = read_card(ROOT / "checkpoints" / f"{name}.safetensors")
+        assert card["how_made"]["command"] in (
+            "python -m cxrcore demo models",
+            f"python -m cxrcore demo models --only {name}",
+        )
+    with pytest.raises(ValueError, match=r"unknown demo model.*demo-resnet50.*valid options: demo-resnet18"):
+        train_demo_models(Workspace(tmp_path / "ws"), tmp_path / "out", only=("demo-resnet50",))
+    assert not (tmp_path / "out").exists()

@@ -118,7 +118,7 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
     from cxrcore.cli.training import ConsoleReporter
     from cxrcore.demo import train_demo_models
 
-    for path in train_demo_models(Workspace(), args.out, ConsoleReporter()):
+    for path in train_demo_models(Workspace(), args.out, ConsoleReporter(), only=tuple(args.only)):
         print(f"wrote {path}")
     return 0
 
@@ -214,6 +214,7 @@ def add_data_commands(groups: Any) -> None:
     real.set_defaults(func=cmd_demo_real_data)
     models = demo.add_parser("models", help="train the bundled demo models on the demo phantoms")
     models.add_argument("--out", default="checkpoints", help="folder to write them to")
+    models.add_argument("--only", nargs="+", default=(), metavar="NAME", help="train only these demo models")
     models.set_defaults(func=cmd_demo_models)
 
 
