@@ -4,7 +4,7 @@ The standard backbones end at stride 32, so at the small inputs a CPU trains qui
 last feature map is 2x2 to 4x4 cells and every class map of it is a blur over a quarter of the image;
 and their receptive fields cover the whole image, so the evidence for a lesion can surface in any
 cell. This network keeps a 16x16 map at 128 px (8 px per cell) and a receptive field of 62 px, about
-three times a nodule's width: a cell responds to what lies around it, so with the average-pool head
+a few times a nodule's width: a cell responds to what lies around it, so with the average-pool head
 the class activation map and the CRM show where the evidence is. (A version with dilated
 convolutions, 142 px of view, classified as well but spread a nodule's evidence over the whole map.)
 
@@ -31,14 +31,13 @@ from torch import Tensor, nn
 DEFAULT_INPUT_SIZE = 128
 MIN_INPUT_SIZE = 16
 WIDTHS = (32, 64, 128, 128)
-STRIDE = 8
 
 
 def _conv(c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
     return [
         ("conv", nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)),
         ("norm", nn.BatchNorm2d(c_out)),
-        ("act", nn.ReLU(inplace=True)),
+        ("act", nn.ReLU()),  # not in place: a hook on the norm layer sees its own output
     ]
 
 
