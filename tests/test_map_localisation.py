@@ -58,7 +58,9 @@ def test_bundled_localiser_points_at_the_phantom_lesions(demo_ws: Workspace) -> 
     """The demo localiser's maps find the lesions of the demo test split; the 2x2 maps of resnet18 do not."""
     localiser = ROOT / "checkpoints" / "demo-localiser.safetensors"
     cam = localisation_report([localiser], demo_ws, "demo-phantoms", "test", method="cam")
-    crm = localisation_report([localiser], demo_ws, "demo-phantoms", "test", method="crm_label")
+    crm = localisation_report(
+        [localiser], demo_ws, "demo-phantoms", "test", method="crm_label", extra_thresholds=(0.5, 0.7)
+    )
     for report in (cam, crm):
         row = report.table.iloc[0]
         assert row["pairs"] == 37
@@ -66,6 +68,13 @@ def test_bundled_localiser_points_at_the_phantom_lesions(demo_ws: Workspace) -> 
         nodules = report.rows[report.rows["label"] == "Nodule"]
         assert len(nodules) == 16 and nodules["hit"].all()
     assert crm.table.iloc[0]["top_box_iou"] >= 0.4
+    # Other box thresholds are scored from the same maps, as a report at that threshold scores them.
+    assert crm.table.iloc[0]["top_box_iou@0.5"] == crm.table.iloc[0]["top_box_iou"]
+    at_07 = localisation_report(
+        [localiser], demo_ws, "demo-phantoms", "test", method="crm_label", threshold=0.7
+    ).table.iloc[0]["top_box_iou"]
+    assert crm.table.iloc[0]["top_box_iou@0.7"] == pytest.approx(at_07)
+    assert at_07 != pytest.approx(crm.table.iloc[0]["top_box_iou"])
     resnet = ROOT / "checkpoints" / "demo-resnet18.safetensors"
     coarse = localisation_report([resnet], demo_ws, "demo-phantoms", "test", method="cam").table.iloc[0]
     assert coarse["pointing"] <= 0.1
