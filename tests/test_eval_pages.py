@@ -63,3 +63,8 @@ def test_ensembles_page_scores_localisation_against_the_boxes(ws: Workspace) -> 
     table = at.dataframe[-1].value
     assert set(table.index[:2]) == {"tiny/best", "resnet18/best"} and table.index[2] == "ensemble"
     assert table["peerj_map"].between(0, 1).all() and (table["pairs"] >= 5).all()
+    assert (table["pointing_within"] >= table["pointing"]).all()  # 8 px of tolerance by default
+    at.number_input(key="loc_tolerance").set_value(0)
+    at.button(key="loc_run").click()
+    at.run()
+    assert "pointing_within" not in at.dataframe[-1].value.columns

@@ -10,7 +10,7 @@ import streamlit as st
 
 from cxrcore.evaluate.calibration import brier_score, expected_calibration_error, reliability_curve
 from cxrcore.evaluate.classification import average_precision, pr_points, roc_points, threshold_metrics
-from cxrcore.evaluate.map_localisation import LocalisationReport, localisation_report
+from cxrcore.evaluate.map_localisation import FRAME, LocalisationReport, localisation_report
 from cxrcore.evaluate.predict import Predictions, predict
 from cxrcore.evaluate.report import EnsembleComparison, Evaluation, compare_ensembles, evaluate_checkpoint
 from cxrcore.models.checkpoint import file_fingerprint
@@ -220,6 +220,7 @@ def _localisation(
     method: str,
     threshold: float,
     max_images: int,
+    tolerance: float = 0.0,
 ) -> LocalisationReport:
     return localisation_report(
         list(checkpoints),
@@ -229,15 +230,25 @@ def _localisation(
         method=method,
         threshold=threshold,
         max_images=max_images,
+        pointing_tolerance=tolerance,
     )
 
 
 def localisation_section(ws: Workspace, checkpoints: list[Path], dataset: str, split: str) -> None:
     """Members' and the ensemble's maps scored against the dataset's boxes (PeerJ protocol)."""
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     method = c1.selectbox("Map", ["cam", "crm", "gradcam"], key="loc_method")
     threshold = c2.slider("Box threshold (fraction of the peak)", 0.1, 0.9, 0.5, 0.05, key="loc_threshold")
     max_images = c3.number_input("Images (at most)", 5, 500, 50, 5, key="loc_images")
+    tolerance = c4.number_input(
+        f"Pointing tolerance (px of {FRAME})",
+        0,
+        64,
+        8,
+        1,
+        key="loc_tolerance",
+        help="Also count a peak this close to a true box as a hit (0: strict only).",
+    )
     if not st.button("Score localisation", key="loc_run"):
         return
     paths = tuple(str(p) for p in checkpoints)
@@ -251,11 +262,14 @@ def localisation_section(ws: Workspace, checkpoints: list[Path], dataset: str, s
         method,
         float(threshold),
         int(max_images),
+        float(tolerance),
     )
     st.dataframe(report.table.round(4), width="stretch")
     st.caption(
         "mean IoU: PeerJ per-image IoU (union of boxes from the map vs union of true boxes); PeerJ mAP: "
         "IoU 0.1-0.7 in 10 steps, 11-point interpolation; COCO mAP: IoU 0.5-0.95; pointing: share of "
-        "maps whose peak falls inside a true box. The ensemble map is the mean of the members' maps."
+        "maps whose peak falls inside a true box; pointing_within: the same, counting a peak within the "
+        f"tolerance of a box (maps are scored in a frame {FRAME} px long). The ensemble map is the mean "
+        "of the members' maps."
     )
     csv_download(report.rows, f"localisation-{dataset}-{split}", "Per image and label (CSV)")
