@@ -216,10 +216,10 @@ def _summarise(rows: pd.DataFrame, method: str, threshold: float) -> Localisatio
             preds, gts = list(by_label["_pred"]), list(by_label["_gt"])
             per_label_peerj.append(peerj_map(preds, gts))
             per_label_coco.append(coco_map(preds, gts))
-        hits = group["hit"].map(lambda h: bool(h) if h is not None else False)
-        within = {}
-        if "hit_within" in group:
-            within["pointing_within"] = float(group["hit_within"].map(lambda h: bool(h)).mean())
+        # A map with no positive evidence (hit None) points nowhere: a miss, strict or not.
+        within = (
+            {"pointing_within": float(group["hit_within"].eq(True).mean())} if "hit_within" in group else {}
+        )
         table.append(
             {
                 "model": name,
@@ -227,7 +227,7 @@ def _summarise(rows: pd.DataFrame, method: str, threshold: float) -> Localisatio
                 "mean_iou": float(np.nanmean(group["iou"].astype(float))),
                 "peerj_map": float(np.nanmean(per_label_peerj)),
                 "coco_map": float(np.nanmean(per_label_coco)),
-                "pointing": float(hits.mean()),
+                "pointing": float(group["hit"].eq(True).mean()),
                 **within,
                 "top_box_iou": float(group["top_box_iou"].mean()),
                 **{c: float(group[c].mean()) for c in group.columns if c.startswith("top_box_iou@")},
