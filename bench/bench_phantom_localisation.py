@@ -1,6 +1,7 @@
 """Do the maps of a lesion-finding model point at the lesions? Pointing game and top-box IoU on phantoms.
 
 Run: .venv/bin/python bench/bench_phantom_localisation.py [--checkpoint PATH ...] [--layer net.layer3]
+     [--smooth CELLS]
 
 Scores the maps of each checkpoint (default: the bundled demo models) on 600 fresh phantoms (seed 2;
 the demo models were trained on seed 1 and the dashboard's demo dataset is seed 0) against their true
@@ -12,7 +13,9 @@ IoU on another set, the 240 phantoms of the demo dataset, so it is never tuned o
 A model meets the target when a Grad-CAM-family map and a CRM map both do, by the strict pointing
 game (the peak pixel inside the box). Beside it, ``pointing_within_8px`` counts a peak within 8 px
 of the box (3% of the 256 px image, the share that the 15 px tolerance of Zhang et al.'s pointing
-game is of the ~500 px images it was defined on). Prints one JSON object.
+game is of the ~500 px images it was defined on). The maps are the dashboard's: smoothed with the
+engine's default Gaussian (``DEFAULT_SMOOTH``; ``bench_map_smoothing.py`` shows how it was
+chosen), or ``--smooth`` cells (0: unsmoothed). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cxrcore.demo import DEMO_DATASET, DEMO_MODELS, prepare_demo, register_phantoms
 from cxrcore.evaluate.map_localisation import localisation_report
+from cxrcore.explain.engine import DEFAULT_SMOOTH
 from cxrcore.store import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +48,9 @@ def _meets(scores: dict) -> bool:
     return scores["pointing"] >= POINTING and scores["top_box_iou_calibrated"] >= TOP_BOX_IOU
 
 
-def _score(ws: Workspace, checkpoint: str, method: str, layer: str | None, max_images: int) -> dict:
+def _score(
+    ws: Workspace, checkpoint: str, method: str, layer: str | None, max_images: int, smooth: float
+) -> dict:
     """One method's figures on the evaluation set, with the box threshold chosen on the demo set.
 
     Each set's maps are computed once; every threshold is scored from them.
@@ -55,6 +61,7 @@ def _score(ws: Workspace, checkpoint: str, method: str, layer: str | None, max_i
         "layer": layer,
         "extra_thresholds": THRESHOLDS,
         "pointing_tolerance": TOLERANCE_PX,
+        "smooth": smooth,
     }
     demo = localisation_report([checkpoint], ws, DEMO_DATASET, "all", max_images=240, **kwargs)
     chosen = max(THRESHOLDS, key=lambda t: (demo.table.iloc[0][f"top_box_iou@{t:g}"], -t))
@@ -83,6 +90,12 @@ def main() -> int:
     )
     parser.add_argument("--images", type=int, default=EVAL_IMAGES, help="score the first N lesion images")
     parser.add_argument("--layer", help="an inner layer for CAM / Grad-CAM, e.g. net.layer3")
+    parser.add_argument(
+        "--smooth",
+        type=float,
+        default=DEFAULT_SMOOTH,
+        help="the maps' Gaussian smoothing in feature-map cells (default: the engine's; 0: none)",
+    )
     args = parser.parse_args()
     checkpoints = args.checkpoint or [
         str(ROOT / "checkpoints" / f"{name}.safetensors") for name, _ in DEMO_MODELS
@@ -90,6 +103,7 @@ def main() -> int:
     out: dict[str, object] = {
         "evaluation_set": f"{EVAL_IMAGES} fresh phantoms (seed {EVAL_SEED})",
         "cam_layer": args.layer or "last",
+        "map_smoothing_cells": args.smooth,
         "target": {"pointing": POINTING, "top_box_iou": TOP_BOX_IOU},
     }
     with tempfile.TemporaryDirectory() as home:
@@ -100,7 +114,7 @@ def main() -> int:
             scores: dict[str, object] = {}
             for method in (*GRADCAM_FAMILY, *CRM_FAMILY):
                 layer = args.layer if method in GRADCAM_FAMILY else None
-                scores[method] = _score(ws, checkpoint, method, layer, args.images)
+                scores[method] = _score(ws, checkpoint, method, layer, args.images, args.smooth)
             scores["meets_target"] = any(_meets(scores[m]) for m in GRADCAM_FAMILY) and any(
                 _meets(scores[m]) for m in CRM_FAMILY
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cxrcore.explain.engine import explain
+from cxrcore.explain.engine import DEFAULT_SMOOTH, explain
 from cxrcore.explain.panel import panel_png, panel_tiles
 from cxrcore.preprocess import boxes_to_input
 from cxrcore.ui import charts
@@ -37,18 +37,19 @@ with guarded("explain the image"):
     probs = pd.Series(base.probabilities).sort_values(ascending=False)
     st.plotly_chart(charts.bar_figure(probs, "Probability per label", ".3f"), width="stretch")
 
-    left, right = st.columns([3, 2])
+    left, right, last = st.columns([3, 2, 1])
     labels = left.multiselect(
         "Labels", list(probs.index), default=list(probs.index[:4]), key="explain_labels"
     )
     extra = right.multiselect("More methods", ux.EXTRA_METHODS, key="explain_methods")
+    smooth = ux.smoothing_input(last, "explain_smooth")
     options = ux.panel_options()
     if not labels:
         st.info("Pick at least one label.")
         st.stop()
     result = base
-    if extra:
-        result = explain(model, pixels, labels, ("cam", "crm", *extra), preprocess=pcfg)
+    if extra or smooth != DEFAULT_SMOOTH:
+        result = explain(model, pixels, labels, ("cam", "crm", *extra), preprocess=pcfg, smooth=smooth)
     truth = None
     if choice.truth is not None and len(choice.truth):
         height, width = choice.pixels.shape
@@ -69,6 +70,6 @@ with guarded("explain the image"):
     )
 
     with st.expander("Ensemble of several models"):
-        ux.ensemble_section(ws, checkpoint, pixels, labels, options)
+        ux.ensemble_section(ws, checkpoint, pixels, labels, options, smooth)
     with st.expander("Filters and activations"):
         ux.internals_section(model, result.image01)

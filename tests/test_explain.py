@@ -12,7 +12,14 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from cxrcore.explain.cam import METHODS, ExplainError, resolve_layer
-from cxrcore.explain.engine import explain, explain_ensemble, model_input, normalise_map
+from cxrcore.explain.engine import (
+    DEFAULT_SMOOTH,
+    explain,
+    explain_ensemble,
+    model_input,
+    normalise_map,
+    smooth_maps,
+)
 from cxrcore.explain.heatmap import heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
 from cxrcore.models import CXRModel, create_model
@@ -93,14 +100,17 @@ def test_cam_is_closed_form_from_the_prediction_pass() -> None:
 def test_gradcam_at_last_layer_is_relu_cam_and_matches_package(name: str, size: int) -> None:
     model = _model(name, size)
     x = _image(size, seed=1)
-    result = explain(model, x, methods=("cam", "gradcam"))
-    h, w = result.get("cam", LABELS[0]).lowres.shape
+    unsmoothed = explain(model, x, methods=("cam", "gradcam"), smooth=0)
+    smoothed = explain(model, x, methods=("cam", "gradcam"))  # the default smoothing
+    h, w = unsmoothed.get("cam", LABELS[0]).lowres.shape
     for index, label in enumerate(LABELS):
-        cam, grad = result.get("cam", label), result.get("gradcam", label)
-        # d logit / d f[k, l, m] = w[c, k] / (h w), so Grad-CAM = ReLU(CAM) / (h w)
-        np.testing.assert_allclose(grad.raw * (h * w), cam.raw, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(grad.display, cam.display, atol=1e-4)
-        np.testing.assert_allclose(grad.display, _package_map(model, "gradcam", x, index), atol=1e-4)
+        for result in (unsmoothed, smoothed):  # smoothing is linear: the equality holds either way
+            cam, grad = result.get("cam", label), result.get("gradcam", label)
+            # d logit / d f[k, l, m] = w[c, k] / (h w), so Grad-CAM = ReLU(CAM) / (h w)
+            np.testing.assert_allclose(grad.raw * (h * w), cam.raw, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(grad.display, cam.display, atol=1e-4)
+        package = _package_map(model, "gradcam", x, index)
+        np.testing.assert_allclose(unsmoothed.get("gradcam", label).display, package, atol=1e-4)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -108,7 +118,7 @@ def test_every_method_matches_pytorch_grad_cam_with_explicit_targets(method: str
     model = _model()
     x = _image(seed=2)
     layer_before = model.cam_module()
-    result = explain(model, x, methods=(method,))
+    result = explain(model, x, methods=(method,), smooth=0)  # the package does not smooth
     for index, label in enumerate(LABELS):
         ours = result.get(method, label)
         assert ours.algorithm == method and ours.layer == "net.features"
@@ -126,7 +136,7 @@ def test_gradcam_follows_the_explicit_target_not_the_argmax() -> None:
 def test_custom_cnn_non_gap_head_uses_gradients() -> None:
     model = _model("custom_cnn", 64)
     x = _image(64, seed=4)
-    result = explain(model, x, methods=("cam", "gradcam"))
+    result = explain(model, x, methods=("cam", "gradcam"), smooth=0)
     for index, label in enumerate(LABELS):
         cam = result.get("cam", label)
         assert cam.algorithm == "gradcam" and cam.lowres.shape == (6, 6)
@@ -178,6 +188,46 @@ def test_normalise_map_by_hand() -> None:
     assert empty and not display.any()
     display, empty = normalise_map(np.zeros((3, 3), dtype=np.float32))
     assert empty and not display.any()
+
+
+def test_smoothing_puts_the_peak_of_a_plateau_at_its_centre() -> None:
+    plateau = np.zeros((1, 16, 16), np.float32)
+    plateau[0, 3:9, 3:9] = 1.0
+    plateau[0, 3, 3] = 1.05  # cell noise: the unsmoothed peak sits in the plateau's corner
+    assert np.unravel_index(int(plateau[0].argmax()), (16, 16)) == (3, 3)
+    smoothed = smooth_maps(plateau, 1 / 16)  # one cell
+    assert smoothed.shape == plateau.shape and smoothed.dtype == np.float32
+    assert np.unravel_index(int(smoothed[0].argmax()), (16, 16)) in {(5, 5), (5, 6), (6, 5), (6, 6)}
+    np.testing.assert_array_equal(smooth_maps(plateau, 0.0), plateau)
+    flat = smooth_maps(np.full((2, 7, 7), 3.0, np.float32), 0.2)  # edges replicated: a constant stays
+    np.testing.assert_allclose(flat, 3.0, rtol=1e-6)
+    assert smooth_maps(np.ones((1, 2, 2), np.float32), 1.0).shape == (1, 2, 2)  # kernel > map
+    wide = np.zeros((1, 4, 16), np.float32)
+    wide[0, 2, 8] = 1.0  # sigma follows each side: 1/4 cell down, one cell across
+    spread = smooth_maps(wide, 1 / 16)[0]
+    assert spread[2, 9] / spread[2, 8] == pytest.approx(np.exp(-0.5), rel=0.05)
+    assert spread[1, 8] / spread[2, 8] < 0.01
+
+
+def test_explain_smooths_after_relu_and_before_upsampling() -> None:
+    import torch.nn.functional as F
+
+    model = _model()
+    x = _image(seed=9)
+    plain = explain(model, x, methods=("cam", "crm"), smooth=0)
+    smoothed = explain(model, x, methods=("cam", "crm"))
+    assert DEFAULT_SMOOTH > 0
+    for key, saliency in smoothed.maps.items():
+        np.testing.assert_array_equal(saliency.lowres, plain.maps[key].lowres)  # lowres is never smoothed
+        positive = np.maximum(saliency.lowres, 0)[None]
+        for sigma, result in ((0.0, plain), (DEFAULT_SMOOTH, smoothed)):
+            low = torch.from_numpy(smooth_maps(positive, sigma))[:, None]
+            expected = F.interpolate(low, size=(TINY_SIZE, TINY_SIZE), mode="bilinear")[0, 0].numpy()
+            np.testing.assert_allclose(result.maps[key].raw, expected, atol=1e-6)
+    assert not np.allclose(smoothed.get("cam", "Mass").raw, plain.get("cam", "Mass").raw)
+    for bad in (-0.1, 1.5, float("nan"), float("inf"), "1", True):
+        with pytest.raises(ExplainError, match=r"smooth must be a fraction of the map's side in \[0, 1\]"):
+            explain(model, x, smooth=bad)
 
 
 def test_inner_layer_by_dotted_name_and_close_matches() -> None:

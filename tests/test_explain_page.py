@@ -94,3 +94,9 @@ def test_without_a_file_a_synthetic_phantom_can_be_clicked(ws: Workspace) -> Non
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 1
     assert len(at.get("image")) == 3 * 3 + 2
+    smoothing = at.slider(key="explain_smooth")
+    assert smoothing.value == pytest.approx(6.25)  # percent of the map's side: the engine's default
+    smoothing.set_value(0.0)  # unsmoothed maps: explained again, the same panel
+    at.run()
+    assert not at.exception and not at.error
+    assert len(at.get("image")) == 3 * 3 + 2

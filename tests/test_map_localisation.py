@@ -64,10 +64,14 @@ def test_bundled_localiser_points_at_the_phantom_lesions(demo_ws: Workspace) -> 
     for report in (cam, crm):
         row = report.table.iloc[0]
         assert row["pairs"] == 37
-        assert row["pointing"] >= 0.9  # 34 of 37 pairs (0.865 of 421 on fresh phantoms, bench)
+        assert row["pointing"] >= 0.95  # 36 of 37 pairs (bench: 0.903 / 0.893 of 421 fresh phantoms)
         nodules = report.rows[report.rows["label"] == "Nodule"]
         assert len(nodules) == 16 and nodules["hit"].all()
-    assert crm.table.iloc[0]["top_box_iou"] >= 0.4
+    # The smoothing moves peaks from a plateau's edge to its centre: unsmoothed, 34 of 37 hit.
+    plain = localisation_report([localiser], demo_ws, "demo-phantoms", "test", method="cam", smooth=0)
+    assert plain.table.iloc[0]["pointing"] == pytest.approx(34 / 37)
+    assert cam.table.iloc[0]["pointing"] == pytest.approx(36 / 37)
+    assert crm.table.iloc[0]["top_box_iou@0.7"] >= 0.4  # smoothed maps: a box nearer the peak fits
     # Other box thresholds are scored from the same maps, as a report at that threshold scores them.
     assert crm.table.iloc[0]["top_box_iou@0.5"] == crm.table.iloc[0]["top_box_iou"]
     at_07 = localisation_report(

@@ -31,7 +31,7 @@ from cxrcore.evaluate.localisation import (
     to_arrays,
 )
 from cxrcore.evaluate.report import member_name
-from cxrcore.explain.engine import explain
+from cxrcore.explain.engine import DEFAULT_SMOOTH, check_smooth, explain
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.models.checkpoint import load_checkpoint
 from cxrcore.preprocess import PreprocessConfig, checkpoint_preprocess, fit_geometry
@@ -125,6 +125,7 @@ def localisation_report(
     threshold: float = 0.5,
     extra_thresholds: Sequence[float] = (),
     pointing_tolerance: float = 0.0,
+    smooth: float = DEFAULT_SMOOTH,
     max_images: int = 200,
     progress: Callable[[int, int], None] | None = None,
     by: str | None = None,
@@ -136,8 +137,10 @@ def localisation_report(
     ``pointing_tolerance`` (pixels of the FRAME-long frame) adds ``pointing_within``: the pointing game
     counting a peak within that distance of a true box as a hit (Zhang et al.'s protocol allows 15 px at
     the image's own size), beside the strict ``pointing``.
+    ``smooth`` is the maps' Gaussian smoothing, a fraction of the map's side (``explain``'s; 0: none).
     ``by`` names an index column (``source`` of a merged dataset): the table is also given per value.
     """
+    smooth = check_smooth(smooth)
     data = ws.load_dataset(dataset)
     members = _members(checkpoints)
     labels = check_members([m.labels for _, m, _ in members]) if len(members) > 1 else members[0][1].labels
@@ -160,7 +163,7 @@ def localisation_report(
         maps: dict[str, list[np.ndarray]] = {label: [] for label in wanted}
         probs: dict[str, list[float]] = {label: [] for label in wanted}
         for name, model, pcfg in members:
-            result = explain(model, pixels, wanted, (method,), layer=layer, preprocess=pcfg)
+            result = explain(model, pixels, wanted, (method,), layer=layer, preprocess=pcfg, smooth=smooth)
             for label in wanted:
                 frame = map_to_frame(result.get(method, label).display, width, height, pcfg)
                 gt = mine.loc[mine["label"] == label, ["x", "y", "w", "h"]].to_numpy(float) * scale

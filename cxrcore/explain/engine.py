@@ -5,14 +5,25 @@ derives the class activation map (CAM) of every label and the CRM from that same
 backward passes). Methods that need gradients or extra passes (the Grad-CAM family, see
 ``cxrcore.explain.cam``) run only when asked. Every map comes back twice at image resolution:
 
-- ``raw``: the method's map after ReLU (positive evidence only), bilinearly upsampled, in the
-  method's own units (logit units for CAM, squared logit differences for CRM), so it can be compared
-  across images and models;
+- ``raw``: the method's map after ReLU (positive evidence only), smoothed at feature resolution
+  (``smooth``, below) and bilinearly upsampled, in the method's own units (logit units for CAM,
+  squared logit differences for CRM), so it can be compared across images and models;
 - ``display``: ``raw`` min-max normalised to [0, 1]. A map that is constant or has no positive value
   is flagged ``no_positive_evidence`` and its display map is all zeros (never NaN).
 
-ReLU is applied at feature resolution before upsampling, as in ``pytorch_grad_cam``, so display maps
-equal the package's own output. The model is shared safely between threads: see ``model_guard``.
+ReLU is applied at feature resolution before upsampling, as in ``pytorch_grad_cam``, so with
+``smooth=0`` display maps equal the package's own output.
+
+Smoothing: by default every map is filtered after ReLU and before upsampling with a Gaussian whose
+standard deviation is ``DEFAULT_SMOOTH`` (1/16) of the map's side: one cell of a 16 x 16 map, a
+quarter of a cell of a 4 x 4 one, so the same width of anatomy whatever the model's stride. The
+evidence for a lesion covers every cell whose view contains it and the cells of a max-pooled map are
+noisy, so an unsmoothed fine map is often a plateau whose highest cell lies anywhere on it, at worst
+beside the lesion; the filtered map peaks at the plateau's centre. It is the same linear filter for
+every method, so CAM still equals Grad-CAM up to scale, and raw maps stay comparable. The width was
+chosen on the demo phantoms (``bench/bench_map_smoothing.py``); ``smooth=0`` turns it off.
+
+The model is shared safely between threads: see ``model_guard``.
 """
 
 from __future__ import annotations
@@ -43,11 +54,13 @@ from cxrcore.preprocess import NormStats, PreprocessConfig, normalise, prepare, 
 
 __all__ = [
     "DEFAULT_METHODS",
+    "DEFAULT_SMOOTH",
     "EXPLAIN_METHODS",
     "EnsembleExplanation",
     "ExplainError",
     "Explanation",
     "SaliencyMap",
+    "check_smooth",
     "explain",
     "explain_ensemble",
     "model_input",
@@ -60,6 +73,7 @@ DEFAULT_METHODS: tuple[str, ...] = ("cam", "crm")
 # "cam": closed form for average-pooled heads, Grad-CAM otherwise; "crm": all output nodes;
 # "crm_label": only the label's own node.
 EXPLAIN_METHODS: tuple[str, ...] = ("cam", "crm", "crm_label", *METHODS)
+DEFAULT_SMOOTH = 1 / 16  # Gaussian standard deviation, as a fraction of the map's side
 FLAT_TOLERANCE = 1e-6  # a map whose range is below this fraction of its peak counts as constant
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as cxrcore.io
 
@@ -74,7 +88,7 @@ class SaliencyMap:
         algorithm: what computed it: "cam" (closed form) or "gradcam" for "cam", else the method.
         layer: the dotted name of the layer the map was taken at.
         lowres: float32 (h, w) map at the layer's resolution, before ReLU.
-        raw: float32 (H, W) positive part, bilinearly upsampled, un-normalised.
+        raw: float32 (H, W) positive part, smoothed, bilinearly upsampled, un-normalised.
         display: float32 (H, W) in [0, 1]; all zeros when ``no_positive_evidence``.
         no_positive_evidence: the map is constant or has no positive value.
     """
@@ -257,14 +271,45 @@ def _feature_maps(
     return out
 
 
+def check_smooth(smooth: float) -> float:
+    """``smooth`` as a float; ExplainError unless it is a number in [0, 1] (a fraction of the side)."""
+    number = not isinstance(smooth, bool) and isinstance(smooth, int | float | np.floating)
+    if not number or not 0 <= smooth <= 1:  # NaN fails the comparison too
+        raise ExplainError(f"smooth must be a fraction of the map's side in [0, 1], got {smooth!r}")
+    return float(smooth)
+
+
+def smooth_maps(maps: np.ndarray, fraction: float) -> np.ndarray:
+    """Gaussian-filter each map of (n, h, w), standard deviation ``fraction`` of its side.
+
+    Edges are replicated, so a constant map stays constant.
+    """
+    if fraction == 0:
+        return maps
+    h, w = maps.shape[-2:]
+    return np.stack(
+        [
+            cv2.GaussianBlur(m, (0, 0), fraction * w, sigmaY=fraction * h, borderType=cv2.BORDER_REPLICATE)
+            for m in maps
+        ]
+    ).reshape(maps.shape)
+
+
 def _to_saliency(
-    method: str, algorithm: str, layer: str, lowres: np.ndarray, labels: list[str], size: tuple[int, int]
+    method: str,
+    algorithm: str,
+    layer: str,
+    lowres: np.ndarray,
+    labels: list[str],
+    size: tuple[int, int],
+    smooth: float,
 ) -> list[SaliencyMap]:
-    """Upsample the positive part of raw maps (n, h, w) to ``size`` and normalise each for display."""
+    """Smooth and upsample the positive part of raw maps (n, h, w) to ``size``; normalise each."""
     if not np.isfinite(lowres).all():
         logger.warning("%s produced non-finite values; they are set to 0", algorithm)
         lowres = np.nan_to_num(lowres, nan=0.0, posinf=0.0, neginf=0.0)
-    positive = torch.from_numpy(np.maximum(lowres, 0, dtype=np.float32))[:, None]
+    positive = smooth_maps(np.maximum(lowres, 0, dtype=np.float32), smooth)
+    positive = torch.from_numpy(np.ascontiguousarray(positive))[:, None]
     raw = F.interpolate(positive, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
     maps = []
     for label, low, up in zip(labels, lowres, raw, strict=True):
@@ -280,6 +325,7 @@ def explain(
     methods: str | Sequence[str] = DEFAULT_METHODS,
     layer: str | None = None,
     preprocess: PreprocessConfig | None = None,
+    smooth: float = DEFAULT_SMOOTH,
 ) -> Explanation:
     """Probabilities and heat maps (raw and display) for one image, per method and label.
 
@@ -291,11 +337,15 @@ def explain(
             layer and Grad-CAM otherwise; "crm" and "crm_label" are always at ``spec.cam_layer``.
         layer: dotted module name for the Grad-CAM family (default ``spec.cam_layer``).
         preprocess: how a numpy image is prepared (the checkpoint card's "preprocess" settings).
+        smooth: the standard deviation of the Gaussian applied to every map after ReLU and before
+            upsampling, as a fraction of the map's side; 0 for none.
 
     Raises:
-        ExplainError: unknown method, label or layer (with close matches), or an unusable image.
+        ExplainError: unknown method, label or layer (with close matches), an unusable image, or a
+            ``smooth`` outside [0, 1].
     """
     names = _check_methods(methods)
+    smooth = check_smooth(smooth)
     indices = _label_indices(model, labels)
     layer_name, _ = resolve_layer(model, layer)
     x, image01 = model_input(model, image, preprocess)
@@ -308,7 +358,8 @@ def explain(
     maps: dict[tuple[str, str], SaliencyMap] = {}
     for method, (algorithm, lowres) in raw.items():
         used_layer = model.spec.cam_layer if method in ("crm", "crm_label") else layer_name
-        for saliency in _to_saliency(method, algorithm, used_layer, lowres, label_names, image01.shape):
+        shape = image01.shape
+        for saliency in _to_saliency(method, algorithm, used_layer, lowres, label_names, shape, smooth):
             maps[(method, saliency.label)] = saliency
     probs = CXRModel.probabilities(logits)
     return Explanation(
@@ -336,10 +387,12 @@ def explain_ensemble(
     labels: str | int | Sequence[str | int] | None = None,
     method: str = "cam",
     preprocess: Sequence[PreprocessConfig | None] | None = None,
+    smooth: float = DEFAULT_SMOOTH,
 ) -> EnsembleExplanation:
     """Explain one image with every member and average their display maps per label.
 
-    ``preprocess`` gives each member's preprocessing for a numpy image (see ``explain``).
+    ``preprocess`` gives each member's preprocessing for a numpy image and ``smooth`` the smoothing of
+    every member's maps (see ``explain``).
 
     Members with another input size are resized (bilinear) to the first member's resolution; a
     member without positive evidence for a label contributes its all-zero map.
@@ -347,7 +400,7 @@ def explain_ensemble(
     _check_shared_labels(models)
     settings = list(preprocess) if preprocess is not None else [None] * len(models)
     members = tuple(
-        explain(member, image, labels=labels, methods=(method,), preprocess=pcfg)
+        explain(member, image, labels=labels, methods=(method,), preprocess=pcfg, smooth=smooth)
         for member, pcfg in zip(models, settings, strict=True)
     )
     h, w = members[0].image01.shape

@@ -13,10 +13,12 @@ from cxrcore.evaluate.classification import average_precision, pr_points, roc_po
 from cxrcore.evaluate.map_localisation import FRAME, LocalisationReport, localisation_report
 from cxrcore.evaluate.predict import Predictions, predict
 from cxrcore.evaluate.report import EnsembleComparison, Evaluation, compare_ensembles, evaluate_checkpoint
+from cxrcore.explain.engine import DEFAULT_SMOOTH
 from cxrcore.models.checkpoint import file_fingerprint
 from cxrcore.store import Workspace
 from cxrcore.ui import charts
 from cxrcore.ui.data import csv_download
+from cxrcore.ui.explain import smoothing_input
 
 RULES = {
     "youden": "Youden's J (max sensitivity + specificity - 1)",
@@ -221,6 +223,7 @@ def _localisation(
     threshold: float,
     max_images: int,
     tolerance: float = 0.0,
+    smooth: float = DEFAULT_SMOOTH,
 ) -> LocalisationReport:
     return localisation_report(
         list(checkpoints),
@@ -231,12 +234,13 @@ def _localisation(
         threshold=threshold,
         max_images=max_images,
         pointing_tolerance=tolerance,
+        smooth=smooth,
     )
 
 
 def localisation_section(ws: Workspace, checkpoints: list[Path], dataset: str, split: str) -> None:
     """Members' and the ensemble's maps scored against the dataset's boxes (PeerJ protocol)."""
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4, c5 = st.columns(5)
     method = c1.selectbox("Map", ["cam", "crm", "gradcam"], key="loc_method")
     threshold = c2.slider("Box threshold (fraction of the peak)", 0.1, 0.9, 0.5, 0.05, key="loc_threshold")
     max_images = c3.number_input("Images (at most)", 5, 500, 50, 5, key="loc_images")
@@ -249,6 +253,7 @@ def localisation_section(ws: Workspace, checkpoints: list[Path], dataset: str, s
         key="loc_tolerance",
         help="Also count a peak this close to a true box as a hit (0: strict only).",
     )
+    smooth = smoothing_input(c5, "loc_smooth")
     if not st.button("Score localisation", key="loc_run"):
         return
     paths = tuple(str(p) for p in checkpoints)
@@ -263,6 +268,7 @@ def localisation_section(ws: Workspace, checkpoints: list[Path], dataset: str, s
         float(threshold),
         int(max_images),
         float(tolerance),
+        float(smooth),
     )
     st.dataframe(report.table.round(4), width="stretch")
     st.caption(

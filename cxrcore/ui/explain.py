@@ -12,7 +12,7 @@ import streamlit as st
 
 from cxrcore.data.index import DatasetError
 from cxrcore.demo import sample_phantom_png
-from cxrcore.explain.engine import explain_ensemble, model_input
+from cxrcore.explain.engine import DEFAULT_SMOOTH, explain_ensemble, model_input
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
 from cxrcore.explain.panel import PanelOptions, Tile
@@ -165,6 +165,22 @@ def panel_options() -> PanelOptions:
     return PanelOptions(colormap=colormap, alpha=alpha, threshold=threshold, show_boxes=boxes)
 
 
+def smoothing_input(where: object, key: str) -> float:
+    """The maps' Gaussian smoothing as a fraction of the map's side, from a slider in percent."""
+    percent = where.slider(  # type: ignore[attr-defined]
+        "Map smoothing (% of the side)",
+        0.0,
+        20.0,
+        100 * DEFAULT_SMOOTH,
+        0.25,
+        key=key,
+        help="A Gaussian over the map before it is enlarged (standard deviation in percent of the "
+        "map's side), so the peak marks the centre of the evidence rather than one noisy cell. "
+        "0 shows the unfiltered map.",
+    )
+    return float(percent) / 100
+
+
 def show_panel(rows: list[list[Tile]]) -> None:
     """One row per label: the image, then each method's overlay."""
     for row in rows:
@@ -175,7 +191,12 @@ def show_panel(rows: list[list[Tile]]) -> None:
 
 
 def ensemble_section(
-    ws: Workspace, checkpoint: Path, pixels: np.ndarray, labels: list[str], options: PanelOptions
+    ws: Workspace,
+    checkpoint: Path,
+    pixels: np.ndarray,
+    labels: list[str],
+    options: PanelOptions,
+    smooth: float,
 ) -> None:
     """Ensemble maps: the mean of the normalised maps of this model and the members picked (PeerJ 2020)."""
     model, _, _ = load_model(checkpoint)
@@ -192,7 +213,9 @@ def ensemble_section(
     if not picked:
         return
     loaded = [load_model(checkpoint)] + [load_model(p) for p in picked]
-    ens = explain_ensemble([m for m, _, _ in loaded], pixels, labels, method, [p for _, _, p in loaded])
+    ens = explain_ensemble(
+        [m for m, _, _ in loaded], pixels, labels, method, [p for _, _, p in loaded], smooth=smooth
+    )
     for column, label in zip(st.columns(len(labels)), labels, strict=True):
         rgb = heatmap_overlay(
             ens.image01, ens.maps[label], options.colormap, options.alpha, options.threshold
