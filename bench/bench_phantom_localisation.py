@@ -1,9 +1,10 @@
 """Do the maps of a lesion-finding model point at the lesions? Pointing game and top-box IoU on phantoms.
 
-Run: .venv/bin/python bench/bench_phantom_localisation.py [--checkpoint PATH ...] [--layer net.layer3]
-     [--smooth CELLS]
+Run: .venv/bin/python bench/bench_phantom_localisation.py [--checkpoint PATH ...] [--ensemble]
+     [--layer net.layer3] [--smooth FRACTION]
 
-Scores the maps of each checkpoint (default: the bundled demo models) on 600 fresh phantoms (seed 2;
+Scores the maps of each checkpoint (default: the bundled demo models, and the ensemble map of the two
+localisers: the mean of their normalised maps, PeerJ 2020) on 600 fresh phantoms (seed 2;
 the demo models were trained on seed 1 and the dashboard's demo dataset is seed 0) against their true
 boxes: the share of maps whose peak lies in a true box (pointing game, target >= 0.9) and the mean
 IoU of the map's best box with its true box (target >= 0.4). Methods: CAM (closed form), Grad-CAM
@@ -15,7 +16,7 @@ game (the peak pixel inside the box). Beside it, ``pointing_within_8px`` counts 
 of the box (3% of the 256 px image, the share that the 15 px tolerance of Zhang et al.'s pointing
 game is of the ~500 px images it was defined on). The maps are the dashboard's: smoothed with the
 engine's default Gaussian (``DEFAULT_SMOOTH``; ``bench_map_smoothing.py`` shows how it was
-chosen), or ``--smooth`` cells (0: unsmoothed). Prints one JSON object.
+chosen), or ``--smooth`` (a fraction of the map's side; 0: unsmoothed). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cxrcore.demo import DEMO_DATASET, DEMO_MODELS, prepare_demo, register_phantoms
-from cxrcore.evaluate.map_localisation import localisation_report
+from cxrcore.evaluate.map_localisation import ENSEMBLE, localisation_report
 from cxrcore.explain.engine import DEFAULT_SMOOTH
 from cxrcore.store import Workspace
 
@@ -42,6 +43,8 @@ TOLERANCE_PX = 8  # in the 256 px frame the maps are scored in (map_localisation
 DEFAULT_THRESHOLD = 0.5
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
 EVAL_DATASET, EVAL_IMAGES, EVAL_SEED = "phantoms-eval", 600, 2
+# Scored as one ensemble map as well, by default: the two localisers (same recipe, seeds 0 and 1).
+LOCALISER_ENSEMBLE = ("demo-localiser", "demo-localiser-b")
 
 
 def _meets(scores: dict) -> bool:
@@ -49,12 +52,14 @@ def _meets(scores: dict) -> bool:
 
 
 def _score(
-    ws: Workspace, checkpoint: str, method: str, layer: str | None, max_images: int, smooth: float
+    ws: Workspace, checkpoints: list[str], method: str, layer: str | None, max_images: int, smooth: float
 ) -> dict:
     """One method's figures on the evaluation set, with the box threshold chosen on the demo set.
 
-    Each set's maps are computed once; every threshold is scored from them.
+    One checkpoint: its own maps. Several: their ensemble map (the mean of the members' normalised
+    maps, PeerJ 2020). Each set's maps are computed once; every threshold is scored from them.
     """
+    row_name = ENSEMBLE if len(checkpoints) > 1 else None
     started = time.perf_counter()
     kwargs = {
         "method": method,
@@ -63,11 +68,13 @@ def _score(
         "pointing_tolerance": TOLERANCE_PX,
         "smooth": smooth,
     }
-    demo = localisation_report([checkpoint], ws, DEMO_DATASET, "all", max_images=240, **kwargs)
-    chosen = max(THRESHOLDS, key=lambda t: (demo.table.iloc[0][f"top_box_iou@{t:g}"], -t))
-    report = localisation_report([checkpoint], ws, EVAL_DATASET, "all", max_images=max_images, **kwargs)
-    row = report.table.iloc[0]
-    per_label = report.rows.groupby("label")["hit"].mean()
+    demo = localisation_report(checkpoints, ws, DEMO_DATASET, "all", max_images=240, **kwargs)
+    demo_row = demo.table.loc[row_name] if row_name else demo.table.iloc[0]
+    chosen = max(THRESHOLDS, key=lambda t: (demo_row[f"top_box_iou@{t:g}"], -t))
+    report = localisation_report(checkpoints, ws, EVAL_DATASET, "all", max_images=max_images, **kwargs)
+    row = report.table.loc[row_name] if row_name else report.table.iloc[0]
+    rows = report.rows[report.rows["model"] == row_name] if row_name else report.rows
+    per_label = rows.groupby("label")["hit"].mean()
     return {
         "pairs": int(row["pairs"]),
         "pointing": round(float(row["pointing"]), 3),
@@ -94,32 +101,44 @@ def main() -> int:
         "--smooth",
         type=float,
         default=DEFAULT_SMOOTH,
-        help="the maps' Gaussian smoothing in feature-map cells (default: the engine's; 0: none)",
+        help="the maps' Gaussian smoothing, a fraction of the map's side (default: the engine's; 0: none)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also score the ensemble map of the --checkpoint models (default run: of the two localisers)",
     )
     args = parser.parse_args()
-    checkpoints = args.checkpoint or [
-        str(ROOT / "checkpoints" / f"{name}.safetensors") for name, _ in DEMO_MODELS
-    ]
+
+    def bundled(name: str) -> str:
+        return str(ROOT / "checkpoints" / f"{name}.safetensors")
+
+    checkpoints = args.checkpoint or [bundled(name) for name, _ in DEMO_MODELS]
+    entries = [(Path(c).name.removesuffix(".safetensors"), [c]) for c in checkpoints]
+    if args.ensemble or not args.checkpoint:
+        members = checkpoints if args.checkpoint else [bundled(n) for n in LOCALISER_ENSEMBLE]
+        names = [Path(c).name.removesuffix(".safetensors") for c in members]
+        entries.append((f"{ENSEMBLE}({' + '.join(names)})", members))
     out: dict[str, object] = {
         "evaluation_set": f"{EVAL_IMAGES} fresh phantoms (seed {EVAL_SEED})",
         "cam_layer": args.layer or "last",
-        "map_smoothing_cells": args.smooth,
+        "map_smoothing": args.smooth,
         "target": {"pointing": POINTING, "top_box_iou": TOP_BOX_IOU},
     }
     with tempfile.TemporaryDirectory() as home:
         ws = Workspace(home)
         prepare_demo(ws)
         register_phantoms(ws, EVAL_DATASET, EVAL_IMAGES, EVAL_SEED, (0.0, 0.5, 0.5))
-        for checkpoint in checkpoints:
+        for name, paths in entries:
             scores: dict[str, object] = {}
             for method in (*GRADCAM_FAMILY, *CRM_FAMILY):
                 layer = args.layer if method in GRADCAM_FAMILY else None
-                scores[method] = _score(ws, checkpoint, method, layer, args.images, args.smooth)
+                scores[method] = _score(ws, paths, method, layer, args.images, args.smooth)
             scores["meets_target"] = any(_meets(scores[m]) for m in GRADCAM_FAMILY) and any(
                 _meets(scores[m]) for m in CRM_FAMILY
             )
-            out[Path(checkpoint).name.removesuffix(".safetensors")] = scores
-            print(json.dumps({Path(checkpoint).name: scores}), file=sys.stderr, flush=True)
+            out[name] = scores
+            print(json.dumps({name: scores}), file=sys.stderr, flush=True)
     out["meets_target"] = [k for k, v in out.items() if isinstance(v, dict) and v.get("meets_target")]
     print(json.dumps(out))
     return 0

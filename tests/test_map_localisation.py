@@ -84,6 +84,21 @@ def test_bundled_localiser_points_at_the_phantom_lesions(demo_ws: Workspace) -> 
     assert coarse["pointing"] <= 0.1
 
 
+def test_the_two_bundled_localisers_ensemble_map_points_at_the_lesions(demo_ws: Workspace) -> None:
+    """The PeerJ ensemble map (mean of the members' normalised maps) of the two demo localisers."""
+    names = ("demo-localiser", "demo-localiser-b")
+    members = [ROOT / "checkpoints" / f"{name}.safetensors" for name in names]
+    for method in ("cam", "crm_label"):
+        report = localisation_report(
+            members, demo_ws, "demo-phantoms", "test", method=method, extra_thresholds=(0.7,)
+        )
+        assert list(report.table.index) == [*(f"checkpoints/{name}" for name in names), ENSEMBLE]
+        row = report.table.loc[ENSEMBLE]
+        assert row["pairs"] == 37
+        assert row["pointing"] == pytest.approx(36 / 37)  # bench: 0.93 of 421 fresh phantoms
+        assert row["top_box_iou@0.7"] >= 0.4
+
+
 def test_pointing_within_a_tolerance_counts_near_peaks_and_never_fewer(trained_ws: Workspace) -> None:
     path = trained_ws.home / "runs" / "tiny" / "best.safetensors"
     near = localisation_report([path], trained_ws, "demo-phantoms", max_images=12, pointing_tolerance=16)

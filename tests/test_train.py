@@ -169,13 +169,17 @@ def test_config_rejects_unknown_settings_and_values(tmp_path: Path) -> None:
 
 
 def test_demo_models_are_named_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
-    assert [name for name, _ in DEMO_MODELS] == ["demo-resnet18", "demo-tiny", "demo-localiser"]
-    for name, _ in DEMO_MODELS:  # every demo model ships, and its card names the command that made it
+    names = [name for name, _ in DEMO_MODELS]
+    assert names == ["demo-resnet18", "demo-tiny", "demo-localiser", "demo-localiser-b"]
+    for name, settings in DEMO_MODELS:  # every demo model ships, and its card names the command that made it
         card = read_card(ROOT / "checkpoints" / f"{name}.safetensors")
         assert card["how_made"]["command"] in (
             "python -m cxrcore demo models",
             f"python -m cxrcore demo models --only {name}",
         )
+        made = card["training_config"]
+        assert made["run_name"] == name and made["seed"] == settings["seed"]
+        assert (made["model"], made["epochs"]) == (settings["model"], settings["epochs"])
     with pytest.raises(ValueError, match=r"unknown demo model.*demo-resnet50.*valid options: demo-resnet18"):
         train_demo_models(Workspace(tmp_path / "ws"), tmp_path / "out", only=("demo-resnet50",))
     assert not (tmp_path / "out").exists()
