@@ -57,8 +57,8 @@ with guarded("explain the image"):
     cam_name = "CAM (= Grad-CAM at the last layer)" if model.spec.pooling == "avg" else "Grad-CAM"
     st.caption(
         f"Columns: the image{' with its true boxes (green)' if truth is not None else ''}, {cam_name}, "
-        f"CRM{', ' + ', '.join(extra) if extra else ''}. Boxes: regions above half of each map's peak, "
-        "scored by peak heat x probability."
+        f"CRM{', ' + ', '.join(extra) if extra else ''}. Boxes: regions above "
+        f"{options.box_threshold:.0%} of each map's peak, scored by peak heat x probability."
     )
     rows = panel_tiles(result, labels, ["cam", "crm", *extra], options, truth)
     ux.show_panel(rows)

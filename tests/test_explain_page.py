@@ -100,3 +100,15 @@ def test_without_a_file_a_synthetic_phantom_can_be_clicked(ws: Workspace) -> Non
     at.run()
     assert not at.exception and not at.error
     assert len(at.get("image")) == 3 * 3 + 2
+
+
+def test_the_box_threshold_is_chosen_on_the_page(ws: Workspace) -> None:
+    at = _upload("phantom.png", _png())
+    box = at.slider(key="explain_box_threshold")
+    assert box.value == pytest.approx(0.5)
+    assert "regions above 50% of each map's peak" in _texts(at)
+    box.set_value(0.8)
+    at.run()
+    assert not at.exception and not at.error
+    assert "regions above 80% of each map's peak" in _texts(at)
+    assert len(at.get("image")) == 3 * 3 + 2
