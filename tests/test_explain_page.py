@@ -104,7 +104,7 @@ def test_without_a_file_a_synthetic_phantom_can_be_clicked(ws: Workspace) -> Non
 
 def test_the_box_threshold_is_chosen_on_the_page(ws: Workspace) -> None:
     at = _upload("phantom.png", _png())
-    box = at.slider(key="explain_box_threshold")
+    box = at.slider(key="explain_box_threshold")  # drawn boxes: tests/test_panel.py
     assert box.value == pytest.approx(0.5)
     assert "regions above 50% of each map's peak" in _texts(at)
     box.set_value(0.8)

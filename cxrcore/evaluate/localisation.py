@@ -26,6 +26,7 @@ INTERPOLATIONS = ("coco", "11point", "all")
 PEERJ_IOU_THRESHOLDS = np.linspace(0.1, 0.7, 10)
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 MASK_RCNN_IOU_THRESHOLDS = (0.25, 0.5, 0.75)
+BOX_THRESHOLD = 0.5  # fraction of a map's peak that outlines a box drawn from it
 NIH_IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 _RECALL_TOL = 1e-9
 
@@ -87,7 +88,10 @@ def _normalised_heat(heat: ArrayLike) -> np.ndarray | None:
 
 
 def boxes_from_heatmap(
-    heat: ArrayLike, thresholds: Sequence[float] = (0.5,), class_score: float = 1.0, min_area: int = 4
+    heat: ArrayLike,
+    thresholds: Sequence[float] = (BOX_THRESHOLD,),
+    class_score: float = 1.0,
+    min_area: int = 4,
 ) -> list[ScoredBox]:
     """Boxes around the connected regions above each threshold (a fraction of the maximum), best score first.
 

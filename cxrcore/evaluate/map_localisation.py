@@ -22,6 +22,7 @@ import pandas as pd
 from cxrcore.data.split import split_rows
 from cxrcore.evaluate.ensemble import check_members
 from cxrcore.evaluate.localisation import (
+    BOX_THRESHOLD,
     best_match_iou,
     boxes_from_heatmap,
     coco_map,
@@ -122,7 +123,7 @@ def localisation_report(
     *,
     method: str = "cam",
     layer: str | None = None,
-    threshold: float = 0.5,
+    threshold: float = BOX_THRESHOLD,
     extra_thresholds: Sequence[float] = (),
     pointing_tolerance: float = 0.0,
     smooth: float = DEFAULT_SMOOTH,

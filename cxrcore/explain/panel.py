@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cxrcore.evaluate.localisation import boxes_from_heatmap
+from cxrcore.evaluate.localisation import BOX_THRESHOLD, boxes_from_heatmap
 from cxrcore.explain.engine import Explanation
 from cxrcore.explain.heatmap import heatmap_overlay, to_png_bytes
 from cxrcore.explain.overlay import draw_boxes, label_colours, to_rgb
@@ -41,7 +41,7 @@ class PanelOptions:
     colormap: str = "jet"
     alpha: float = 0.5
     threshold: float = 0.2  # map values below it are fully transparent
-    box_threshold: float = 0.5  # fraction of the map's peak that outlines a predicted box
+    box_threshold: float = BOX_THRESHOLD  # fraction of the map's peak that outlines a predicted box
     show_boxes: bool = True
     tile: int = 320  # side of each tile in pixels
 

@@ -18,7 +18,7 @@ from cxrcore.models.checkpoint import file_fingerprint
 from cxrcore.store import Workspace
 from cxrcore.ui import charts
 from cxrcore.ui.data import csv_download
-from cxrcore.ui.explain import smoothing_input
+from cxrcore.ui.explain import box_threshold_input, smoothing_input
 
 RULES = {
     "youden": "Youden's J (max sensitivity + specificity - 1)",
@@ -242,7 +242,7 @@ def localisation_section(ws: Workspace, checkpoints: list[Path], dataset: str, s
     """Members' and the ensemble's maps scored against the dataset's boxes (PeerJ protocol)."""
     c1, c2, c3, c4, c5 = st.columns(5)
     method = c1.selectbox("Map", ["cam", "crm", "gradcam"], key="loc_method")
-    threshold = c2.slider("Box threshold (fraction of the peak)", 0.1, 0.9, 0.5, 0.05, key="loc_threshold")
+    threshold = box_threshold_input(c2, "loc_threshold")
     max_images = c3.number_input("Images (at most)", 5, 500, 50, 5, key="loc_images")
     tolerance = c4.number_input(
         f"Pointing tolerance (px of {FRAME})",

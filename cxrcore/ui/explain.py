@@ -12,6 +12,7 @@ import streamlit as st
 
 from cxrcore.data.index import DatasetError
 from cxrcore.demo import sample_phantom_png
+from cxrcore.evaluate.localisation import BOX_THRESHOLD
 from cxrcore.explain.engine import DEFAULT_SMOOTH, explain_ensemble, model_input
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
@@ -160,20 +161,27 @@ def panel_options() -> PanelOptions:
         key="explain_threshold",
         help="Map values under this are transparent.",
     )
-    box_threshold = c3.slider(
-        "Box at",
-        0.1,
-        0.9,
-        PanelOptions.box_threshold,
-        0.05,
-        key="explain_box_threshold",
-        help="A box outlines the region above this fraction of a map's peak. Wide maps give tighter "
-        "boxes at higher values: on the phantom bench the localisers' boxes fit best at 0.8.",
-    )
+    box_threshold = box_threshold_input(c3, "explain_box_threshold")
     colormap = c4.selectbox("Colour map", list(COLORMAPS), key="explain_colormap")
     boxes = c5.toggle("Boxes from the maps", value=True, key="explain_boxes")
     return PanelOptions(
         colormap=colormap, alpha=alpha, threshold=threshold, box_threshold=box_threshold, show_boxes=boxes
+    )
+
+
+def box_threshold_input(where: object, key: str) -> float:
+    """The fraction of a map's peak that outlines a box drawn from it, from a slider."""
+    return float(
+        where.slider(  # type: ignore[attr-defined]
+            "Box threshold (fraction of the peak)",
+            0.1,
+            0.9,
+            BOX_THRESHOLD,
+            0.05,
+            key=key,
+            help="A box outlines the region above this fraction of a map's peak. Maps wider than the "
+            "lesions give tighter boxes at higher values: the phantom localisers' boxes fit best at 0.8.",
+        )
     )
 
 
