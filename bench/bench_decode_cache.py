@@ -88,7 +88,7 @@ def entry_read_comparison(paths: Sequence[Path], root: Path, cfg: PreprocessConf
     npys = []
     for i, entry in enumerate(entries):
         npys.append(npy_dir / f"{i}.npy")
-        np.save(npys[-1], np.fromfile(entry, dtype=np.uint8).reshape(cfg.size, cfg.size))
+        np.save(npys[-1], np.fromfile(entry, dtype=np.uint8).reshape(cfg.input_size, cfg.input_size))
     timings = {}
     for name, reader, files in (
         ("raw", lambda e: cache._load(e), entries),
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=224, help="output size (default 224)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    cfg = PreprocessConfig(size=args.size)
+    cfg = PreprocessConfig(input_size=args.size)
     with tempfile.TemporaryDirectory(prefix="cxr_bench_") as tmp:
         result: dict[str, float | int | str] = {"n_images": args.n, "size": args.size}
         result |= bench_synthetic(args.n, cfg, Path(tmp))

@@ -65,7 +65,9 @@ def _setup(tmp: Path, images_dir: Path, labels_csv: Path, size: int) -> tuple[Wo
     torch.manual_seed(0)
     model = create_model("densenet121", labels=NIH14_LABELS, input_size=size, mean=0.5, std=0.25)
     checkpoint = save_checkpoint(
-        tmp / f"densenet121-{size}.safetensors", model, {"preprocess": PreprocessConfig(size=size).to_dict()}
+        tmp / f"densenet121-{size}.safetensors",
+        model,
+        {"preprocess": PreprocessConfig(input_size=size).to_dict()},
     )
     return ws, checkpoint
 

@@ -41,9 +41,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from cxrcore.explain.engine import explain, model_input
 from cxrcore.io import read_image
 from cxrcore.labels import NIH14_LABELS
-from cxrcore.models import create_model
+from cxrcore.models import Checkpoint, ModelCard, create_model
 from cxrcore.models.registry import CXRModel
-from cxrcore.preprocess import PreprocessConfig
 
 TARGET_RATIO = 1.25
 Timed = Callable[[], object]
@@ -115,15 +114,15 @@ def _xrv_contender(xrv: ModuleType, path: Path, size: int) -> tuple[Timed, Timed
 
 def _from_file(model: CXRModel, path: Path, args: argparse.Namespace, out: dict) -> None:
     """Upload-to-explanation timings of ours and of torchxrayvision + grad-cam on one file."""
-    pcfg = PreprocessConfig(size=args.size)
+    checkpoint = Checkpoint(model, ModelCard.for_spec(model.spec))  # default preprocessing at args.size
 
     def ours_read_prepare() -> None:
         pixels, _ = read_image(path.read_bytes())
-        model_input(model, pixels, pcfg)
+        model_input(checkpoint, pixels)
 
     def ours() -> None:
         pixels, _ = read_image(path.read_bytes())
-        explain(model, pixels, methods=("cam", "crm"), preprocess=pcfg)
+        explain(checkpoint, pixels, methods=("cam", "crm"))
 
     out["ours_read_preprocess_s"] = round(_median_s(ours_read_prepare, args.repeats), 4)
     out["ours_from_file_s"] = round(_median_s(ours, args.repeats), 4)

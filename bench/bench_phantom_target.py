@@ -32,9 +32,9 @@ from cxrcore.train.loop import run_training
 
 TARGET = 0.95
 RECIPES: dict[str, dict[str, Any]] = {
-    "resnet18": {"image_size": 64, "lr": 3e-3, "epochs": 8, "batch_size": 32},
-    "custom_cnn": {"image_size": 64, "lr": 5e-4, "epochs": 10, "batch_size": 32},
-    "tiny": {"image_size": 64, "lr": 3e-3, "epochs": 60, "batch_size": 32},
+    "resnet18": {"input_size": 64, "lr": 3e-3, "epochs": 8, "batch_size": 32},
+    "custom_cnn": {"input_size": 64, "lr": 5e-4, "epochs": 10, "batch_size": 32},
+    "tiny": {"input_size": 64, "lr": 3e-3, "epochs": 60, "batch_size": 32},
 }
 
 
@@ -97,9 +97,9 @@ def main() -> int:
         )
         # Fill the preprocessing cache first: the budget measures learning, not first-time decoding.
         paths = ws.load_dataset("phantoms2400").index["path"].tolist()
-        PreprocessCache(ws.cache_dir / "preprocessed", PreprocessConfig(size=recipe["image_size"])).warm(
-            paths
-        )
+        PreprocessCache(
+            ws.cache_dir / "preprocessed", PreprocessConfig(input_size=recipe["input_size"])
+        ).warm(paths)
         reporter = BudgetReporter(args.budget)
         result = run_training(cfg, ws, reporter)
         seconds = [h["seconds"] for h in result.history]

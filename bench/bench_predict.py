@@ -47,10 +47,10 @@ def _setup(root: Path, n: int, model_name: str, size: int) -> tuple[Workspace, P
     checkpoint = save_checkpoint(
         root / f"{model_name}-{size}.safetensors",
         model,
-        {"preprocess": PreprocessConfig(size=size).to_dict()},
+        {"preprocess": PreprocessConfig(input_size=size).to_dict()},
     )
     paths = ws.load_dataset("bench-predict").index["path"].tolist()
-    PreprocessCache(ws.cache_dir / "preprocessed", PreprocessConfig(size=size)).warm(paths)
+    PreprocessCache(ws.cache_dir / "preprocessed", PreprocessConfig(input_size=size)).warm(paths)
     return ws, checkpoint
 
 

@@ -85,7 +85,7 @@ def bundled_table(ws: Workspace, n_boot: int) -> tuple[str, dict]:
             t = table.loc[label]
             row[name] = f"{_ci(t)} ({int(t['positives'])}/{int(t['n'])})" if t["n"] else ""
         rows.append(row)
-    card = read_card(BUNDLED).get("evaluation", {}).get("metrics", {})
+    card = (read_card(BUNDLED).evaluation or {}).get("metrics", {})
     matches = all(
         card.get(label, {}).get("auroc") is None
         if pd.isna(result.summary.loc[label, "auroc"])
@@ -136,14 +136,14 @@ def transfer_table(ws: Workspace, n_boot: int) -> tuple[str, dict]:
     rows = []
     for name, res in results.items():
         row = res.summary.iloc[0]
-        epochs = read_card(runs[name]).get("history", [])
+        epochs = read_card(runs[name]).history
         rows.append(
             {
                 "initialisation": name,
                 "AUROC [95% CI]": _ci(row),
                 "accuracy": f"{row['accuracy']:.3f}",
                 "epochs": len(epochs),
-                "best epoch": read_card(runs[name]).get("epoch"),
+                "best epoch": read_card(runs[name]).epoch,
             }
         )
     text = _markdown(pd.DataFrame(rows))
@@ -196,12 +196,12 @@ def architecture_table(ws: Workspace) -> tuple[str, dict]:
         card = read_card(path)
         result = evaluate_checkpoint(path, ws, REAL_DATASET, "test", n_boot=200)
         per_label = result.summary.drop(index=["macro", "micro"])
-        seconds = [float(h["seconds"]) for h in card.get("history", []) if "seconds" in h]
+        seconds = [float(h["seconds"]) for h in card.history if "seconds" in h]
         rows.append(
             {
-                "model": card["spec"]["architecture"],
-                "input px": card["spec"]["input_size"],
-                "parameters (M)": round(card["num_parameters"] / 1e6, 2),
+                "model": card.spec.architecture,
+                "input px": card.input_size,
+                "parameters (M)": round((card.num_parameters or 0) / 1e6, 2),
                 "s / epoch": round(statistics.median(seconds), 1) if seconds else None,
                 "epochs to the best checkpoint": len(seconds),
                 "test AUROC (macro)": round(float(result.summary.loc["macro", "auroc"]), 3),

@@ -97,7 +97,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         paths = image_paths(Path(tmp), n)
         out["images"] = "nih14" if os.environ.get("CXR_DATA_DIR") else "phantoms"
-        pcfg = PreprocessConfig(size=args.size)
+        pcfg = PreprocessConfig(input_size=args.size)
         warm = PreprocessCache(Path(tmp) / "warm", pcfg)
         warm.warm(paths)
         for name in args.models.split(","):

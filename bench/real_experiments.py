@@ -69,8 +69,8 @@ def bundle(ws: Workspace) -> Path:
         "pneumonia images (Kermany), 400 TBX11K tuberculosis images; patient-level split 70/10/20",
         "data_fingerprint": record.fingerprint,
         "split_seed": 0,
-        "train_seconds": round(sum(float(h.get("seconds", 0.0)) for h in card.get("history", [])), 1),
-        "best_epoch": card.get("epoch"),
+        "train_seconds": round(sum(float(h.get("seconds", 0.0)) for h in card.history), 1),
+        "best_epoch": card.epoch,
         "hardware": hardware(),
     }
     evaluate_on = {"workspace": ws, "dataset": REAL_DATASET, "split": "test", "by": "source"}

@@ -81,12 +81,12 @@ DEMO_TRAIN_DATASET = "demo-phantoms-train"
 DEMO_TRAIN_IMAGES = 2400
 DEMO_TRAIN_SEED = 1
 DEMO_MODELS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("demo-resnet18", {"model": "resnet18", "image_size": 64, "epochs": 8, "lr": 3e-3, "seed": 0}),
-    ("demo-tiny", {"model": "tiny", "image_size": 64, "epochs": 25, "lr": 3e-3, "seed": 0}),
+    ("demo-resnet18", {"model": "resnet18", "input_size": 64, "epochs": 8, "lr": 3e-3, "seed": 0}),
+    ("demo-tiny", {"model": "tiny", "input_size": 64, "epochs": 25, "lr": 3e-3, "seed": 0}),
     # Fine maps for the Explain page and the localisation benchmark (16x16 cells at 128 px); the same
     # recipe with the next seed, so the two make an ensemble whose mean map is steadier than either.
-    ("demo-localiser", {"model": "localiser", "image_size": 128, "epochs": 12, "lr": 3e-3, "seed": 0}),
-    ("demo-localiser-b", {"model": "localiser", "image_size": 128, "epochs": 12, "lr": 3e-3, "seed": 1}),
+    ("demo-localiser", {"model": "localiser", "input_size": 128, "epochs": 12, "lr": 3e-3, "seed": 0}),
+    ("demo-localiser-b", {"model": "localiser", "input_size": 128, "epochs": 12, "lr": 3e-3, "seed": 1}),
 )
 
 

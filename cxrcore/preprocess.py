@@ -65,7 +65,7 @@ class PreprocessConfig:
     """Settings that turn a decoded image into the model's uint8 input square.
 
     Attributes:
-        size: side of the square output in pixels (at least 32).
+        input_size: side of the square output in pixels (at least 32): the model's input size.
         fit: "pad" letterboxes the whole image keeping its aspect ratio (padding value 0);
             "crop" resizes the short side to ``size`` and cuts the centre square.
         clahe: apply CLAHE (contrast-limited adaptive histogram equalisation) at the target size.
@@ -74,7 +74,7 @@ class PreprocessConfig:
         lung_crop: crop to the box found by ``lung_crop_box`` before resizing (off by default).
     """
 
-    size: int = 224
+    input_size: int = 224
     fit: Literal["pad", "crop"] = "pad"
     clahe: bool = False
     clahe_clip: float = 2.0
@@ -83,8 +83,9 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         """Validate every field and normalise numeric types so equal settings give equal keys."""
-        if isinstance(self.size, bool) or not isinstance(self.size, int | np.integer) or self.size < MIN_SIZE:
-            raise ValueError(f"size must be an integer >= {MIN_SIZE}, got {self.size!r}")
+        size = self.input_size
+        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < MIN_SIZE:
+            raise ValueError(f"input_size must be an integer >= {MIN_SIZE}, got {size!r}")
         if self.fit not in FIT_MODES:
             raise ValueError(f"unknown fit {self.fit!r}; valid options: {', '.join(FIT_MODES)}")
         for name in ("clahe", "lung_crop"):
@@ -94,9 +95,9 @@ class PreprocessConfig:
         if isinstance(clip, bool) or not isinstance(clip, int | float) or not np.isfinite(clip) or clip <= 0:
             raise ValueError(f"clahe_clip must be a positive number, got {clip!r}")
         tile = self.clahe_tile
-        if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or not 1 <= tile <= self.size:
-            raise ValueError(f"clahe_tile must be an integer in [1, size={self.size}], got {tile!r}")
-        object.__setattr__(self, "size", int(self.size))
+        if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or not 1 <= tile <= size:
+            raise ValueError(f"clahe_tile must be an integer in [1, input_size={size}], got {tile!r}")
+        object.__setattr__(self, "input_size", int(size))
         object.__setattr__(self, "clahe", bool(self.clahe))
         object.__setattr__(self, "clahe_clip", float(clip))
         object.__setattr__(self, "clahe_tile", int(tile))
@@ -108,14 +109,19 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PreprocessConfig:
-        """Rebuild settings from ``to_dict`` output; unknown keys raise ValueError."""
+        """Rebuild settings from ``to_dict`` output (``size``, the older name, is read as ``input_size``).
+
+        Unknown keys raise ValueError.
+        """
+        if isinstance(d, Mapping) and "size" in d and "input_size" not in d:
+            d = {("input_size" if k == "size" else k): v for k, v in d.items()}
         return _from_mapping(cls, d)
 
     def key(self) -> str:
         """A stable short id of these settings and the preprocessing version, usable as a folder name."""
         payload = json.dumps({"v": PREPROCESS_VERSION, **self.to_dict()}, sort_keys=True)
         digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
-        return f"{self.size}-{self.fit}-{digest}"
+        return f"{self.input_size}-{self.fit}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -189,13 +195,13 @@ def fit_geometry(width: int, height: int, size: int, fit: str) -> tuple[int, int
 def boxes_to_input(
     boxes: pd.DataFrame, width: int, height: int, cfg: PreprocessConfig
 ) -> pd.DataFrame | None:
-    """Boxes (x, y, w, h in the original image's pixels) moved onto the prepared ``cfg.size`` square.
+    """Boxes (x, y, w, h in the original image's pixels) moved onto the prepared ``cfg.input_size`` square.
 
     None with a lung crop, whose crop depends on the image's content.
     """
     if cfg.lung_crop:
         return None
-    rw, rh, x0, y0 = fit_geometry(width, height, cfg.size, cfg.fit)
+    rw, rh, x0, y0 = fit_geometry(width, height, cfg.input_size, cfg.fit)
     sx, sy = rw / width, rh / height
     out = boxes.copy()
     out["x"], out["y"] = boxes["x"] * sx + x0, boxes["y"] * sy + y0
@@ -216,7 +222,7 @@ def _fit(u8: np.ndarray, size: int, fit: str) -> np.ndarray:
 
 
 def prepare(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Turn a float32 [0, 1] (H, W) image into a uint8 (size, size) square: lung crop -> fit -> CLAHE.
+    """Turn a float32 [0, 1] (H, W) image into a uint8 square of ``input_size``: lung crop -> fit -> CLAHE.
 
     Raises:
         ValueError: ``pixels`` is not a non-empty 2-D float array with values in [0, 1].
@@ -225,7 +231,7 @@ def prepare(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     if cfg.lung_crop:
         x0, y0, x1, y1 = lung_crop_box(pixels)
         pixels = pixels[y0:y1, x0:x1]
-    out = _fit(_unit_to_u8(pixels), cfg.size, cfg.fit)
+    out = _fit(_unit_to_u8(pixels), cfg.input_size, cfg.fit)
     if cfg.clahe:
         clahe = cv2.createCLAHE(clipLimit=cfg.clahe_clip, tileGridSize=(cfg.clahe_tile, cfg.clahe_tile))
         out = clahe.apply(out)
@@ -374,10 +380,3 @@ def lung_crop_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
         min(w, int(np.ceil((x1 + mx) * fx))),
         min(h, int(np.ceil((y1 + my) * fy))),
     )
-
-
-def checkpoint_preprocess(card: Mapping[str, Any]) -> PreprocessConfig:
-    """How a checkpoint's images were prepared: the card's settings, else the defaults at its input size."""
-    if card.get("preprocess"):
-        return PreprocessConfig.from_dict(card["preprocess"])
-    return PreprocessConfig(size=int(card["spec"]["input_size"]))

@@ -94,37 +94,37 @@ def register_real_datasets(
 TRAIN_COMMANDS: tuple[tuple[str, str], ...] = (
     (
         "real-densenet121",
-        f"train --dataset {REAL_DATASET} --model densenet121 --image-size 128 --epochs 20 --lr 1e-3"
+        f"train --dataset {REAL_DATASET} --model densenet121 --input-size 128 --epochs 20 --lr 1e-3"
         " --batch-size 32 --seed 0 --run-name real-densenet121",
     ),
     (
         "real-resnet18",
-        f"train --dataset {REAL_DATASET} --model resnet18 --image-size 128 --epochs 20 --lr 1e-3"
+        f"train --dataset {REAL_DATASET} --model resnet18 --input-size 128 --epochs 20 --lr 1e-3"
         " --batch-size 32 --seed 0 --run-name real-resnet18",
     ),
     (
         "real-custom_cnn",
-        f"train --dataset {REAL_DATASET} --model custom_cnn --image-size 64 --epochs 20 --lr 5e-4"
+        f"train --dataset {REAL_DATASET} --model custom_cnn --input-size 64 --epochs 20 --lr 5e-4"
         " --batch-size 32 --seed 0 --run-name real-custom_cnn",
     ),
     (
         "real-source-resnet18",
-        f"train --dataset {SOURCE_DATASET} --model resnet18 --image-size 64 --epochs 6 --lr 1e-3"
+        f"train --dataset {SOURCE_DATASET} --model resnet18 --input-size 64 --epochs 6 --lr 1e-3"
         " --seed 0 --run-name real-source-resnet18",
     ),
     (
         "real-pretrain-resnet18",
-        f"train --dataset {PRETRAIN_DATASET} --model resnet18 --image-size 128 --epochs 12 --lr 1e-3"
+        f"train --dataset {PRETRAIN_DATASET} --model resnet18 --input-size 128 --epochs 12 --lr 1e-3"
         " --seed 0 --run-name real-pretrain-resnet18",
     ),
     (
         "kermany-random",
-        f"train --dataset {TRANSFER_TARGET} --model resnet18 --image-size 128 --epochs 30 --lr 1e-3"
+        f"train --dataset {TRANSFER_TARGET} --model resnet18 --input-size 128 --epochs 30 --lr 1e-3"
         " --seed 0 --run-name kermany-random",
     ),
     (
         "kermany-pretrained",
-        f"train --dataset {TRANSFER_TARGET} --model resnet18 --image-size 128 --epochs 30 --lr 1e-3"
+        f"train --dataset {TRANSFER_TARGET} --model resnet18 --input-size 128 --epochs 30 --lr 1e-3"
         " --seed 0 --init $CXR_HOME/runs/real-pretrain-resnet18/best.safetensors"
         " --run-name kermany-pretrained",
     ),

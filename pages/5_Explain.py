@@ -29,11 +29,11 @@ if choice is None:
     st.stop()
 
 with guarded("explain the image"):
-    model, card, pcfg = load_model(checkpoint)
+    loaded = load_model(checkpoint)
     pixels = ux.window_controls(choice)
-    if not ux.guard_warning(model, checkpoint, choice, pixels, pcfg):
+    if not ux.guard_warning(loaded, choice, pixels):
         st.stop()
-    base = explain(model, pixels, methods=("cam", "crm"), preprocess=pcfg)
+    base = explain(loaded, pixels, methods=("cam", "crm"))
     probs = pd.Series(base.probabilities).sort_values(ascending=False)
     st.plotly_chart(charts.bar_figure(probs, "Probability per label", ".3f"), width="stretch")
 
@@ -49,12 +49,12 @@ with guarded("explain the image"):
         st.stop()
     result = base
     if extra or smooth != DEFAULT_SMOOTH:
-        result = explain(model, pixels, labels, ("cam", "crm", *extra), preprocess=pcfg, smooth=smooth)
+        result = explain(loaded, pixels, labels, ("cam", "crm", *extra), smooth=smooth)
     truth = None
     if choice.truth is not None and len(choice.truth):
         height, width = choice.pixels.shape
-        truth = boxes_to_input(choice.truth, width, height, pcfg)
-    cam_name = "CAM (= Grad-CAM at the last layer)" if model.spec.pooling == "avg" else "Grad-CAM"
+        truth = boxes_to_input(choice.truth, width, height, loaded.preprocess)
+    cam_name = "CAM (= Grad-CAM at the last layer)" if loaded.spec.pooling == "avg" else "Grad-CAM"
     st.caption(
         f"Columns: the image{' with its true boxes (green)' if truth is not None else ''}, {cam_name}, "
         f"CRM{', ' + ', '.join(extra) if extra else ''}. Boxes: regions above "
@@ -70,6 +70,6 @@ with guarded("explain the image"):
     )
 
     with st.expander("Ensemble of several models"):
-        ux.ensemble_section(ws, checkpoint, pixels, labels, options, smooth)
+        ux.ensemble_section(ws, loaded, pixels, labels, options, smooth)
     with st.expander("Filters and activations"):
-        ux.internals_section(model, result.image01)
+        ux.internals_section(loaded, result.image01)

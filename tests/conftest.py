@@ -87,7 +87,7 @@ def trained_home(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         cfg = TrainConfig(
             dataset="demo-phantoms",
             model=model,
-            image_size=64,
+            input_size=64,
             batch_size=16,
             lr=lr,
             epochs=2,

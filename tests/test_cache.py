@@ -16,7 +16,7 @@ from cxrcore.data.cache import CacheStats, PreprocessCache
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.preprocess import PreprocessConfig, prepare
 
-CFG = PreprocessConfig(size=32)
+CFG = PreprocessConfig(input_size=32)
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_rewritten_file_returns_new_content(tmp_path: Path, images: list[Path]) 
 def test_different_config_uses_a_different_entry(tmp_path: Path, images: list[Path]) -> None:
     root = tmp_path / "cache"
     PreprocessCache(root, CFG).get(images[2])
-    other = PreprocessCache(root, PreprocessConfig(size=32, fit="crop"))
+    other = PreprocessCache(root, PreprocessConfig(input_size=32, fit="crop"))
     out = other.get(images[2])
     assert other.stats.misses == 1 and other.stats.hits == 0
     np.testing.assert_array_equal(out, prepare(read_image(images[2])[0], other.cfg))
@@ -174,7 +174,7 @@ def test_rejects_non_config(tmp_path: Path) -> None:
 @pytest.mark.realdata
 def test_real_nih_images_hit_on_second_pass(tmp_path: Path, data_dir: Path) -> None:
     files = sorted((data_dir / "nih14" / "images").glob("*.png"))[:6]
-    cfg = PreprocessConfig(size=64, clahe=True)
+    cfg = PreprocessConfig(input_size=64, clahe=True)
     cache = PreprocessCache(tmp_path / "cache", cfg)
     assert cache.warm(files) == CacheStats(hits=0, misses=6, errors=0, corrupt=0)
     again = PreprocessCache(tmp_path / "cache", cfg)

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -14,6 +15,7 @@ import torchvision
 import cxrcore.models.checkpoint as checkpoint_module
 from cxrcore.labels import NIH14_LABELS
 from cxrcore.models import (
+    CARD_VERSION,
     CheckpointError,
     CXRModel,
     create_model,
@@ -24,7 +26,12 @@ from cxrcore.models import (
     read_card,
     save_checkpoint,
 )
+from cxrcore.models.card import raw_card
+from cxrcore.models.checkpoint import Checkpoint, as_checkpoint, migrate_checkpoint
+from cxrcore.models.model_card import CardError, DatasetRecord, ModelCard
+from cxrcore.preprocess import PreprocessConfig
 
+BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints"
 CARD = {
     "train_config": {"epochs": 3, "lr": 1e-3, "batch_size": 8},
     "dataset": "phantoms-200",
@@ -84,26 +91,30 @@ def test_round_trip_keeps_weights_spec_card_and_logits(tmp_path: Path, name: str
     assert written == tmp_path / "run.safetensors"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.safetensors"]
 
-    loaded, card = load_checkpoint(written)
-    assert loaded.spec == model.spec and not loaded.training
+    checkpoint = load_checkpoint(written)
+    loaded, card = checkpoint.model, checkpoint.card
+    assert checkpoint.path == written and checkpoint.spec == model.spec and not loaded.training
     assert_same_weights(loaded, model)
     x = grey(64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
-    assert card["format_version"] == 1
-    assert card["spec"] == model.spec.to_dict()
-    assert set(card["package_versions"]) >= {"torch", "timm", "numpy", "cxrcore"}
-    assert card["created_at"].endswith("+00:00")
-    assert card["num_parameters"] == sum(p.numel() for p in model.parameters())
-    for key, value in CARD.items():
-        assert card[key] == value, key
+    assert json.loads((tmp_path / "run.json").read_text())["format_version"] == CARD_VERSION == 2
+    assert card.spec == model.spec and card.task == "classify"
+    assert card.preprocess == PreprocessConfig(input_size=model.spec.input_size)
+    assert set(card.package_versions) >= {"torch", "timm", "numpy", "cxrcore"}
+    assert card.created_at.endswith("+00:00")
+    assert card.num_parameters == sum(p.numel() for p in model.parameters())
+    # The older key names of the mapping land in the typed fields.
+    assert card.training_config == CARD["train_config"] and card.history == tuple(CARD["history"])
+    assert card.dataset == DatasetRecord("phantoms-200", "abc123", {"seed": 7}, False)
+    assert card.metrics == CARD["metrics"] and card.norm_images == 160 and card.extra == {}
 
 
 def test_sidecar_holds_the_same_card_and_the_weights_hash(tmp_path: Path) -> None:
     weights = save_checkpoint(tmp_path / "run", tiny(), CARD)
     sidecar = json.loads((tmp_path / "run.json").read_text())
     record = sidecar.pop("weights_file")
-    assert sidecar == read_card(weights)
+    assert sidecar == read_card(weights).to_dict() == raw_card(weights)
     assert record["name"] == "run.safetensors" and record["bytes"] == weights.stat().st_size
     assert record["sha256"].startswith(file_fingerprint(weights))
 
@@ -112,8 +123,7 @@ def test_checkpoint_can_be_named_by_base_weights_or_sidecar(tmp_path: Path) -> N
     model = tiny()
     save_checkpoint(tmp_path / "sub" / "epoch.3", model, {})
     for given in ("sub/epoch.3", "sub/epoch.3.safetensors", "sub/epoch.3.json"):
-        loaded, _ = load_checkpoint(tmp_path / given)
-        assert_same_weights(loaded, model)
+        assert_same_weights(load_checkpoint(tmp_path / given).model, model)
 
 
 def test_read_card_does_not_load_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,7 +133,7 @@ def test_read_card_does_not_load_weights(tmp_path: Path, monkeypatch: pytest.Mon
         raise AssertionError("weights were loaded")
 
     monkeypatch.setattr(safetensors.torch, "load_file", refuse)
-    assert read_card(weights)["split_seed"] == 7
+    assert read_card(weights).dataset.split_seed == 7
     assert describe_checkpoint(weights)["architecture"] == "tiny"
 
 
@@ -182,7 +192,114 @@ def test_card_converts_paths_and_numpy_values(tmp_path: Path) -> None:
 
     weights = save_checkpoint(tmp_path / "run", tiny(), {"data": tmp_path, "auc": np.float32(0.5)})
     card = read_card(weights)
-    assert card["data"] == str(tmp_path) and card["auc"] == 0.5
+    assert card.extra == {"data": str(tmp_path), "auc": 0.5}
+
+
+def _v1_card(weights: Path, **top: object) -> dict:
+    """The card of a version 1 file for the same model: sizes and statistics stored twice, flat keys."""
+    card = raw_card(weights)
+    spec = card["spec"]
+    return {
+        "format_version": 1,
+        "spec": spec,
+        "created_at": "2026-01-02T03:04:05+00:00",
+        "package_versions": card["package_versions"],
+        "num_parameters": card["num_parameters"],
+        "training_config": {"dataset": "demo", "model": "tiny", "image_size": 64, "epochs": 2},
+        "dataset": {"name": "demo", "fingerprint": "f00d", "split": {"seed": 3}, "synthetic": True},
+        "preprocess": {"size": 64, "fit": "crop", "clahe": True, "clahe_clip": 2.0, "clahe_tile": 8,
+                       "lung_crop": False},
+        "norm": {"mean": spec["mean"], "std": spec["std"], "n_images": 40},
+        "history": [{"epoch": 1, "val_auroc": 0.5}, {"epoch": 2, "val_auroc": 0.6}],
+        "epoch": 2,
+        "monitor": "val_auroc",
+        "metrics": {"val_auroc": 0.6},
+        "weights_dtype": "float32",
+        "how_made": {"command": "python -m cxrcore demo models"},
+        **top,
+    }  # fmt: skip
+
+
+def _write_raw(weights: Path, card: dict) -> None:
+    tensors = safetensors.torch.load_file(str(weights))
+    safetensors.torch.save_file(tensors, str(weights), metadata={"cxr_model_card": json.dumps(card)})
+
+
+def test_a_version_1_card_is_migrated_on_load_and_by_migrate_checkpoint(tmp_path: Path) -> None:
+    model = tiny()
+    weights = save_checkpoint(tmp_path / "old", model, {})
+    _write_raw(weights, _v1_card(weights, custom_note="kept"))
+    checkpoint = load_checkpoint(weights)
+    card = checkpoint.card
+    assert_same_weights(checkpoint.model, model)
+    assert checkpoint.preprocess == PreprocessConfig(input_size=64, fit="crop", clahe=True)
+    assert card.training_config["input_size"] == 64 and "image_size" not in card.training_config
+    assert card.dataset == DatasetRecord("demo", "f00d", {"seed": 3}, True) and card.synthetic
+    assert (card.selected_by, card.norm_images, card.epoch) == ("val_auroc", 40, 2)
+    assert card.extra == {"custom_note": "kept"}
+    assert describe_checkpoint(weights)["card_version"] == 1
+    assert migrate_checkpoint(weights) is True
+    stored = raw_card(weights)
+    assert stored["format_version"] == 2 and stored["preprocess"] == {
+        "fit": "crop", "clahe": True, "clahe_clip": 2.0, "clahe_tile": 8, "lung_crop": False
+    }  # fmt: skip
+    assert "norm" not in stored and "monitor" not in stored and stored["custom_note"] == "kept"
+    assert stored["created_at"] == "2026-01-02T03:04:05+00:00"  # the weights' own provenance stays
+    assert load_checkpoint(weights).card == card
+    assert_same_weights(load_checkpoint(weights).model, model)
+    assert migrate_checkpoint(weights) is False  # already current
+
+
+def test_a_version_1_card_whose_sizes_disagree_takes_the_preprocessing_size(tmp_path: Path) -> None:
+    weights = save_checkpoint(tmp_path / "repurposed", tiny(), {})
+    card = _v1_card(weights)
+    card["preprocess"]["size"] = 96  # a repurposed run trained at 96 px kept its source's 64 in the spec
+    _write_raw(weights, card)
+    checkpoint = load_checkpoint(weights)
+    assert checkpoint.input_size == checkpoint.preprocess.input_size == checkpoint.spec.input_size == 96
+
+
+def test_a_card_whose_preprocessing_size_differs_from_the_model_is_refused(tmp_path: Path) -> None:
+    model = tiny()
+    message = "preprocessing input size 96 differs from the model's input size 64"
+    with pytest.raises(CardError, match=message):
+        ModelCard.for_spec(model.spec, preprocess=PreprocessConfig(input_size=96))
+    with pytest.raises(CheckpointError, match=message):
+        save_checkpoint(tmp_path / "run", model, {"preprocess": {"input_size": 96, "fit": "pad"}})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_task_and_newer_versions_are_refused(tmp_path: Path) -> None:
+    weights = save_checkpoint(tmp_path / "run", tiny(), {})
+    card = raw_card(weights)
+    _write_raw(weights, {**card, "task": "segment"})
+    with pytest.raises(CheckpointError, match=r"unknown task 'segment'; valid options: classify"):
+        load_checkpoint(weights)
+    _write_raw(weights, {**card, "format_version": 3})
+    with pytest.raises(CheckpointError, match="format_version 3"):
+        read_card(weights)
+
+
+def test_a_bare_model_is_a_checkpoint_with_default_preprocessing() -> None:
+    model = tiny()
+    checkpoint = as_checkpoint(model)
+    assert checkpoint.model is model and checkpoint.path is None and checkpoint.fingerprint() is None
+    assert checkpoint.preprocess == PreprocessConfig(input_size=64) and checkpoint.labels == ("a", "b", "c")
+    assert as_checkpoint(checkpoint) is checkpoint
+    with pytest.raises(CheckpointError, match="does not describe the model"):
+        Checkpoint(model, checkpoint.card.replace(spec=model.spec.with_labels(["x", "y", "z"])))
+    x, image01 = checkpoint.input_tensor(np.full((80, 50), 0.5, np.float32))
+    assert x.shape == (1, 1, 64, 64) and image01.shape == (64, 64)
+
+
+def test_bundled_checkpoints_are_stored_in_the_current_card_version() -> None:
+    bundled = sorted(p for p in BUNDLED.glob("*.safetensors") if not p.name.endswith(".guard.safetensors"))
+    assert len(bundled) >= 5
+    for weights in bundled:
+        stored = raw_card(weights)
+        assert stored["format_version"] == CARD_VERSION, weights.name
+        assert json.loads(weights.with_suffix(".json").read_text())["format_version"] == CARD_VERSION
+        assert read_card(weights).to_dict() == stored, weights.name
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -205,8 +322,7 @@ def test_crash_while_writing_weights_leaves_previous_checkpoint(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.safetensors"]
     assert (tmp_path / "run.json").read_bytes() == old_sidecar
     monkeypatch.undo()
-    loaded, _ = load_checkpoint(tmp_path / "run")
-    assert_same_weights(loaded, old)
+    assert_same_weights(load_checkpoint(tmp_path / "run").model, old)
 
 
 def _fail_weights_rename(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,8 +347,7 @@ def test_crash_at_the_final_rename_restores_sidecar(tmp_path: Path, monkeypatch:
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json", "run.safetensors"]
     assert (tmp_path / "run.json").read_bytes() == old_sidecar
-    loaded, _ = load_checkpoint(tmp_path / "run")
-    assert_same_weights(loaded, old)
+    assert_same_weights(load_checkpoint(tmp_path / "run").model, old)
 
 
 def test_crash_on_first_save_leaves_nothing_visible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,7 +386,7 @@ def test_safetensors_without_card_is_refused(tmp_path: Path) -> None:
 
 def _rewrite_card(weights: Path, **changes: object) -> None:
     """Rewrite a checkpoint with its card's spec changed (the weights stay as they are)."""
-    card = read_card(weights)
+    card = raw_card(weights)
     card["spec"].update(changes)
     tensors = safetensors.torch.load_file(str(weights))
     safetensors.torch.save_file(tensors, str(weights), metadata={"cxr_model_card": json.dumps(card)})
@@ -297,7 +412,7 @@ def test_shape_mismatch_names_the_first_bad_key(tmp_path: Path) -> None:
 
 def test_unsupported_format_version_is_refused(tmp_path: Path) -> None:
     weights = save_checkpoint(tmp_path / "run", tiny(), CARD)
-    card = read_card(weights)
+    card = raw_card(weights)
     card["format_version"] = 99
     tensors = safetensors.torch.load_file(str(weights))
     safetensors.torch.save_file(tensors, str(weights), metadata={"cxr_model_card": json.dumps(card)})

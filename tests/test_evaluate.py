@@ -36,7 +36,7 @@ def test_predictions_match_the_model_and_are_stored_and_reused(trained_ws: Works
     assert list(first.table["image_id"]) == list(rows["image_id"])
     assert seen[-1] == (len(rows), len(rows)) and len(seen) == -(-len(rows) // 7)
     # The stored logits are the model's own on the same preprocessed input.
-    model, _ = load_checkpoint(ckpt)
+    model = load_checkpoint(ckpt).model
     assert first.labels == model.labels
     np.testing.assert_allclose(first.y_prob, 1 / (1 + np.exp(-first.logits)), atol=1e-12)
     truth = rows[list(first.labels)].to_numpy(dtype=float)
@@ -154,10 +154,10 @@ def test_bundled_checkpoint_card_holds_the_figures_of_the_written_file(
     evaluate_on = {"workspace": trained_ws, "dataset": DATASET, "by": "view", "n_boot": 100}
     written = bundle_checkpoint(source, target, {"command": "x"}, evaluate_on=evaluate_on)
     card = read_card(written)
-    assert card["weights_dtype"] == "float16" and card["how_made"] == {"command": "x"}
+    assert card.weights_dtype == "float16" and card.how_made == {"command": "x"}
     assert guard_path(written).is_file() == guard_path(source).is_file()
     again = evaluate_checkpoint(written, trained_ws, DATASET, "test", n_boot=100, by="view")
-    for label, row in card["evaluation"]["metrics"].items():
+    for label, row in card.evaluation["metrics"].items():
         assert row["positives"] == again.summary.loc[label, "positives"]
         assert row["auroc"] == pytest.approx(again.summary.loc[label, "auroc"], abs=1e-6)
-    assert set(card["evaluation"]["by"]["groups"]) == set(again.groups)
+    assert set(card.evaluation["by"]["groups"]) == set(again.groups)

@@ -254,7 +254,7 @@ def test_hooks_released_when_a_method_fails() -> None:
 def test_numpy_image_goes_through_project_preprocessing() -> None:
     model = _model()
     pixels = np.random.default_rng(7).random((50, 40), dtype=np.float32)
-    u8 = prepare(pixels, PreprocessConfig(size=TINY_SIZE))
+    u8 = prepare(pixels, PreprocessConfig(input_size=TINY_SIZE))
     x = torch.from_numpy(normalise(u8, NormStats(model.spec.mean, model.spec.std, 1)))[None, None]
     from_numpy = explain(model, pixels, labels="Nodule")
     from_tensor = explain(model, x, labels="Nodule")

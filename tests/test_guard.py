@@ -13,11 +13,9 @@ import pytest
 from PIL import Image
 
 from cxrcore.data.split import split_rows
-from cxrcore.explain.engine import model_input
 from cxrcore.io import read_image
-from cxrcore.models import load_checkpoint, read_card
+from cxrcore.models import Checkpoint, load_checkpoint, read_card
 from cxrcore.models.guard import assess, guard_path, load_guard
-from cxrcore.preprocess import PreprocessConfig
 from cxrcore.store import Workspace
 
 
@@ -68,16 +66,13 @@ NON_CXR = {"colour photograph": _colour_photo, "texture": _texture, "CT slice": 
 
 
 @pytest.fixture(scope="module")
-def model_and_guard(trained_home):
-    checkpoint = trained_home / "runs" / "resnet18" / "best.safetensors"
-    model, card = load_checkpoint(checkpoint)
-    return model, load_guard(checkpoint), PreprocessConfig.from_dict(card["preprocess"]), trained_home
+def loaded(trained_home) -> tuple[Checkpoint, Path]:
+    return load_checkpoint(trained_home / "runs" / "resnet18" / "best.safetensors"), trained_home
 
 
-def _verdict(model, guard, pcfg, data: bytes):
+def _verdict(checkpoint: Checkpoint, data: bytes):
     pixels, _ = read_image(data)
-    x, _ = model_input(model, pixels, pcfg)
-    return assess(model, guard, x, pixels, data)
+    return assess(checkpoint, pixels, data)
 
 
 def test_training_stores_a_guard_beside_each_checkpoint(trained_home) -> None:
@@ -85,30 +80,30 @@ def test_training_stores_a_guard_beside_each_checkpoint(trained_home) -> None:
         checkpoint = trained_home / "runs" / "tiny" / f"{name}.safetensors"
         guard = load_guard(checkpoint)
         assert guard_path(checkpoint).is_file() and guard is not None
-        width = read_card(checkpoint)["spec"]
         assert guard.mean.shape == guard.precision.shape[:1] and guard.threshold > 0
-        assert width["architecture"] == "tiny"
+        assert read_card(checkpoint).spec.architecture == "tiny"
 
 
-def test_validation_phantoms_pass_and_non_radiographs_are_flagged(model_and_guard) -> None:
-    model, guard, pcfg, home = model_and_guard
+def test_validation_phantoms_pass_and_non_radiographs_are_flagged(loaded) -> None:
+    checkpoint, home = loaded
     index = Workspace(home).load_dataset("demo-phantoms").index
     paths = split_rows(index, "test")["path"].tolist()
-    passed = [not _verdict(model, guard, pcfg, Path(p).read_bytes()).suspicious for p in paths]
+    passed = [not _verdict(checkpoint, Path(p).read_bytes()).suspicious for p in paths]
     assert np.mean(passed) >= 0.9
     rng = np.random.default_rng(0)
     for name, make in NON_CXR.items():
-        verdict = _verdict(model, guard, pcfg, make(rng))
+        verdict = _verdict(checkpoint, make(rng))
         assert verdict.suspicious, (
             f"{name} was not flagged (distance {verdict.score}, threshold {verdict.threshold})"
         )
 
 
-def test_cheap_checks_name_their_reason(model_and_guard) -> None:
-    model, _, pcfg, _ = model_and_guard
+def test_cheap_checks_name_their_reason(loaded) -> None:
+    in_memory = Checkpoint(loaded[0].model, loaded[0].card)  # no file, so no stored guard: cheap checks only
     rng = np.random.default_rng(1)
-    assert "colour picture" in " ".join(_verdict(model, None, pcfg, _colour_photo(rng)).reasons)
+    verdict = _verdict(in_memory, _colour_photo(rng))
+    assert "colour picture" in " ".join(verdict.reasons) and verdict.score is None
     wide = _png(rng.integers(0, 255, (60, 400), dtype=np.uint8))
-    assert "aspect ratio" in " ".join(_verdict(model, None, pcfg, wide).reasons)
+    assert "aspect ratio" in " ".join(_verdict(in_memory, wide).reasons)
     flat = _png(np.full((128, 128), 90, np.uint8))
-    assert "nearly uniform" in " ".join(_verdict(model, None, pcfg, flat).reasons)
+    assert "nearly uniform" in " ".join(_verdict(in_memory, flat).reasons)

@@ -25,7 +25,7 @@ from cxrcore.train import jobs
 from cxrcore.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"model": "tiny", "image_size": 64, "batch_size": 8, "max_steps_per_epoch": 3}
+TINY = {"model": "tiny", "input_size": 64, "batch_size": 8, "max_steps_per_epoch": 3}
 
 
 @pytest.fixture
@@ -231,7 +231,7 @@ def test_submit_refuses_bad_requests(ws: Workspace, monkeypatch: pytest.MonkeyPa
 def test_cli_train_background_jobs_list_show_cancel(
     ws: Workspace, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["--dataset", DEMO_DATASET, "--model", "tiny", "--image-size", "64", "--epochs", "1"]
+    args = ["--dataset", DEMO_DATASET, "--model", "tiny", "--input-size", "64", "--epochs", "1"]
     assert main(["train", *args, "--batch-size", "8", "--steps-per-epoch", "2", "--background"]) == 0
     assert capsys.readouterr().out.startswith("job 1 running; follow it with: python -m cxrcore jobs show 1")
     job = wait_for(ws, 1, lambda j: not j.active)
@@ -266,12 +266,12 @@ def test_cli_train_in_the_foreground(
 ) -> None:
     toml = tmp_path / "run.toml"
     toml.write_text(
-        f'[train]\ndataset = "{DEMO_DATASET}"\nmodel = "tiny"\nimage_size = 64\nepochs = 5\nbatch_size = 8\n'
+        f'[train]\ndataset = "{DEMO_DATASET}"\nmodel = "tiny"\ninput_size = 64\nepochs = 5\nbatch_size = 8\n'
         'max_steps_per_epoch = 2\nlabels = ["Opacity", "Effusion"]\n'
     )
     assert main(["train", "--config", str(toml), "--epochs", "2", "--run-name", "fg"]) == 0  # options win
     saved = json.loads((ws.home / "runs" / "fg" / "config.json").read_text())
-    assert (saved["epochs"], saved["labels"], saved["image_size"], saved["model"]) == (
+    assert (saved["epochs"], saved["labels"], saved["input_size"], saved["model"]) == (
         2,
         ["Opacity", "Effusion"],
         64,

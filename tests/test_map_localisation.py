@@ -16,8 +16,8 @@ def test_a_map_goes_back_to_where_the_image_was(fit: str) -> None:
     # A 200 x 100 image with a bright block; the block's map in the model square must land on the block.
     image = np.zeros((100, 200), np.float32)
     image[40:60, 90:110] = 1.0
-    square = prepare(image, PreprocessConfig(size=64, fit=fit)).astype(np.float32) / 255
-    frame = map_to_frame(square, 200, 100, PreprocessConfig(size=64, fit=fit))
+    square = prepare(image, PreprocessConfig(input_size=64, fit=fit)).astype(np.float32) / 255
+    frame = map_to_frame(square, 200, 100, PreprocessConfig(input_size=64, fit=fit))
     assert frame.shape == (FRAME // 2, FRAME)  # 128 x 256: the image's aspect ratio
     ys, xs = np.nonzero(frame > 0.5)
     scale = FRAME / 200

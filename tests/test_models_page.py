@@ -60,8 +60,8 @@ def test_import_of_a_foreign_state_dict_makes_a_checkpoint(ws: Workspace) -> Non
     path = import_weights_file(
         "chexnet-like.pth.tar", buffer.getvalue(), ws.home / "runs" / "imported", labels=["A", "B", "C"]
     )
-    model, card = load_checkpoint(path)
-    assert model.labels == ("A", "B", "C") and card["imported_from"] == "chexnet-like.pth.tar"
+    loaded = load_checkpoint(path)
+    assert loaded.labels == ("A", "B", "C") and loaded.card.imported_from == "chexnet-like.pth.tar"
     assert any(e.path == path.resolve() for e in list_checkpoints(ws.home))
 
 
@@ -75,7 +75,7 @@ def test_bundled_checkpoints_cannot_be_deleted(ws: Workspace, tmp_path: Path) ->
 
 def test_onnx_export_gives_the_same_logits(ws: Workspace) -> None:
     ort = pytest.importorskip("onnxruntime")
-    model, _ = load_checkpoint(ws.home / "runs" / "tiny" / "best.safetensors")
+    model = load_checkpoint(ws.home / "runs" / "tiny" / "best.safetensors").model
     data = export_onnx(model)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((2, 1, 64, 64)).astype(np.float32)

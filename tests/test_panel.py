@@ -13,7 +13,6 @@ from cxrcore.data.phantoms import render_phantom
 from cxrcore.explain.engine import Explanation, explain
 from cxrcore.explain.panel import PanelOptions, panel_png, panel_tiles
 from cxrcore.models.checkpoint import load_checkpoint
-from cxrcore.preprocess import checkpoint_preprocess
 
 LOCALISER = Path(__file__).resolve().parents[1] / "checkpoints" / "demo-localiser.safetensors"
 LABELS = ("Effusion", "Nodule", "Opacity")
@@ -22,9 +21,8 @@ LABELS = ("Effusion", "Nodule", "Opacity")
 @cache
 def _explanation() -> Explanation:
     """The bundled localiser's maps of a phantom with all three lesions."""
-    model, card = load_checkpoint(LOCALISER)
     image, _ = render_phantom(np.random.default_rng(3), 256, list(LABELS))
-    return explain(model, image, LABELS, ("cam", "crm"), preprocess=checkpoint_preprocess(card))
+    return explain(load_checkpoint(LOCALISER), image, LABELS, ("cam", "crm"))
 
 
 def _inside(inner: np.ndarray, outers: np.ndarray) -> bool:

@@ -23,7 +23,7 @@ from cxrcore.preprocess import (
 
 def test_pad_keeps_aspect_and_pads_with_zero() -> None:
     image = np.ones((100, 200), dtype=np.float32)  # 100 high, 200 wide, all white
-    out = prepare(image, PreprocessConfig(size=64, fit="pad"))
+    out = prepare(image, PreprocessConfig(input_size=64, fit="pad"))
     assert out.shape == (64, 64) and out.dtype == np.uint8
     # 200 -> 64 wide, 100 -> 32 high, centred vertically: rows 16..47 white, the rest padding.
     assert np.all(out[16:48, :] == 255)
@@ -33,28 +33,28 @@ def test_pad_keeps_aspect_and_pads_with_zero() -> None:
 
 def test_pad_tall_image_pads_left_and_right() -> None:
     image = np.ones((200, 100), dtype=np.float32)
-    out = prepare(image, PreprocessConfig(size=64, fit="pad"))
+    out = prepare(image, PreprocessConfig(input_size=64, fit="pad"))
     assert np.all(out[:, 16:48] == 255) and np.all(out[:, :16] == 0) and np.all(out[:, 48:] == 0)
 
 
 def test_crop_fills_and_takes_the_centre() -> None:
     image = np.zeros((100, 200), dtype=np.float32)
     image[:, 50:150] = 1.0  # white centre square, black sides that the crop must cut away
-    out = prepare(image, PreprocessConfig(size=64, fit="crop"))
+    out = prepare(image, PreprocessConfig(input_size=64, fit="crop"))
     assert out.shape == (64, 64)
     assert np.all(out == 255)
 
 
 def test_enlarging_uses_linear_interpolation_and_keeps_range() -> None:
     image = np.linspace(0, 1, 40 * 40, dtype=np.float32).reshape(40, 40)
-    out = prepare(image, PreprocessConfig(size=80))
+    out = prepare(image, PreprocessConfig(input_size=80))
     expected = cv2.resize(np.rint(image * 255).astype(np.uint8), (80, 80), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(out, expected)
 
 
 def test_shrinking_matches_area_interpolation() -> None:
     image = np.random.default_rng(0).random((256, 256), dtype=np.float32)
-    out = prepare(image, PreprocessConfig(size=64))
+    out = prepare(image, PreprocessConfig(input_size=64))
     expected = cv2.resize(np.rint(image * 255).astype(np.uint8), (64, 64), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(out, expected)
 
@@ -62,8 +62,8 @@ def test_shrinking_matches_area_interpolation() -> None:
 def test_clahe_raises_local_contrast_and_keeps_shape() -> None:
     rng = np.random.default_rng(1)
     image = (0.45 + 0.05 * rng.random((128, 128))).astype(np.float32)  # low contrast
-    plain = prepare(image, PreprocessConfig(size=128))
-    enhanced = prepare(image, PreprocessConfig(size=128, clahe=True))
+    plain = prepare(image, PreprocessConfig(input_size=128))
+    enhanced = prepare(image, PreprocessConfig(input_size=128, clahe=True))
     assert enhanced.shape == (128, 128) and enhanced.dtype == np.uint8
     assert enhanced.std() > 2 * plain.std()
 
@@ -86,7 +86,7 @@ def test_prepare_rejects_bad_pixels(pixels: np.ndarray, match: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"size": 16}, "size must be an integer >= 32, got 16"),
+        ({"input_size": 16}, "input_size must be an integer >= 32, got 16"),
         ({"fit": "stretch"}, "unknown fit 'stretch'; valid options: pad, crop"),
         ({"clahe_clip": 0}, "clahe_clip"),
         ({"clahe_tile": 0}, "clahe_tile"),
@@ -103,7 +103,7 @@ def test_config_key_is_stable_and_distinguishes_settings() -> None:
     assert base.key() == PreprocessConfig().key()
     assert base.key() == PreprocessConfig(clahe_clip=2).key()  # 2 and 2.0 are the same setting
     variants = [
-        PreprocessConfig(size=256),
+        PreprocessConfig(input_size=256),
         PreprocessConfig(fit="crop"),
         PreprocessConfig(clahe=True),
         PreprocessConfig(clahe_clip=3.0),
@@ -116,9 +116,13 @@ def test_config_key_is_stable_and_distinguishes_settings() -> None:
 
 
 def test_config_round_trip_and_unknown_key() -> None:
-    cfg = PreprocessConfig(size=320, fit="crop", clahe=True, clahe_clip=1.5, clahe_tile=4, lung_crop=True)
+    cfg = PreprocessConfig(
+        input_size=320, fit="crop", clahe=True, clahe_clip=1.5, clahe_tile=4, lung_crop=True
+    )
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match=r"unknown PreprocessConfig key\(s\) \['colour'\]; valid keys: size"):
+    with pytest.raises(
+        ValueError, match=r"unknown PreprocessConfig key\(s\) \['colour'\]; valid keys: input_size"
+    ):
         PreprocessConfig.from_dict({**cfg.to_dict(), "colour": True})
 
 
@@ -198,8 +202,8 @@ def test_prepare_crops_to_the_lung_box_before_resizing() -> None:
     image = _synthetic_chest()
     x0, y0, x1, y1 = lung_crop_box(image)
     assert (x1 - x0, y1 - y0) != image.shape[::-1]
-    out = prepare(image, PreprocessConfig(size=64, fit="crop", lung_crop=True))
-    expected = prepare(np.ascontiguousarray(image[y0:y1, x0:x1]), PreprocessConfig(size=64, fit="crop"))
+    out = prepare(image, PreprocessConfig(input_size=64, fit="crop", lung_crop=True))
+    expected = prepare(np.ascontiguousarray(image[y0:y1, x0:x1]), PreprocessConfig(input_size=64, fit="crop"))
     np.testing.assert_array_equal(out, expected)
 
 

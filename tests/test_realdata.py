@@ -29,8 +29,8 @@ def test_the_bundled_real_data_model_is_the_default(workspace_home: Path) -> Non
     assert entries[0].path == BUNDLED.resolve()
     assert not entries[0].synthetic and entries[0].source == "bundled"
     card = read_card(BUNDLED)
-    assert card["dataset"]["name"] == REAL_DATASET and card["weights_dtype"] == "float16"
-    assert card["how_made"]["data_fingerprint"] == card["dataset"]["fingerprint"]
+    assert card.dataset.name == REAL_DATASET and card.weights_dtype == "float16"
+    assert card.how_made["data_fingerprint"] == card.dataset.fingerprint
     assert BUNDLED.stat().st_size < 50 * 2**20
 
 
@@ -51,7 +51,7 @@ def test_real_datasets_register_as_the_recipe_says(data_dir: Path, workspace_hom
     assert int((tb == 0).sum()) == 167 and int((tb == 1).sum()) == 400
     assert ws.load_dataset(SOURCE_DATASET).labels == ["kermany", "nih14", "tbx11k"]
     card = read_card(BUNDLED)
-    assert records[REAL_DATASET].fingerprint == card["how_made"]["data_fingerprint"]
+    assert records[REAL_DATASET].fingerprint == card.how_made["data_fingerprint"]
 
 
 @pytest.mark.realdata
@@ -60,7 +60,7 @@ def test_card_figures_are_what_evaluate_prints(
 ) -> None:
     register_real_datasets(data_dir)
     capsys.readouterr()
-    card = read_card(BUNDLED)["evaluation"]
+    card = read_card(BUNDLED).evaluation
     argv = [*card["command"].split()[3:], "--json"]  # after "python -m cxrcore"
     argv[1] = str(BUNDLED)
     assert main(argv) == 0
@@ -118,7 +118,7 @@ def test_models_page_shows_the_card_test_figures(
     monkeypatch.setenv("CXR_CHECKPOINTS", str(BUNDLED_DIR))
     at = run_page("pages/6_Models.py")
     figures = next(d.value for d in at.dataframe if "nih14" in d.value.columns)
-    card = read_card(BUNDLED)["evaluation"]
+    card = read_card(BUNDLED).evaluation
     assert list(figures.columns) == ["all", "kermany", "nih14", "tbx11k"]
     expected = card["metrics"]["Tuberculosis"]
     assert figures.loc["Tuberculosis", "all"].startswith(f"{expected['auroc']:.3f} [")

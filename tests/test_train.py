@@ -22,7 +22,7 @@ from cxrcore.train.loop import run_training
 from cxrcore.train.progress import LogReporter
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"dataset": DEMO_DATASET, "model": "tiny", "image_size": 64, "batch_size": 8, "lr": 3e-3}
+TINY = {"dataset": DEMO_DATASET, "model": "tiny", "input_size": 64, "batch_size": 8, "lr": 3e-3}
 
 
 @pytest.fixture
@@ -47,13 +47,16 @@ def test_training_writes_best_and_last_checkpoints_with_a_model_card(ws: Workspa
     assert result.epochs_completed == 2 and len(result.history) == 2
     assert result.best_checkpoint == ws.home / "runs" / "card" / "best.safetensors"
     card = read_card(result.last_checkpoint)
-    assert card["spec"]["labels"] == ["Nodule", "Opacity", "Effusion"]
-    assert card["dataset"]["fingerprint"] == ws.get_dataset(DEMO_DATASET).fingerprint
-    assert card["dataset"]["split"]["seed"] == 0
-    assert [h["epoch"] for h in card["history"]] == [1, 2]
-    assert 0.0 <= card["metrics"]["val_auroc"] <= 1.0
-    assert card["norm"]["mean"] == pytest.approx(card["spec"]["mean"])
-    model, _ = load_checkpoint(result.last_checkpoint)
+    assert card.labels == ("Nodule", "Opacity", "Effusion") and card.task == "classify"
+    assert card.dataset.fingerprint == ws.get_dataset(DEMO_DATASET).fingerprint
+    assert card.dataset.split_seed == 0
+    assert [h["epoch"] for h in card.history] == [1, 2]
+    assert 0.0 <= card.metrics["val_auroc"] <= 1.0
+    assert card.input_size == card.preprocess.input_size == 64 and card.norm_images > 0
+    assert card.training_config["input_size"] == 64
+    stored = json.loads((result.last_checkpoint.with_suffix(".json")).read_text())
+    assert stored["format_version"] == 2 and "input_size" not in stored["preprocess"]
+    model = load_checkpoint(result.last_checkpoint).model
     assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 3)
 
 
@@ -132,11 +135,11 @@ def test_repurposing_keeps_the_backbone_and_replaces_the_head(ws: Workspace) -> 
         ws,
         LogReporter(),
     )
-    assert read_card(proxy.last_checkpoint)["spec"]["labels"] == ["Any finding"]
-    source, _ = load_checkpoint(proxy.last_checkpoint)
+    assert read_card(proxy.last_checkpoint).labels == ("Any finding",)
+    source = load_checkpoint(proxy.last_checkpoint).model
     target = run_training(
         TrainConfig(
-            **TINY,
+            **{**TINY, "input_size": 96},  # a new input size: the card must carry it once, everywhere
             epochs=1,
             max_steps_per_epoch=3,
             init=str(proxy.last_checkpoint),
@@ -146,8 +149,10 @@ def test_repurposing_keeps_the_backbone_and_replaces_the_head(ws: Workspace) -> 
         ws,
         LogReporter(),
     )
-    model, card = load_checkpoint(target.last_checkpoint)
-    assert card["spec"]["labels"] == ["Nodule", "Opacity", "Effusion"]
+    loaded = load_checkpoint(target.last_checkpoint)
+    model = loaded.model
+    assert model.labels == ("Nodule", "Opacity", "Effusion")
+    assert loaded.input_size == loaded.preprocess.input_size == 96 != source.spec.input_size
     frozen = dict(source.named_parameters())
     backbone_names = {
         n for n, p in model.named_parameters() if any(p is q for q in model.backbone_parameters())
@@ -173,11 +178,11 @@ def test_demo_models_are_named_and_an_unknown_one_is_refused(tmp_path: Path) -> 
     assert names == ["demo-resnet18", "demo-tiny", "demo-localiser", "demo-localiser-b"]
     for name, settings in DEMO_MODELS:  # every demo model ships, and its card names the command that made it
         card = read_card(ROOT / "checkpoints" / f"{name}.safetensors")
-        assert card["how_made"]["command"] in (
+        assert card.how_made["command"] in (
             "python -m cxrcore demo models",
             f"python -m cxrcore demo models --only {name}",
         )
-        made = card["training_config"]
+        made = card.training_config
         assert made["run_name"] == name and made["seed"] == settings["seed"]
         assert (made["model"], made["epochs"]) == (settings["model"], settings["epochs"])
     with pytest.raises(ValueError, match=r"unknown demo model.*demo-resnet50.*valid options: demo-resnet18"):

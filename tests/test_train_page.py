@@ -50,7 +50,7 @@ def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
     assert at.multiselect(key="train_labels").value == ["Nodule", "Opacity", "Effusion"]
     at.multiselect(key="train_labels").set_value(["Nodule", "Effusion"])
     at.selectbox(key="train_model").set_value("tiny")
-    at.number_input(key="train_image_size").set_value(64)
+    at.number_input(key="train_input_size").set_value(64)
     at.number_input(key="train_epochs").set_value(2)
     at.number_input(key="train_batch_size").set_value(8)
     at.number_input(key="train_steps").set_value(2)
@@ -59,7 +59,7 @@ def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
     assert [s.value for s in at.success] == ["Job 1 launched."]
     job = jobs.get_job(ws, 1)
     assert job.config["labels"] == ["Nodule", "Effusion"] and job.config["max_steps_per_epoch"] == 2
-    assert job.config["model"] == "tiny" and job.config["image_size"] == 64 and job.config["epochs"] == 2
+    assert job.config["model"] == "tiny" and job.config["input_size"] == 64 and job.config["epochs"] == 2
     assert any(i.value.startswith("Job 1 is running") for i in at.info)
     assert any(b.label == "Cancel job" for b in at.button)
     job = _wait(ws, 1, lambda j: not j.active)
@@ -78,7 +78,7 @@ def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
     rel = Path(job.checkpoint).relative_to(ws.home)
     assert at.selectbox(key="train_init").options[:2] == ["Random", f"Repurpose workspace/{rel}"]
     at.selectbox(key="train_model").set_value("tiny")
-    at.number_input(key="train_image_size").set_value(64)
+    at.number_input(key="train_input_size").set_value(64)
     at.number_input(key="train_epochs").set_value(1)
     at.number_input(key="train_steps").set_value(2)
     at.selectbox(key="train_init").set_value(job.checkpoint)
@@ -94,7 +94,7 @@ def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
 
 def test_a_dead_job_shows_failed_and_cancel_stops_a_running_one(ws: Workspace) -> None:
     cfg = TrainConfig(
-        dataset=DEMO_DATASET, model="tiny", image_size=64, batch_size=8, epochs=200, max_steps_per_epoch=2
+        dataset=DEMO_DATASET, model="tiny", input_size=64, batch_size=8, epochs=200, max_steps_per_epoch=2
     )
     killed = jobs.submit(ws, cfg)
     os.kill(_wait(ws, killed, lambda j: j.step >= 1).pid, signal.SIGKILL)

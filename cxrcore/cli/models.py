@@ -33,6 +33,22 @@ def cmd_checkpoint_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoint_migrate(args: argparse.Namespace) -> int:
+    """Rewrite checkpoints' model cards in the current card version (the weights are copied as stored)."""
+    from cxrcore.models import CARD_VERSION, CheckpointError, migrate_checkpoint
+
+    failed = 0
+    for name in args.files:
+        try:
+            changed = migrate_checkpoint(name)
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{name}: {'migrated to' if changed else 'already'} card version {CARD_VERSION}")
+    return EXIT_ERROR if failed else 0
+
+
 def add_model_commands(groups: Any) -> None:
     """The models and checkpoint command groups."""
     models = groups.add_parser("models", help="the model registry").add_subparsers(
@@ -48,3 +64,6 @@ def add_model_commands(groups: Any) -> None:
     info.add_argument("file")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_checkpoint_info)
+    migrate = ckpt.add_parser("migrate", help="rewrite model cards in the current card version")
+    migrate.add_argument("files", nargs="+", metavar="file")
+    migrate.set_defaults(func=cmd_checkpoint_migrate)

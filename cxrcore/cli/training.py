@@ -161,7 +161,7 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
 
 # Options copied as they are into TrainConfig (None: not given, keep the config's value).
 _TRAIN_OPTIONS = (
-    "dataset", "model", "epochs", "batch_size", "lr", "image_size", "label_mode", "loss", "init",
+    "dataset", "model", "epochs", "batch_size", "lr", "input_size", "label_mode", "loss", "init",
     "backbone_lr_scale", "seed", "device", "workers", "run_name",
 )  # fmt: skip
 
@@ -172,8 +172,15 @@ def add_train_commands(groups: Any) -> None:
     train.add_argument("--dataset", help="registered dataset (its train and valid splits are used)")
     train.add_argument("--model", help="registered model name (default resnet18)")
     train.add_argument("--config", help="a .toml or .json file of training settings; options override it")
-    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("image-size", int)):
+    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float)):
         train.add_argument(f"--{name}", type=kind)
+    train.add_argument(
+        "--input-size",
+        "--image-size",
+        type=int,
+        dest="input_size",
+        help="input side in px (0: model default)",
+    )
     train.add_argument("--steps-per-epoch", type=int, help="cap on steps per epoch (0: the whole split)")
     train.add_argument("--labels", help="comma-separated labels to train (default: all of the dataset's)")
     train.add_argument("--label-mode", help="multi (one output per label) or any (one 'Any finding' output)")

@@ -49,7 +49,7 @@ class PreprocessCache:
 
     Example:
         cache = PreprocessCache(Path(os.environ["CXR_HOME"]) / "cache" / "preprocessed", cfg)
-        u8 = cache.get("images/00000001_000.png")  # (cfg.size, cfg.size) uint8
+        u8 = cache.get("images/00000001_000.png")  # (cfg.input_size, cfg.input_size) uint8
     """
 
     def __init__(self, root: str | Path, cfg: PreprocessConfig) -> None:
@@ -59,7 +59,7 @@ class PreprocessCache:
         self.cfg = cfg
         self.root = Path(root)
         self.folder = self.root / cfg.key()
-        self.entry_bytes = cfg.size * cfg.size
+        self.entry_bytes = cfg.input_size * cfg.input_size
         self.stats = CacheStats()
         self.folder.mkdir(parents=True, exist_ok=True)
         settings = self.folder / "config.json"
@@ -135,7 +135,7 @@ class PreprocessCache:
 
     def _load(self, entry: Path) -> np.ndarray | None:
         """Read an entry, or None when it is missing or has the wrong length (then counted as corrupt)."""
-        out = np.empty((self.cfg.size, self.cfg.size), dtype=np.uint8)
+        out = np.empty((self.cfg.input_size, self.cfg.input_size), dtype=np.uint8)
         try:
             with open(entry, "rb") as fh:
                 n_read = fh.readinto(memoryview(out).cast("B"))

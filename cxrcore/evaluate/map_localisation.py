@@ -34,8 +34,8 @@ from cxrcore.evaluate.localisation import (
 from cxrcore.evaluate.report import member_name
 from cxrcore.explain.engine import DEFAULT_SMOOTH, check_smooth, explain
 from cxrcore.io import ImageReadError, read_image
-from cxrcore.models.checkpoint import load_checkpoint
-from cxrcore.preprocess import PreprocessConfig, checkpoint_preprocess, fit_geometry
+from cxrcore.models.checkpoint import Checkpoint, load_checkpoint
+from cxrcore.preprocess import PreprocessConfig, fit_geometry
 from cxrcore.store import Workspace
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,10 @@ def map_to_frame(display: np.ndarray, width: int, height: int, pcfg: PreprocessC
     return cv2.resize(canvas, (max(1, round(width * scale)), max(1, round(height * scale))))
 
 
-def _members(checkpoints: Sequence[str | Path]) -> list[tuple[str, object, PreprocessConfig]]:
-    out: list[tuple[str, object, PreprocessConfig]] = []
+def _members(checkpoints: Sequence[str | Path]) -> list[tuple[str, Checkpoint]]:
+    out: list[tuple[str, Checkpoint]] = []
     for path in checkpoints:
-        model, card = load_checkpoint(path)
-        out.append((member_name(path, [name for name, _, _ in out]), model, checkpoint_preprocess(card)))
+        out.append((member_name(path, [name for name, _ in out]), load_checkpoint(path)))
     return out
 
 
@@ -144,7 +143,7 @@ def localisation_report(
     smooth = check_smooth(smooth)
     data = ws.load_dataset(dataset)
     members = _members(checkpoints)
-    labels = check_members([m.labels for _, m, _ in members]) if len(members) > 1 else members[0][1].labels
+    labels = check_members([m.labels for _, m in members]) if len(members) > 1 else members[0][1].labels
     rows_index = split_rows(data.index, split).set_index("image_id")
     boxes = data.boxes[data.boxes["image_id"].isin(rows_index.index) & data.boxes["label"].isin(labels)]
     image_ids = list(dict.fromkeys(boxes["image_id"]))[:max_images]
@@ -163,10 +162,10 @@ def localisation_report(
         wanted = list(dict.fromkeys(mine["label"]))
         maps: dict[str, list[np.ndarray]] = {label: [] for label in wanted}
         probs: dict[str, list[float]] = {label: [] for label in wanted}
-        for name, model, pcfg in members:
-            result = explain(model, pixels, wanted, (method,), layer=layer, preprocess=pcfg, smooth=smooth)
+        for name, member in members:
+            result = explain(member, pixels, wanted, (method,), layer=layer, smooth=smooth)
             for label in wanted:
-                frame = map_to_frame(result.get(method, label).display, width, height, pcfg)
+                frame = map_to_frame(result.get(method, label).display, width, height, member.preprocess)
                 gt = mine.loc[mine["label"] == label, ["x", "y", "w", "h"]].to_numpy(float) * scale
                 maps[label].append(frame)
                 probs[label].append(result.probabilities[label])

@@ -31,9 +31,10 @@ from cxrcore.data.cache import PreprocessCache
 from cxrcore.data.index import DatasetError, label_columns
 from cxrcore.data.split import split_rows
 from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
-from cxrcore.models.checkpoint import file_fingerprint, load_checkpoint, read_card
+from cxrcore.models.checkpoint import Checkpoint, file_fingerprint, load_checkpoint, read_card
+from cxrcore.models.model_card import ModelCard
 from cxrcore.models.registry import CXRModel
-from cxrcore.preprocess import PreprocessConfig, checkpoint_preprocess
+from cxrcore.preprocess import PreprocessConfig
 from cxrcore.store import Workspace
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class Predictions:
         return self._matrix("logit")
 
 
-def truth_for(rows: pd.DataFrame, model_labels: Sequence[str], card: dict[str, Any]) -> np.ndarray:
+def truth_for(rows: pd.DataFrame, model_labels: Sequence[str], card: ModelCard) -> np.ndarray:
     """The truth matrix for a model's labels: its own columns, or 'any finding' over its training labels.
 
     Labels the dataset does not have are NaN (unknown) rather than an error, so a model can be scored
@@ -78,7 +79,7 @@ def truth_for(rows: pd.DataFrame, model_labels: Sequence[str], card: dict[str, A
     """
     labels = list(model_labels)
     if labels == [ANY_FINDING]:
-        trained_on = list(card.get("training_config", {}).get("labels") or [])
+        trained_on = card.trained_labels
         source = [n for n in trained_on if n in rows.columns] or label_columns(rows)
         return target_matrix(rows, source, "any")
     present = [n for n in labels if n in rows.columns]
@@ -145,7 +146,7 @@ def _table(rows: pd.DataFrame, labels: Sequence[str], truth: np.ndarray, logits:
 
 
 def predict(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Checkpoint,
     ws: Workspace,
     dataset: str,
     split: str = "test",
@@ -155,19 +156,25 @@ def predict(
     refresh: bool = False,
     progress: Progress | None = None,
 ) -> Predictions:
-    """Predictions of a checkpoint over a dataset split, read from the workspace when already made."""
-    checkpoint = Path(checkpoint)
-    card = read_card(checkpoint)
-    pcfg = checkpoint_preprocess(card)
+    """Predictions of a checkpoint (a file, or one already loaded) over a dataset split.
+
+    Read from the workspace when already made; the checkpoint's weights are loaded only when not.
+    """
+    loaded = checkpoint if isinstance(checkpoint, Checkpoint) else None
+    if loaded is not None and loaded.path is None:
+        raise ValueError("predictions are stored per checkpoint file; save the model first")
+    checkpoint = loaded.path if loaded is not None else Path(checkpoint)
+    card = loaded.card if loaded is not None else read_card(checkpoint)
+    pcfg = card.preprocess
     key = prediction_key(checkpoint, ws, dataset, split, pcfg)
     target = ws.predictions_dir / f"{key}.parquet"
-    labels = tuple(card["spec"]["labels"])
+    labels = card.labels
     if target.exists() and target.with_suffix(".json").exists() and not refresh:
         table = pd.read_parquet(target)
         meta = json.loads(target.with_suffix(".json").read_text())
         return Predictions(table, labels, meta, from_cache=True)
     start = time.perf_counter()
-    model, card = load_checkpoint(checkpoint)
+    model = (loaded or load_checkpoint(checkpoint)).model
     rows = split_rows(ws.load_dataset(dataset).index, split)
     truth = truth_for(rows, labels, card)
     cache = PreprocessCache(ws.cache_dir / "preprocessed", pcfg)

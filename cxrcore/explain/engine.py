@@ -49,8 +49,8 @@ from cxrcore.explain.cam import (
     resolve_layer,
 )
 from cxrcore.explain.crm import crm_maps
+from cxrcore.models.checkpoint import Checkpoint, as_checkpoint
 from cxrcore.models.registry import CXRModel
-from cxrcore.preprocess import NormStats, PreprocessConfig, normalise, prepare, to_unit
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -165,27 +165,23 @@ def _grey_array(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def model_input(
-    model: CXRModel, image: Tensor | np.ndarray, preprocess: PreprocessConfig | None = None
-) -> tuple[Tensor, np.ndarray]:
+def model_input(checkpoint: Checkpoint | CXRModel, image: Tensor | np.ndarray) -> tuple[Tensor, np.ndarray]:
     """The model input (1, C, H, W) on the model's device and the grey [0, 1] (H, W) image it shows.
 
     A tensor is taken as already preprocessed and normalised. A numpy float image in [0, 1] goes
-    through the project's preprocessing (``preprocess``: the checkpoint's own settings, recorded in its
-    model card; default: ``prepare``'s defaults at ``spec.input_size``) and normalisation with
-    ``spec.mean`` / ``spec.std``, exactly as training images do.
+    through the checkpoint's preprocessing (its model card's; a bare model gets the defaults at its
+    input size) and normalisation with ``spec.mean`` / ``spec.std``, exactly as training images do.
     """
-    spec = model.spec
-    param = next(model.parameters())
+    checkpoint = as_checkpoint(checkpoint)
+    spec = checkpoint.spec
+    param = next(checkpoint.model.parameters())
     if isinstance(image, np.ndarray):
         if spec.in_chans != 1:
             raise ExplainError(f"numpy images are grey; {spec.architecture} takes {spec.in_chans} channels")
         try:
-            u8 = prepare(_grey_array(image), preprocess or PreprocessConfig(size=spec.input_size))
+            return checkpoint.input_tensor(_grey_array(image))
         except ValueError as exc:
             raise ExplainError(f"cannot preprocess the image: {exc}") from exc
-        x = torch.from_numpy(normalise(u8, NormStats(spec.mean, spec.std, 0)))[None, None]
-        return x.to(device=param.device, dtype=param.dtype), to_unit(u8)
     if not isinstance(image, Tensor):
         raise ExplainError(f"image must be a torch.Tensor or numpy array, got {type(image).__name__}")
     if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != spec.in_chans:
@@ -319,24 +315,23 @@ def _to_saliency(
 
 
 def explain(
-    model: CXRModel,
+    checkpoint: Checkpoint | CXRModel,
     image: Tensor | np.ndarray,
     labels: str | int | Sequence[str | int] | None = None,
     methods: str | Sequence[str] = DEFAULT_METHODS,
     layer: str | None = None,
-    preprocess: PreprocessConfig | None = None,
     smooth: float = DEFAULT_SMOOTH,
 ) -> Explanation:
     """Probabilities and heat maps (raw and display) for one image, per method and label.
 
     Args:
-        model: any registered model; it may be shared by other threads.
+        checkpoint: a loaded checkpoint (its card gives the preprocessing), or a bare registered model
+            (default preprocessing at its input size); the model may be shared by other threads.
         image: a preprocessed tensor (1, C, H, W), or a numpy float image in [0, 1] (see ``model_input``).
         labels: names or indices to explain; all of the model's labels when None.
         methods: any of ``EXPLAIN_METHODS``. "cam" is closed form for average-pooled heads at the CAM
             layer and Grad-CAM otherwise; "crm" and "crm_label" are always at ``spec.cam_layer``.
         layer: dotted module name for the Grad-CAM family (default ``spec.cam_layer``).
-        preprocess: how a numpy image is prepared (the checkpoint card's "preprocess" settings).
         smooth: the standard deviation of the Gaussian applied to every map after ReLU and before
             upsampling, as a fraction of the map's side; 0 for none.
 
@@ -346,9 +341,11 @@ def explain(
     """
     names = _check_methods(methods)
     smooth = check_smooth(smooth)
+    checkpoint = as_checkpoint(checkpoint)
+    model = checkpoint.model
     indices = _label_indices(model, labels)
     layer_name, _ = resolve_layer(model, layer)
-    x, image01 = model_input(model, image, preprocess)
+    x, image01 = model_input(checkpoint, image)
     with model_guard(model):
         with torch.no_grad():
             features = model.forward_features(x)
@@ -373,35 +370,32 @@ def explain(
     )
 
 
-def _check_shared_labels(models: Sequence[CXRModel]) -> tuple[str, ...]:
+def _check_shared_labels(members: Sequence[Checkpoint]) -> tuple[str, ...]:
     """The label set every member shares (the same check as for ensembles of predictions)."""
     try:
-        return check_members([m.spec.labels for m in models])
+        return check_members([m.labels for m in members])
     except EnsembleError as exc:
         raise ExplainError(str(exc)) from None
 
 
 def explain_ensemble(
-    models: Sequence[CXRModel],
+    checkpoints: Sequence[Checkpoint | CXRModel],
     image: Tensor | np.ndarray,
     labels: str | int | Sequence[str | int] | None = None,
     method: str = "cam",
-    preprocess: Sequence[PreprocessConfig | None] | None = None,
     smooth: float = DEFAULT_SMOOTH,
 ) -> EnsembleExplanation:
     """Explain one image with every member and average their display maps per label.
 
-    ``preprocess`` gives each member's preprocessing for a numpy image and ``smooth`` the smoothing of
-    every member's maps (see ``explain``).
-
-    Members with another input size are resized (bilinear) to the first member's resolution; a
-    member without positive evidence for a label contributes its all-zero map.
+    Each member prepares a numpy image with its own card's preprocessing; ``smooth`` is the smoothing
+    of every member's maps (see ``explain``). Members with another input size are resized (bilinear)
+    to the first member's resolution; a member without positive evidence for a label contributes its
+    all-zero map.
     """
-    _check_shared_labels(models)
-    settings = list(preprocess) if preprocess is not None else [None] * len(models)
+    checkpoints = [as_checkpoint(c) for c in checkpoints]
+    _check_shared_labels(checkpoints)
     members = tuple(
-        explain(member, image, labels=labels, methods=(method,), preprocess=pcfg, smooth=smooth)
-        for member, pcfg in zip(models, settings, strict=True)
+        explain(member, image, labels=labels, methods=(method,), smooth=smooth) for member in checkpoints
     )
     h, w = members[0].image01.shape
     maps: dict[str, np.ndarray] = {}
@@ -413,6 +407,6 @@ def explain_ensemble(
         ]
         maps[label] = np.clip(np.mean(resized, axis=0), 0.0, 1.0).astype(np.float32)
     probabilities = {
-        name: float(np.mean([m.probabilities[name] for m in members])) for name in models[0].spec.labels
+        name: float(np.mean([m.probabilities[name] for m in members])) for name in checkpoints[0].labels
     }
     return EnsembleExplanation(method, members[0].labels, maps, probabilities, members, members[0].image01)

@@ -16,8 +16,6 @@ from typing import Any
 
 from cxrcore.models.card import guard_path
 
-# Card keys save_checkpoint sets itself.
-_REGENERATED = ("created_at", "format_version", "num_parameters", "package_versions", "spec", "weights_file")
 CARD_METRICS = ("n", "positives", "auroc", "auroc_lo", "auroc_hi", "ap")
 
 
@@ -70,10 +68,8 @@ def bundle_checkpoint(
     """
     from cxrcore.models.checkpoint import load_checkpoint, save_checkpoint
 
-    model, card = load_checkpoint(source)
-    for key in _REGENERATED:
-        card.pop(key, None)
-    card["how_made"] = dict(how_made)
+    loaded = load_checkpoint(source)
+    model, card = loaded.model, loaded.card.replace(how_made=dict(how_made), evaluation=None)
     written = save_checkpoint(target, model, card, half=True)
     if guard_path(source).is_file():
         shutil.copyfile(guard_path(source), guard_path(written))
@@ -90,7 +86,7 @@ def bundle_checkpoint(
         command += f" --by {by}"
     if n_boot != 1000:
         command += f" --bootstrap {n_boot}"
-    card["evaluation"] = {
+    evaluation = {
         "command": command,
         "dataset": dataset,
         "split": split,
@@ -103,7 +99,7 @@ def bundle_checkpoint(
         else None,
     }
     # The same float32 model rounds to the same float16 weights, so the figures stay those of this file.
-    return save_checkpoint(written, model, card, half=True)
+    return save_checkpoint(written, model, card.replace(evaluation=evaluation), half=True)
 
 
 def target_display(path: Path) -> str:

@@ -1,5 +1,6 @@
-"""The model card side of a checkpoint, readable without PyTorch: the card embedded in the safetensors
-header, the weights file's fingerprint, and a summary for listings.
+"""The card side of a checkpoint file, readable without PyTorch: the model card embedded in the
+safetensors header (typed as ``ModelCard``, see ``cxrcore.models.model_card``), the weights file's
+fingerprint, and a summary for listings.
 
 Kept free of torch and timm so that listing checkpoints (home page, pickers, ``cxr checkpoint info``)
 stays fast; ``cxrcore.models.checkpoint`` writes and loads the weights.
@@ -11,13 +12,13 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import safetensors
 
-FORMAT_VERSION = 1
+from cxrcore.models.model_card import CARD_VERSION, CardError, ModelCard, card_from_dict
+
 CARD_METADATA_KEY = "cxr_model_card"
 WEIGHTS_SUFFIX = ".safetensors"
 CARD_SUFFIX = ".json"
@@ -46,8 +47,8 @@ def guard_path(checkpoint: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(WEIGHTS_SUFFIX) + GUARD_SUFFIX)
 
 
-def _open_card(weights: Path) -> dict[str, Any]:
-    """The card embedded in a safetensors file, checked for presence and format version."""
+def raw_card(weights: Path) -> dict[str, Any]:
+    """The card JSON embedded in a safetensors file, as stored (not migrated)."""
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {str(weights)!r} does not exist")
     try:
@@ -66,18 +67,30 @@ def _open_card(weights: Path) -> dict[str, Any]:
         raise CheckpointError(f"model card of {str(weights)!r} is not valid JSON ({exc})") from exc
     if not isinstance(card, dict):
         raise CheckpointError(f"model card of {str(weights)!r} is not a JSON object")
-    version = card.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint format_version {version!r} of {str(weights)!r} is not supported "
-            f"(this version reads {FORMAT_VERSION})"
-        )
     return card
 
 
-def read_card(path: str | Path) -> dict[str, Any]:
+def open_card(weights: Path) -> ModelCard:
+    """The typed model card of a weights file (older card versions migrated)."""
+    return _typed(raw_card(weights), weights)
+
+
+def _typed(stored: dict[str, Any], weights: Path) -> ModelCard:
+    """The typed form of a stored card, or CheckpointError naming the file."""
+    if stored.get("format_version") not in (1, CARD_VERSION):
+        raise CheckpointError(
+            f"checkpoint format_version {stored.get('format_version')!r} of {str(weights)!r} is not "
+            f"supported (this version reads 1 and {CARD_VERSION})"
+        )
+    try:
+        return card_from_dict(stored)
+    except CardError as exc:
+        raise CheckpointError(f"model card of {str(weights)!r} cannot be read: {exc}") from exc
+
+
+def read_card(path: str | Path) -> ModelCard:
     """The model card of a checkpoint, read from the safetensors header without loading weights."""
-    return _open_card(weights_path(path))
+    return open_card(weights_path(path))
 
 
 @functools.lru_cache(maxsize=256)
@@ -104,10 +117,10 @@ def file_fingerprint(path: str | Path) -> str:
     return _sha256(weights)[:FINGERPRINT_CHARS]
 
 
-def _best_metric(card: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The best validation value: over ``history`` by ``monitor`` (or a ``val_`` key), else ``metrics``."""
-    history = [h for h in card.get("history") or [] if isinstance(h, Mapping)]
-    monitor = card.get("monitor") or card.get("selected_by")
+def _best_metric(card: ModelCard) -> dict[str, Any] | None:
+    """The best validation value over ``history`` by ``selected_by`` (else a ``val_`` key), or ``metrics``."""
+    history = list(card.history)
+    monitor = card.selected_by
     if not monitor and history:
         keys = [k for k in history[-1] if str(k).startswith("val_")]
         preferred = [k for k in ("val_mean_auroc", "val_auroc", "val_loss") if k in keys]
@@ -121,46 +134,34 @@ def _best_metric(card: Mapping[str, Any]) -> dict[str, Any] | None:
         pick = min if "loss" in str(monitor) else max
         value, epoch = pick(points, key=lambda p: p[0])
         return {"metric": monitor, "value": value, "epoch": epoch}
-    metrics = card.get("metrics")
-    if isinstance(metrics, Mapping):
-        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-        key = monitor if monitor in numeric else next(iter(numeric), None)
-        if key is not None:
-            return {"metric": key, "value": float(numeric[key]), "epoch": None}
+    numeric = {k: v for k, v in card.metrics.items() if isinstance(v, int | float)}
+    key = monitor if monitor in numeric else next(iter(numeric), None)
+    if key is not None:
+        return {"metric": key, "value": float(numeric[key]), "epoch": None}
     return None
-
-
-def _dataset_fields(card: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """Dataset name, fingerprint and split seed, from flat keys or a nested ``dataset`` mapping."""
-    dataset = card.get("dataset")
-    nested = dataset if isinstance(dataset, Mapping) else {}
-    split = nested.get("split") if isinstance(nested.get("split"), Mapping) else {}
-    name = nested.get("name") if nested else dataset
-    fingerprint = card.get("dataset_fingerprint", nested.get("fingerprint"))
-    seed = card.get("split_seed", nested.get("split_seed", split.get("seed")))
-    return name, fingerprint, seed
 
 
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     """A summary of a checkpoint for listings and ``cxr checkpoint info`` (reads no weights)."""
     weights = weights_path(path)
-    card = _open_card(weights)
-    spec = card.get("spec") or {}
-    history = card.get("history") or []
-    dataset, fingerprint, seed = _dataset_fields(card)
+    stored = raw_card(weights)
+    card = _typed(stored, weights)
     return {
         "path": str(weights),
-        "architecture": spec.get("architecture"),
-        "labels": list(spec.get("labels") or []),
-        "input_size": spec.get("input_size"),
-        "num_parameters": card.get("num_parameters"),
-        "dataset": dataset,
-        "dataset_fingerprint": fingerprint,
-        "split_seed": seed,
-        "epochs_trained": card.get("epochs_trained", len(history) or card.get("epoch", 0)),
+        "task": card.task,
+        "architecture": card.spec.architecture,
+        "labels": list(card.labels),
+        "input_size": card.input_size,
+        "num_parameters": card.num_parameters,
+        "dataset": card.dataset.name,
+        "dataset_fingerprint": card.dataset.fingerprint,
+        "split_seed": card.dataset.split_seed,
+        "synthetic": card.synthetic,
+        "epochs_trained": len(card.history) or card.epoch or 0,
         "best_validation": _best_metric(card),
         "file_bytes": weights.stat().st_size,
         "sha256": file_fingerprint(weights),
-        "created_at": card.get("created_at"),
-        "package_versions": card.get("package_versions", {}),
+        "created_at": card.created_at,
+        "package_versions": card.package_versions,
+        "card_version": stored.get("format_version"),
     }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxrcore.models.card import GUARD_SUFFIX, CheckpointError, describe_checkpoint, guard_path, read_card
+from cxrcore.models.card import GUARD_SUFFIX, CheckpointError, describe_checkpoint, guard_path
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,10 @@ def bundled_dir() -> Path:
 def _entry(path: Path, source: str) -> CheckpointEntry | None:
     try:
         info = describe_checkpoint(path)
-        card = read_card(path)
     except (CheckpointError, OSError, ValueError) as exc:
         log.warning("skipping checkpoint %s: %s", path, exc)
         return None
-    dataset = card.get("dataset") if isinstance(card.get("dataset"), dict) else {}
-    synthetic = bool(card.get("synthetic") or dataset.get("synthetic"))
-    return CheckpointEntry(path.resolve(), source, synthetic, info)
+    return CheckpointEntry(path.resolve(), source, bool(info["synthetic"]), info)
 
 
 def _weights(paths: Iterable[Path]) -> list[Path]:

@@ -1,17 +1,16 @@
-"""Checkpoints: weights in one safetensors file whose metadata embeds a JSON model card.
+"""Checkpoints: weights in one safetensors file whose metadata embeds the JSON model card.
 
 ``save_checkpoint("runs/a", model, card)`` writes ``runs/a.safetensors`` (authoritative: weights plus
 the card under the metadata key ``cxr_model_card``) and a human-readable sidecar ``runs/a.json``
 holding the same card plus the weights file's size and sha256. The safetensors file alone is enough
 to rebuild the model; loading never unpickles anything.
 
-The card always gets ``format_version``, ``spec`` (the model's ``ModelSpec``), ``created_at`` (UTC ISO),
-``package_versions`` and ``num_parameters``; callers add the rest under these conventional keys:
-``train_config``, ``dataset`` (a name, or a mapping with ``name`` / ``fingerprint`` / ``split``),
-``dataset_fingerprint``, ``split_seed``, ``history`` (one dict per epoch, e.g.
-``{"epoch": 1, "train_loss": ..., "val_auroc": ...}``), ``monitor`` or ``selected_by`` (the history
-key that picks the best epoch), ``metrics`` (final validation metrics), ``preprocess`` and
-``norm_stats``.
+``load_checkpoint(path)`` returns a ``Checkpoint``: the model (eval mode), its typed ``ModelCard``
+(see ``cxrcore.models.model_card``) and where it came from. Everything that uses a model on images
+(explanations, predictions, the upload guard, the pages, the CLI) takes a ``Checkpoint``, so the
+model's preprocessing and normalisation always come from its card and are never rebuilt beside it.
+A bare ``CXRModel`` (a freshly built one) is wrapped by ``as_checkpoint`` with default preprocessing
+at its input size.
 
 Writes are atomic: both files are written to hidden temporary files in the target folder, then the
 sidecar is renamed into place and the weights file last. The weights file appearing is the commit
@@ -27,6 +26,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +41,96 @@ from cxrcore.atomic import target_mode, temp_beside
 from cxrcore.models.card import (  # noqa: F401  (re-exported: the card side of a checkpoint)
     CARD_METADATA_KEY,
     CARD_SUFFIX,
-    FORMAT_VERSION,
     WEIGHTS_SUFFIX,
     CheckpointError,
-    _open_card,
     _sha256,
     describe_checkpoint,
     file_fingerprint,
+    open_card,
+    raw_card,
     read_card,
     weights_path,
 )
+from cxrcore.models.model_card import GENERATED, CardError, ModelCard, card_from_dict
 from cxrcore.models.registry import CXRModel, create_from_spec
 from cxrcore.models.spec import ModelSpec
+from cxrcore.preprocess import NormStats, PreprocessConfig, normalise, prepare, to_unit
 
 logger = logging.getLogger(__name__)
 
-_RESERVED = ("format_version", "spec", "created_at", "package_versions", "num_parameters")
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A model ready to use on images: the model (eval mode), its typed card, and its file (if any)."""
+
+    model: CXRModel
+    card: ModelCard
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        """The card must describe this model."""
+        if self.card.spec != self.model.spec:
+            raise CheckpointError(
+                f"the card's spec {self.card.spec} does not describe the model ({self.model.spec})"
+            )
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's spec (architecture, labels, input size, normalisation, layers)."""
+        return self.model.spec
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The model's output names."""
+        return self.model.spec.labels
+
+    @property
+    def input_size(self) -> int:
+        """Side of the model's square input in pixels."""
+        return self.model.spec.input_size
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """How an image becomes this model's input (from the card)."""
+        return self.card.preprocess
+
+    @property
+    def task(self) -> str:
+        """The model's task (``TASKS``)."""
+        return self.card.task
+
+    @property
+    def name(self) -> str:
+        """A short name: the file's stem, or the architecture for a model held only in memory."""
+        return self.path.stem if self.path is not None else self.model.spec.architecture
+
+    def input_tensor(self, pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The model input (1, 1, S, S) for a grey [0, 1] (H, W) image, and the [0, 1] square it shows.
+
+        The card's preprocessing, then normalisation with the spec's mean and std, exactly as the
+        training images were prepared; on the model's device and in its dtype.
+
+        Raises:
+            ValueError: ``pixels`` is not a non-empty 2-D float image in [0, 1].
+        """
+        spec = self.model.spec
+        u8 = prepare(pixels, self.preprocess)
+        x = torch.from_numpy(normalise(u8, NormStats(spec.mean, spec.std, 0)))[None, None]
+        param = next(self.model.parameters())
+        return x.to(device=param.device, dtype=param.dtype), to_unit(u8)
+
+    def fingerprint(self) -> str | None:
+        """The weights file's content fingerprint (None for a model held only in memory)."""
+        return None if self.path is None else file_fingerprint(self.path)
+
+
+def as_checkpoint(model: Checkpoint | CXRModel) -> Checkpoint:
+    """A Checkpoint as it is, or a bare model wrapped with a default card (preprocessing at its size)."""
+    if isinstance(model, Checkpoint):
+        return model
+    if not isinstance(model, CXRModel):
+        raise TypeError(f"expected a Checkpoint or a CXRModel, got {type(model).__name__}")
+    return Checkpoint(model, ModelCard.for_spec(model.spec))
 
 
 def _jsonable(value: Any) -> Any:
@@ -87,20 +161,31 @@ def _package_versions() -> dict[str, str]:
     }
 
 
-def _full_card(model: CXRModel, card: Mapping[str, Any]) -> dict[str, Any]:
-    """The caller's card with the standard fields set from the model and the environment."""
-    ignored = sorted(set(card) & set(_RESERVED))
-    if ignored:
-        logger.warning("model card keys %s are set by save_checkpoint; the given values are ignored", ignored)
-    full: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "spec": model.spec.to_dict(),
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "package_versions": _package_versions(),
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-    }
-    full.update({k: v for k, v in card.items() if k not in _RESERVED})
-    return full
+def _full_card(model: CXRModel, card: ModelCard | Mapping[str, Any] | None, half: bool) -> ModelCard:
+    """The caller's card (typed, or a partial mapping) with the fields set from the model and environment.
+
+    Raises:
+        CheckpointError: the card does not fit the model (e.g. a preprocessing input size that differs
+            from the model's) or a value cannot be read.
+    """
+    try:
+        if isinstance(card, ModelCard):
+            typed = card.replace(spec=model.spec)
+        else:
+            given = dict(card or {})
+            ignored = sorted(set(given) & set(GENERATED))
+            if ignored:
+                logger.warning("model card keys %s are set by save_checkpoint; given values ignored", ignored)
+            given = {k: v for k, v in given.items() if k not in GENERATED}
+            typed = card_from_dict({**given, "spec": model.spec.to_dict()})
+    except CardError as exc:
+        raise CheckpointError(f"cannot write model card: {exc}") from exc
+    return typed.replace(
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        package_versions=_package_versions(),
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        weights_dtype="float16" if half else "float32",
+    )
 
 
 def _fsync(path: Path) -> None:
@@ -137,31 +222,43 @@ def _restore_sidecar(sidecar: Path, previous: bytes | None) -> None:
 
 
 def save_checkpoint(
-    path: str | Path, model: CXRModel, card: Mapping[str, Any], *, half: bool = False
+    path: str | Path,
+    model: CXRModel,
+    card: ModelCard | Mapping[str, Any] | None = None,
+    *,
+    half: bool = False,
 ) -> Path:
     """Write ``<path>.safetensors`` (weights + embedded card) and ``<path>.json`` atomically.
 
-    ``half`` stores floating-point weights as float16 (half the file; loading turns them back into
-    float32), for checkpoints shipped with the project.
+    ``card`` is a ``ModelCard`` or a mapping of its fields (read like a stored card, so older key
+    names are accepted); its spec is always the model's. ``half`` stores floating-point weights as
+    float16 (half the file; loading turns them back into float32), for checkpoints shipped with the
+    project.
 
     Returns:
         The path of the weights file.
 
     Raises:
-        CheckpointError: a card value cannot be written as JSON.
+        CheckpointError: the card does not fit the model, or a card value cannot be written as JSON.
     """
-    weights = weights_path(path)
-    sidecar = weights.with_suffix(CARD_SUFFIX)
-    full = _full_card(model, card)
-    full["weights_dtype"] = "float16" if half else "float32"
-    try:
-        text = json.dumps(full, default=_jsonable)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"cannot write model card: {exc}") from exc
-    weights.parent.mkdir(parents=True, exist_ok=True)
+    full = _full_card(model, card, half)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    weights = _write(path, tensors, full.to_dict())
+    logger.info("saved checkpoint %s (%s)", weights, model.spec.architecture)
+    return weights
+
+
+def _write(path: str | Path, tensors: dict[str, torch.Tensor], card: dict[str, Any]) -> Path:
+    """Write the weights file and its sidecar atomically (see the module docstring)."""
+    weights = weights_path(path)
+    sidecar = weights.with_suffix(CARD_SUFFIX)
+    try:
+        text = json.dumps(card, default=_jsonable)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot write model card: {exc}") from exc
+    weights.parent.mkdir(parents=True, exist_ok=True)
     temps: list[Path] = []
     try:
         tmp_weights = temp_beside(weights)
@@ -169,7 +266,7 @@ def save_checkpoint(
         safetensors.torch.save_file(tensors, str(tmp_weights), metadata={CARD_METADATA_KEY: text})
         os.chmod(tmp_weights, target_mode(weights))  # the writer may have re-created the file
         _fsync(tmp_weights)
-        sidecar_card = dict(full)
+        sidecar_card = json.loads(text)
         sidecar_card["weights_file"] = {
             "name": weights.name,
             "bytes": tmp_weights.stat().st_size,
@@ -190,18 +287,34 @@ def save_checkpoint(
         for tmp in temps:
             tmp.unlink(missing_ok=True)
     _fsync_dir(weights.parent)
-    logger.info("saved checkpoint %s (%s)", weights, model.spec.architecture)
     return weights
 
 
-def _model_from_card(card: Mapping[str, Any], weights: Path) -> CXRModel:
-    """An uninitialised (meta-device) model built from the card's spec."""
-    if "spec" not in card:
-        raise CheckpointError(f"model card of {str(weights)!r} has no 'spec'")
+def migrate_checkpoint(path: str | Path) -> bool:
+    """Rewrite a checkpoint's card in the current version, weights untouched; False if it already was.
+
+    The tensors are copied as stored (no float conversion), and the card keeps its creation time and
+    package versions: they describe how the weights were made.
+    """
+    weights = weights_path(path)
+    stored = raw_card(weights)
+    card = open_card(weights)
+    if stored == card.to_dict():
+        return False
     try:
-        spec = ModelSpec.from_dict(card["spec"])
+        tensors = safetensors.torch.load_file(str(weights), device="cpu")
+    except Exception as exc:  # corrupt data section
+        raise CheckpointError(f"cannot read weights from {str(weights)!r} ({exc})") from exc
+    _write(weights, tensors, card.to_dict())
+    logger.info("migrated the model card of %s to version %s", weights, card.to_dict()["format_version"])
+    return True
+
+
+def _model_from_card(card: ModelCard, weights: Path) -> CXRModel:
+    """An uninitialised (meta-device) model built from the card's spec."""
+    try:
         with torch.device("meta"):
-            return create_from_spec(spec)
+            return create_from_spec(card.spec)
     except ValueError as exc:
         raise CheckpointError(f"cannot rebuild the model of {str(weights)!r}: {exc}") from exc
 
@@ -225,21 +338,21 @@ def check_state_dict(
             )
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[CXRModel, dict]:
-    """Rebuild a model from a checkpoint and load its weights strictly; returns (model in eval mode, card).
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild a model from a checkpoint and load its weights strictly (the model in eval mode).
 
     Raises:
         CheckpointError: missing file, corrupt or foreign file, missing card, unknown architecture,
             or weights that do not fit the architecture (naming the first mismatching key).
     """
     weights = weights_path(path)
-    card = _open_card(weights)
+    card = open_card(weights)
     model = _model_from_card(card, weights)
     try:
         tensors = safetensors.torch.load_file(str(weights), device="cpu")
     except Exception as exc:  # corrupt data section
         raise CheckpointError(f"cannot read weights from {str(weights)!r} ({exc})") from exc
-    if card.get("weights_dtype") == "float16":
+    if card.weights_dtype == "float16":
         tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     check_state_dict(model.state_dict(), tensors, repr(str(weights)))
     model.load_state_dict(tensors, strict=True, assign=True)
@@ -247,4 +360,4 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         # State not saved in state_dict (non-persistent buffers) needs a real initialisation.
         model = create_from_spec(model.spec)
         model.load_state_dict(tensors, strict=True)
-    return model.to(map_location).eval(), card
+    return Checkpoint(model.to(map_location).eval(), card, weights)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from cxrcore.atomic import atomic_path
 from cxrcore.models.card import GUARD_SUFFIX, guard_path  # noqa: F401  (re-exported)
+from cxrcore.models.checkpoint import Checkpoint, load_checkpoint
 from cxrcore.models.registry import CXRModel
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,7 @@ def fit_checkpoint_guard(
     checkpoint: str | Path, train: Dataset, valid: Dataset, max_images: int = 256, seed: int = 0
 ) -> Path:
     """Fit and store the guard of a checkpoint from (image, target) datasets without augmentation."""
-    from cxrcore.models.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(checkpoint)
+    model = load_checkpoint(checkpoint).model
     rng = np.random.default_rng(seed)
 
     def batches(data: Dataset) -> Iterable[torch.Tensor]:
@@ -184,13 +183,24 @@ def cheap_checks(pixels: np.ndarray, data: bytes | None = None) -> list[str]:
 
 
 def assess(
-    model: CXRModel, guard: Guard | None, x: torch.Tensor, pixels: np.ndarray, data: bytes | None = None
+    checkpoint: Checkpoint,
+    pixels: np.ndarray,
+    data: bytes | None = None,
+    *,
+    model_pixels: np.ndarray | None = None,
 ) -> Verdict:
-    """The guard's verdict on one preprocessed input ``x`` (1, C, H, W) and its grey pixels."""
+    """The guard's verdict on one grey [0, 1] image as read (and its file's bytes, for the colour check).
+
+    The feature distance is taken on ``model_pixels`` when given (the image as shown to the model,
+    e.g. after a DICOM window), else on ``pixels``; it needs the checkpoint's stored guard, and
+    without one only the cheap checks run.
+    """
     reasons = cheap_checks(pixels, data)
+    guard = None if checkpoint.path is None else load_guard(checkpoint.path)
     if guard is None:
         return Verdict(None, None, reasons)
-    score = float(guard.distance(pooled_features(model, x))[0])
+    x, _ = checkpoint.input_tensor(pixels if model_pixels is None else model_pixels)
+    score = float(guard.distance(pooled_features(checkpoint.model, x))[0])
     if score > guard.threshold:
         reasons.append(
             f"its features are far from the training images' (distance {score:.1f}, "

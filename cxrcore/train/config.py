@@ -25,7 +25,7 @@ class TrainConfig:
     model: str = "resnet18"
     labels: tuple[str, ...] = ()  # empty: every label of the dataset
     label_mode: str = "multi"
-    image_size: int = 0  # 0: the model's default input size
+    input_size: int = 0  # 0: the model's default input size (or the repurposed checkpoint's)
     fit: str = "pad"
     clahe: bool = False
     epochs: int = 10
@@ -80,6 +80,8 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a mapping; unknown keys are an error that lists the valid ones."""
         known = {f.name for f in dataclasses.fields(cls)}
+        if "image_size" in values and "input_size" not in values:  # the name used before version 2 cards
+            values = {("input_size" if k == "image_size" else k): v for k, v in values.items()}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(

@@ -30,6 +30,7 @@ from cxrcore.data.torch_dataset import CXRDataset
 from cxrcore.evaluate.metrics import auroc_per_label, macro_mean
 from cxrcore.models import CXRModel, save_checkpoint
 from cxrcore.models.guard import fit_checkpoint_guard
+from cxrcore.models.model_card import DatasetRecord, ModelCard
 from cxrcore.store import Workspace
 from cxrcore.train import setup
 from cxrcore.train.config import TrainConfig
@@ -112,7 +113,7 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         torch.manual_seed(self.cfg.seed)
-        size = setup.resolve_image_size(self.cfg)
+        size = setup.resolve_input_size(self.cfg)
         self.data = setup.build_data(self.cfg, ws, size)
         self.model = setup.build_model(self.cfg, self.data.labels, size, self.data.norm).to(self.device)
         self.loss_fn = MaskedLoss(self.cfg.loss, self.data.freq_pos).to(self.device)
@@ -179,25 +180,23 @@ class Trainer:
         log.info("resuming %s after epoch %d", self.cfg.run_name, self.start_epoch - 1)
 
     def _save_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        card = {
-            "training_config": self.cfg.to_dict(),
-            "dataset": {
-                "name": self.cfg.dataset,
-                "fingerprint": self.data.fingerprint,
-                "split": self.data.split,
-                "synthetic": self.data.synthetic,
-            },
-            "preprocess": self.data.preprocess.to_dict(),
-            "norm": self.data.norm.to_dict(),
-            "history": self.history,
-            "epoch": epoch,
-            "metrics": {k: record[k] for k in ("val_loss", "val_auroc", "val_auroc_per_label")},
-        }
+        card = ModelCard(
+            spec=self.model.spec,
+            preprocess=self.data.preprocess,
+            norm_images=self.data.norm.n_images,
+            dataset=DatasetRecord(
+                self.cfg.dataset, self.data.fingerprint, dict(self.data.split or {}), self.data.synthetic
+            ),
+            training_config=self.cfg.to_dict(),
+            history=tuple(self.history),
+            epoch=epoch,
+            metrics={k: record[k] for k in ("val_loss", "val_auroc", "val_auroc_per_label")},
+        )
         save_checkpoint(self.run_dir / "last.safetensors", self.model, card)
         if _score(record) > self.best:
             self.best = _score(record)
             save_checkpoint(
-                self.run_dir / "best.safetensors", self.model, {**card, "selected_by": "val_auroc"}
+                self.run_dir / "best.safetensors", self.model, card.replace(selected_by="val_auroc")
             )
         state = {
             "model": self.model.state_dict(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from cxrcore.data.augment import Augment
 from cxrcore.data.cache import PreprocessCache
 from cxrcore.data.split import split_rows
 from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
-from cxrcore.models import CXRModel, create_model, load_checkpoint, model_info
+from cxrcore.models import CXRModel, create_model, load_checkpoint, model_info, read_card
 from cxrcore.preprocess import NormStats, PreprocessConfig, compute_norm_stats
 from cxrcore.store import Workspace
 from cxrcore.train.config import TrainConfig
@@ -38,7 +39,7 @@ class RunData:
     synthetic: bool = False  # the dataset is synthetic demo data (recorded in the model card)
 
 
-def build_data(cfg: TrainConfig, ws: Workspace, image_size: int) -> RunData:
+def build_data(cfg: TrainConfig, ws: Workspace, input_size: int) -> RunData:
     """Training and validation datasets, label frequencies and normalisation from the training split."""
     record = ws.get_dataset(cfg.dataset)
     index = ws.load_dataset(cfg.dataset).index
@@ -49,7 +50,7 @@ def build_data(cfg: TrainConfig, ws: Workspace, image_size: int) -> RunData:
     names = labels if cfg.label_mode == "multi" else [ANY_FINDING]
     known = ~np.isnan(y_train)
     freq_pos = np.nansum(y_train, axis=0) / np.maximum(known.sum(axis=0), 1)
-    pcfg = PreprocessConfig(size=image_size, fit=cfg.fit, clahe=cfg.clahe)
+    pcfg = PreprocessConfig(input_size=input_size, fit=cfg.fit, clahe=cfg.clahe)
     cache = PreprocessCache(ws.cache_dir / "preprocessed", pcfg)
     paths = train_rows["path"].tolist()
     sample = np.random.default_rng(cfg.seed).permutation(len(paths))[:NORM_SAMPLE]
@@ -61,28 +62,26 @@ def build_data(cfg: TrainConfig, ws: Workspace, image_size: int) -> RunData:
     return RunData(train, valid, names, freq_pos, norm, pcfg, record.fingerprint, record.split, synthetic)
 
 
-def build_model(cfg: TrainConfig, labels: list[str], image_size: int, norm: NormStats) -> CXRModel:
+def build_model(cfg: TrainConfig, labels: list[str], input_size: int, norm: NormStats) -> CXRModel:
     """A new model, or one whose backbone comes from a checkpoint (repurposing), with a new head if needed."""
     if cfg.init == "random":
-        return create_model(cfg.model, labels=labels, input_size=image_size, mean=norm.mean, std=norm.std)
-    source = Path(cfg.init)
-    model, _ = load_checkpoint(source)
+        return create_model(cfg.model, labels=labels, input_size=input_size, mean=norm.mean, std=norm.std)
+    model = load_checkpoint(Path(cfg.init)).model
     if model.spec.architecture != cfg.model:
         log.info("repurposing a %s checkpoint (config asked for %s)", model.spec.architecture, cfg.model)
     if list(model.spec.labels) != list(labels):
         model.reset_head(labels)
-    model.spec = model.spec.with_norm(norm.mean, norm.std)
+    # The new run's statistics and input size: the card then describes the images the run trained on.
+    model.spec = dataclasses.replace(model.spec, input_size=input_size, mean=norm.mean, std=norm.std)
     return model
 
 
-def resolve_image_size(cfg: TrainConfig) -> int:
+def resolve_input_size(cfg: TrainConfig) -> int:
     """The configured size, else the checkpoint's (repurposing), else the model's default."""
-    if cfg.image_size:
-        return cfg.image_size
+    if cfg.input_size:
+        return cfg.input_size
     if cfg.init != "random":
-        from cxrcore.models import read_card
-
-        return int(read_card(cfg.init)["spec"]["input_size"])
+        return read_card(cfg.init).input_size
     return int(model_info(cfg.model)["input_size"])
 
 

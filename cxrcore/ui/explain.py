@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,15 +12,14 @@ import streamlit as st
 from cxrcore.data.index import DatasetError
 from cxrcore.demo import sample_phantom_png
 from cxrcore.evaluate.localisation import BOX_THRESHOLD
-from cxrcore.explain.engine import DEFAULT_SMOOTH, explain_ensemble, model_input
+from cxrcore.explain.engine import DEFAULT_SMOOTH, explain_ensemble
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
 from cxrcore.explain.panel import PanelOptions, Tile
 from cxrcore.io import UPLOAD_TYPES, ImageReadError, read_image
 from cxrcore.models.catalog import list_checkpoints
-from cxrcore.models.guard import assess, load_guard
-from cxrcore.models.registry import CXRModel
-from cxrcore.preprocess import PreprocessConfig
+from cxrcore.models.checkpoint import Checkpoint
+from cxrcore.models.guard import assess
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.models import load_model
@@ -98,15 +96,12 @@ def image_source(ws: Workspace, dataset: str | None) -> ImageChoice | None:
     return _from_dataset(ws, dataset) if dataset else None
 
 
-def guard_warning(
-    model: CXRModel, checkpoint: Path, choice: ImageChoice, pixels: np.ndarray, pcfg: PreprocessConfig
-) -> bool:
+def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray) -> bool:
     """Warn before any prediction when the image does not look like the model's training images.
 
     Returns whether to go on and show the predictions.
     """
-    x, _ = model_input(model, pixels, pcfg)
-    verdict = assess(model, load_guard(checkpoint), x, choice.pixels, choice.data)
+    verdict = assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)
     if not verdict.suspicious:
         if verdict.score is not None:
             st.caption(
@@ -212,18 +207,17 @@ def show_panel(rows: list[list[Tile]]) -> None:
 
 def ensemble_section(
     ws: Workspace,
-    checkpoint: Path,
+    checkpoint: Checkpoint,
     pixels: np.ndarray,
     labels: list[str],
     options: PanelOptions,
     smooth: float,
 ) -> None:
     """Ensemble maps: the mean of the normalised maps of this model and the members picked (PeerJ 2020)."""
-    model, _, _ = load_model(checkpoint)
     others = {
         str(e.path): e.title
         for e in list_checkpoints(ws.home)
-        if e.path != checkpoint and list(e.info["labels"]) == list(model.labels)
+        if e.path != checkpoint.path and list(e.info["labels"]) == list(checkpoint.labels)
     }
     if not others:
         st.caption("No other checkpoint with the same labels.")
@@ -232,10 +226,8 @@ def ensemble_section(
     method = st.selectbox("Method", ["cam", "crm", *EXTRA_METHODS], key="explain_ens_method")
     if not picked:
         return
-    loaded = [load_model(checkpoint)] + [load_model(p) for p in picked]
-    ens = explain_ensemble(
-        [m for m, _, _ in loaded], pixels, labels, method, [p for _, _, p in loaded], smooth=smooth
-    )
+    loaded = [checkpoint] + [load_model(p) for p in picked]
+    ens = explain_ensemble(loaded, pixels, labels, method, smooth=smooth)
     for column, label in zip(st.columns(len(labels)), labels, strict=True):
         rgb = heatmap_overlay(
             ens.image01, ens.maps[label], options.colormap, options.alpha, options.threshold
@@ -243,8 +235,9 @@ def ensemble_section(
         column.image(rgb, caption=f"{label}: mean of {len(loaded)} maps, p = {ens.probabilities[label]:.3f}")
 
 
-def internals_section(model: CXRModel, image01: np.ndarray) -> None:
-    """The first-layer filters and the strongest channels of the CAM layer for this image."""
+def internals_section(checkpoint: Checkpoint, image01: np.ndarray) -> None:
+    """The first-layer filters and the strongest channels of the CAM layer for this (prepared) image."""
+    model = checkpoint.model
     filters = first_layer_filters(model)
     grid, channels = channel_activations(model, image01, top=16)
     left, right = st.columns(2)

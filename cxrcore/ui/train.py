@@ -67,7 +67,7 @@ def _settings(record: DatasetRecord, models: list[str], ws: Workspace) -> dict[s
     loss = c2.selectbox("Loss", LOSSES, key="train_loss")
     augment = c3.checkbox("Augmentation", value=True, key="train_augment")
     c1, c2, c3, c4 = st.columns(4)
-    image_size = c1.number_input("Image size (0 = model default)", 0, 1024, 0, 32, key="train_image_size")
+    input_size = c1.number_input("Input size (px; 0 = model default)", 0, 1024, 0, 32, key="train_input_size")
     epochs = c2.number_input("Epochs", 1, 1000, 10, key="train_epochs")
     batch_size = c3.number_input("Batch size", 1, 4096, 32, key="train_batch_size")
     lr = c4.number_input("Learning rate", 1e-7, 10.0, 1e-3, format="%.6f", step=1e-4, key="train_lr")
@@ -83,7 +83,7 @@ def _settings(record: DatasetRecord, models: list[str], ws: Workspace) -> dict[s
         "model": model,
         "loss": loss,
         "augment": augment,
-        "image_size": int(image_size),
+        "input_size": int(input_size),
         "epochs": int(epochs),
         "batch_size": int(batch_size),
         "lr": float(lr),
