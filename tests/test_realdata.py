@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from page_harness import ROOT, run_page
-from streamlit.testing.v1 import AppTest
+from page_harness import page, run, run_page
 
 from cxrcore.cli import main
 from cxrcore.models.card import read_card
@@ -95,18 +94,16 @@ def test_evaluate_page_offers_a_fitting_model_when_the_chosen_one_shares_no_labe
     ):
         write_png(root / split / cls / f"{cls}{i}.png", size=(96, 96), seed=i)
     trained_ws.register_dataset("tb-folder", "folder", {"root": str(root)}, load_source("folder", root=root))
-    at = AppTest.from_file(str(ROOT / "pages" / "3_Evaluate.py"), default_timeout=120)
+    at = page("pages/3_Evaluate.py")
     at.session_state[state.DATASET] = "tb-folder"
     at.session_state[state.CHECKPOINT] = str((BUNDLED_DIR / "demo-tiny.safetensors").resolve())
-    at.run()
-    assert not at.exception and not at.error
+    run(at)
     assert any("no label in common" in i.value for i in at.info)
     assert not at.get("plotly_chart")
     use = next(b for b in at.button if b.label.startswith("Use "))
     assert "real-densenet121" in use.label  # the one model that predicts Tuberculosis
     use.click()
-    at.run()
-    assert not at.exception and not at.error
+    run(at)
     assert not any("no label in common" in i.value for i in at.info)
     assert at.get("plotly_chart")
     assert "Tuberculosis" in at.dataframe[0].value.index
