@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from page_harness import run, run_page
+
+TESTS = Path(__file__).resolve().parent
 
 
 def _script(tmp_path: Path, body: str) -> Path:
@@ -44,3 +47,15 @@ def test_a_rerun_after_an_interaction_is_checked_too(tmp_path: Path) -> None:
     at.button(key="go").click()
     with pytest.raises(AssertionError, match="boom"):
         run(at)
+
+
+def test_no_page_test_builds_or_runs_an_apptest_behind_the_harness() -> None:
+    bypass = re.compile(r"AppTest\.from_(file|string|function)|\bat\w*\.run\(")
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(TESTS.glob("*.py"))
+        if path.name not in ("page_harness.py", Path(__file__).name)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if bypass.search(line)
+    ]
+    assert not found, found
