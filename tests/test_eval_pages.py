@@ -9,6 +9,9 @@ from page_harness import run, run_page
 
 from cxrcore.store import Workspace
 
+# Every test here uses trained_home: two models trained once per session (~11 s), then copied per test.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def ws(trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:

@@ -15,6 +15,9 @@ from streamlit.testing.v1 import AppTest
 from cxrcore.data.phantoms import render_phantom
 from cxrcore.store import Workspace
 
+# Every test here uses trained_home: two models trained once per session (~11 s), then copied per test.
+pytestmark = pytest.mark.slow
+
 PAGE = "pages/5_Explain.py"
 
 

@@ -20,6 +20,9 @@ from cxrcore.models.guard import assess, guard_path, load_guard
 from cxrcore.preprocess import PreprocessConfig
 from cxrcore.store import Workspace
 
+# Every test here uses trained_home: two models trained once per session (~11 s).
+pytestmark = pytest.mark.slow
+
 
 def _png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()

@@ -16,6 +16,9 @@ from cxrcore.models.checkpoint import CheckpointError
 from cxrcore.models.export import export_onnx
 from cxrcore.store import Workspace
 
+# Every test here uses trained_home: two models trained once per session (~11 s), then copied per test.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def ws(trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:

@@ -53,6 +53,7 @@ def test_real_datasets_register_as_the_recipe_says(data_dir: Path, workspace_hom
     assert records[REAL_DATASET].fingerprint == card["how_made"]["data_fingerprint"]
 
 
+@pytest.mark.slow  # evaluates the bundled DenseNet on the real test split
 @pytest.mark.realdata
 def test_card_figures_are_what_evaluate_prints(
     data_dir: Path, workspace_home: Path, capsys: pytest.CaptureFixture[str]
@@ -79,6 +80,7 @@ def test_card_figures_are_what_evaluate_prints(
                     assert shown["auroc_lo"] == pytest.approx(row["auroc_lo"], abs=1e-6)
 
 
+@pytest.mark.slow  # uses trained_home
 def test_evaluate_page_offers_a_fitting_model_when_the_chosen_one_shares_no_label(
     trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,6 +111,7 @@ def test_evaluate_page_offers_a_fitting_model_when_the_chosen_one_shares_no_labe
     assert "Tuberculosis" in at.dataframe[0].value.index
 
 
+@pytest.mark.slow  # uses trained_home
 def test_models_page_shows_the_card_test_figures(
     trained_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

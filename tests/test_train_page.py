@@ -37,6 +37,7 @@ def _wait(
     return job
 
 
+@pytest.mark.slow  # launches two training jobs from the page and polls them
 def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
     at = run_page(PAGE)
     assert any("No training jobs yet" in i.value for i in at.info)
@@ -85,6 +86,7 @@ def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
     assert (second.config["init"], second.config["freeze_backbone"]) == (job.checkpoint, True)
 
 
+@pytest.mark.slow  # kills one training job, cancels another
 def test_a_dead_job_shows_failed_and_cancel_stops_a_running_one(ws: Workspace) -> None:
     cfg = TrainConfig(
         dataset=DEMO_DATASET, model="tiny", image_size=64, batch_size=8, epochs=200, max_steps_per_epoch=2
