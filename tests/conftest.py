@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from cxrcore.store import Workspace
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep ``-m "not slow"`` quick: a test that needs ``trained_home`` (two trainings) must be slow."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "trained_home" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests that use trained_home without @pytest.mark.slow: {unmarked}")
+
+
 @pytest.fixture
 def data_dir() -> Path:
     """The real chest X-ray folder from CXR_DATA_DIR; the test is skipped without it."""

@@ -1,18 +1,53 @@
-"""Running a page with AppTest and asserting it drew no exception and no error box."""
+"""The one way page tests drive a page with AppTest: every run fails on an exception or an error box.
+
+Build with ``page(path)``, run (and re-run after each interaction) with ``run(at)``; ``run_page(path)``
+does both. A test that means the page to show an error passes ``expect_error`` with a piece of its text:
+the run then fails if that error is missing or another error box appears beside it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120  # seconds allowed for one run of a page script
 
 
-def run_page(page: str, timeout: float = 120) -> AppTest:
-    """Run ``page`` (relative to the repository root) once; fail on any exception or error message."""
-    at = AppTest.from_file(str(ROOT / page), default_timeout=timeout)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+def page(path: str | Path, timeout: float = TIMEOUT) -> AppTest:
+    """Build, without running, an AppTest for ``path`` (relative to the repository root, or absolute)."""
+    return AppTest.from_file(str(ROOT / path), default_timeout=timeout)
+
+
+def check(at: AppTest, expect_error: str | None = None) -> AppTest:
+    """Assert the last run raised nothing and drew no error box, or only boxes holding ``expect_error``."""
+    assert not at.exception, "the page raised:\n" + "\n".join(
+        f"{e.proto.type}: {e.message}\n" + "\n".join(e.stack_trace) for e in at.exception
+    )
+    errors = [str(e.value) for e in at.error]
+    if expect_error is None:
+        assert not errors, f"the page shows error boxes: {errors}"
+    else:
+        assert errors, f"the page shows no error box; expected one containing {expect_error!r}"
+        unexpected = [e for e in errors if expect_error not in e]
+        assert not unexpected, f"error boxes without {expect_error!r}: {unexpected}"
     return at
+
+
+def run(at: AppTest, expect_error: str | None = None) -> AppTest:
+    """Run the script (first run, or re-run after an interaction) and ``check`` the result."""
+    # The app's config redacts exception messages for its users; a failing test should show them.
+    shown = config.get_option("client.showErrorDetails")
+    config.set_option("client.showErrorDetails", "full")
+    try:
+        at.run()
+    finally:
+        config.set_option("client.showErrorDetails", shown)
+    return check(at, expect_error)
+
+
+def run_page(path: str | Path, timeout: float = TIMEOUT, expect_error: str | None = None) -> AppTest:
+    """Build and run ``path`` once, then ``check`` it."""
+    return run(page(path, timeout), expect_error)

@@ -15,7 +15,10 @@ import pytest
 from browser_harness import PAGES, ROOT, browser_missing, chromium_page, dashboard, errors_on, wait_until_idle
 from io_corpus import dicom_bytes, dicom_dataset
 
-pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
+pytestmark = [
+    pytest.mark.slow,  # starts the dashboard and drives Chromium through every page
+    pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or ""),
+]
 
 ARTIFACTS = Path(os.environ.get("CXR_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cxrcore.cli import main
-from cxrcore.demo import DEMO_DATASET, prepare_demo
+from cxrcore.demo import DEMO_DATASET
 from cxrcore.models import create_model, save_checkpoint
 from cxrcore.store import Workspace
 
@@ -28,9 +28,8 @@ def test_checkpoint_info_reads_the_card(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["checkpoint", "info", str(tmp_path / "bad.safetensors")]) == 2
 
 
-def test_data_merge_on_the_proxy_task(workspace_home: Path, capsys: pytest.CaptureFixture) -> None:
-    ws = Workspace()
-    prepare_demo(ws)
+def test_data_merge_on_the_proxy_task(demo_ws: Workspace, capsys: pytest.CaptureFixture) -> None:
+    ws = demo_ws  # the session's demo workspace, copied: generating the phantoms again takes seconds
     index = ws.load_dataset(DEMO_DATASET).index
     other = ws.load_dataset(DEMO_DATASET)
     other.index = index.iloc[:40].drop(columns=["Opacity", "Effusion"])

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from page_harness import run_page
+from page_harness import run, run_page
 
 from cxrcore.store import Workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+# Every test here uses trained_home: two models trained once per session (~11 s), then copied per test.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -30,8 +31,7 @@ def test_evaluate_page_shows_curves_table_and_threshold_tool(ws: Workspace) -> N
     # Moving the threshold to 1.0 predicts nothing positive: sensitivity 0.
     slider = next(s for s in at.slider if s.label == "Threshold")
     slider.set_value(1.0)
-    at.run()
-    assert not at.exception
+    run(at)
     metrics = at.dataframe[-1].value
     assert metrics.loc["sensitivity", "value"] == 0.0
     # Second visit: predictions are read back from the workspace.
@@ -47,8 +47,7 @@ def test_ensembles_page_compares_members_and_methods(ws: Workspace) -> None:
     assert any(str(v).endswith("*") for v in table["auroc"])
     assert len(at.expander) == 4  # what each method fitted
     at.selectbox(key="ens_label").set_value("Nodule")
-    at.run()
-    assert not at.exception
+    run(at)
     assert len(at.get("plotly_chart")) == 1
     table = at.dataframe[0].value
     assert table["p (DeLong)"].iloc[2:].map(lambda v: 0.0 <= float(v) <= 1.0).all()
@@ -58,13 +57,12 @@ def test_ensembles_page_scores_localisation_against_the_boxes(ws: Workspace) -> 
     at = run_page("pages/4_Ensembles.py")
     at.number_input(key="loc_images").set_value(5)
     at.button(key="loc_run").click()
-    at.run()
-    assert not at.exception and not at.error
+    run(at)
     table = at.dataframe[-1].value
     assert set(table.index[:2]) == {"tiny/best", "resnet18/best"} and table.index[2] == "ensemble"
     assert table["peerj_map"].between(0, 1).all() and (table["pairs"] >= 5).all()
     assert (table["pointing_within"] >= table["pointing"]).all()  # 8 px of tolerance by default
     at.number_input(key="loc_tolerance").set_value(0)
     at.button(key="loc_run").click()
-    at.run()
+    run(at)
     assert "pointing_within" not in at.dataframe[-1].value.columns

@@ -18,6 +18,9 @@ from cxrcore.evaluate.report import compare_ensembles, evaluate_checkpoint
 from cxrcore.models import load_checkpoint
 from cxrcore.store import Workspace
 
+# Every test here uses trained_home: two models trained once per session (~11 s), then copied per test.
+pytestmark = pytest.mark.slow
+
 DATASET = "demo-phantoms"
 
 

@@ -8,14 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from io_corpus import PHI, dicom_bytes, dicom_dataset
+from page_harness import run, run_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from cxrcore.data.phantoms import render_phantom
 from cxrcore.store import Workspace
 
-ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "5_Explain.py")
+# Every test here uses trained_home: two models trained once per session (~11 s), then copied per test.
+pytestmark = pytest.mark.slow
+
+PAGE = "pages/5_Explain.py"
 
 
 @pytest.fixture
@@ -44,19 +47,15 @@ def _texts(at: AppTest) -> str:
     return " ".join(str(p) for p in parts)
 
 
-def _upload(name: str, data: bytes) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.run()
+def _upload(name: str, data: bytes, expect_error: str | None = None) -> AppTest:
+    at = run_page(PAGE)
     at.file_uploader(key="explain_upload").upload(name, data)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return run(at, expect_error)
 
 
 @pytest.mark.parametrize(("name", "data"), [("phantom.png", _png), ("phantom.dcm", _dicom)])
 def test_an_upload_gets_probabilities_and_maps_side_by_side(ws: Workspace, name: str, data) -> None:
     at = _upload(name, data())
-    assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 1  # probabilities
     labels = at.multiselect(key="explain_labels").value
     assert sorted(labels) == ["Effusion", "Nodule", "Opacity"]  # top 4 of 3 labels
@@ -65,40 +64,34 @@ def test_an_upload_gets_probabilities_and_maps_side_by_side(ws: Workspace, name:
     assert len(at.get("image")) == 3 * 3 + 2
     assert not any(value in text for value in PHI.values())  # nothing of the DICOM's identity shown
     at.multiselect(key="explain_methods").set_value(["gradcam++"])
-    at.run()
-    assert not at.exception
+    run(at)
     assert len(at.get("image")) == 3 * 4 + 2
 
 
 def test_a_corrupt_upload_shows_the_readers_message_and_nothing_else(ws: Workspace) -> None:
-    at = _upload("broken.png", _png()[:60])
-    assert len(at.error) == 1 and "Cannot read 'broken.png'" in at.error[0].value
+    at = _upload("broken.png", _png()[:60], expect_error="Cannot read 'broken.png'")
+    assert len(at.error) == 1
     assert len(at.get("image")) == 0 and len(at.get("plotly_chart")) == 0
 
 
 def test_an_image_of_the_dataset_shows_its_true_boxes(ws: Workspace) -> None:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.run()
+    at = run_page(PAGE)
     at.radio(key="explain_source").set_value("An image of demo-phantoms")
-    at.run()
-    assert not at.exception and not at.error
+    run(at)
     assert "true boxes (green)" in _texts(at)
 
 
 def test_without_a_file_a_synthetic_phantom_can_be_clicked(ws: Workspace) -> None:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.run()
+    at = run_page(PAGE)
     assert len(at.get("image")) == 4  # the phantoms to click
     at.button(key="explain_sample_0").click()
-    at.run()
-    assert not at.exception and not at.error
+    run(at)
     assert len(at.get("plotly_chart")) == 1
     assert len(at.get("image")) == 3 * 3 + 2
     smoothing = at.slider(key="explain_smooth")
     assert smoothing.value == pytest.approx(6.25)  # percent of the map's side: the engine's default
     smoothing.set_value(0.0)  # unsmoothed maps: explained again, the same panel
-    at.run()
-    assert not at.exception and not at.error
+    run(at)
     assert len(at.get("image")) == 3 * 3 + 2
 
 
@@ -108,7 +101,6 @@ def test_the_box_threshold_is_chosen_on_the_page(ws: Workspace) -> None:
     assert box.value == pytest.approx(0.5)
     assert "regions above 50% of each map's peak" in _texts(at)
     box.set_value(0.8)
-    at.run()
-    assert not at.exception and not at.error
+    run(at)
     assert "regions above 80% of each map's peak" in _texts(at)
     assert len(at.get("image")) == 3 * 3 + 2

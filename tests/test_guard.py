@@ -18,6 +18,9 @@ from cxrcore.models import Checkpoint, load_checkpoint, read_card
 from cxrcore.models.guard import assess, guard_path, load_guard
 from cxrcore.store import Workspace
 
+# Every test here uses trained_home: two models trained once per session (~11 s).
+pytestmark = pytest.mark.slow
+
 
 def _png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()

@@ -289,6 +289,7 @@ def test_real_image_folders_sample(data_dir: Path, folder: str) -> None:
         assert image_size(path) == read_image(path)[1]["original_size"]
 
 
+@pytest.mark.slow  # reads every image of the real data folder
 @pytest.mark.realdata
 def test_every_real_image_reads_quickly(data_dir: Path) -> None:
     files = [p for p in sorted(data_dir.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]

@@ -52,6 +52,7 @@ def wait_for(
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # runs training in a child process and polls it until it ends
 def test_two_jobs_run_one_at_a_time_to_finished(ws: Workspace) -> None:
     first = jobs.submit(ws, tiny(epochs=2))
     second = jobs.submit(ws, tiny(run_name="second"))
@@ -89,6 +90,7 @@ def test_two_jobs_run_one_at_a_time_to_finished(ws: Workspace) -> None:
     ]
 
 
+@pytest.mark.slow  # runs training in a child process and polls it until it ends
 def test_cancel_a_queued_and_a_running_job(ws: Workspace) -> None:
     running = jobs.submit(ws, tiny(epochs=200, max_steps_per_epoch=2))
     queued = jobs.submit(ws, tiny())
@@ -103,6 +105,7 @@ def test_cancel_a_queued_and_a_running_job(ws: Workspace) -> None:
         jobs.cancel(ws, running)
 
 
+@pytest.mark.slow  # runs training in a child process and polls it until it ends
 def test_a_job_ignoring_its_cancel_gets_sigterm_after_the_grace_period(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,6 +127,7 @@ def test_a_job_ignoring_its_cancel_gets_sigterm_after_the_grace_period(
         jobs.cancel_grace_s()
 
 
+@pytest.mark.slow  # runs training in a child process and polls it until it ends
 def test_a_killed_job_is_marked_failed_with_its_log_tail(ws: Workspace) -> None:
     job_id = jobs.submit(ws, tiny(epochs=200, max_steps_per_epoch=2))
     pid = wait_for(ws, job_id, lambda j: j.step >= 1).pid
@@ -152,6 +156,7 @@ def test_a_killed_job_is_marked_failed_with_its_log_tail(ws: Workspace) -> None:
     assert jobs.get_job(ws, job_id).status == "failed"
 
 
+@pytest.mark.slow  # runs training in a child process and polls it until it ends
 def test_a_killed_child_of_this_process_reports_the_signal(ws: Workspace) -> None:
     job_id = jobs.submit(ws, tiny(epochs=200, max_steps_per_epoch=2))
     pid = wait_for(ws, job_id, lambda j: j.step >= 1).pid
@@ -166,6 +171,7 @@ def test_a_killed_child_of_this_process_reports_the_signal(ws: Workspace) -> Non
     assert job.error.startswith("process ended without reporting (killed by SIGKILL)")
 
 
+@pytest.mark.slow  # polls the cancel flag, read at most once a second
 def test_reporter_throttles_steps_and_stores_strict_json(ws: Workspace) -> None:
     job_id = jobs.submit(ws, tiny(epochs=3), start=False)
     assert jobs.get_job(ws, job_id).status == "queued"
@@ -228,6 +234,7 @@ def test_submit_refuses_bad_requests(ws: Workspace, monkeypatch: pytest.MonkeyPa
         jobs.list_jobs(ws, status="done")
 
 
+@pytest.mark.slow  # runs training in a child process and polls it until it ends
 def test_cli_train_background_jobs_list_show_cancel(
     ws: Workspace, capsys: pytest.CaptureFixture[str]
 ) -> None:

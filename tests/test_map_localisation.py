@@ -29,6 +29,7 @@ def test_fit_geometry_worked_examples() -> None:
     assert fit_geometry(200, 100, 64, "crop") == (128, 64, -32, 0)
 
 
+@pytest.mark.slow  # uses trained_home
 def test_report_scores_members_and_their_ensemble(trained_ws: Workspace) -> None:
     paths = [trained_ws.home / "runs" / run / "best.safetensors" for run in ("tiny", "resnet18")]
     seen: list[int] = []
@@ -54,6 +55,7 @@ def test_report_scores_members_and_their_ensemble(trained_ws: Workspace) -> None
         assert table.loc["tiny/best", "top_box_iou"] == pytest.approx(expected)
 
 
+@pytest.mark.slow  # six localisation reports over the demo test split
 def test_bundled_localiser_points_at_the_phantom_lesions(demo_ws: Workspace) -> None:
     """The demo localiser's maps find the lesions of the demo test split; the 2x2 maps of resnet18 do not."""
     localiser = ROOT / "checkpoints" / "demo-localiser.safetensors"
@@ -84,6 +86,7 @@ def test_bundled_localiser_points_at_the_phantom_lesions(demo_ws: Workspace) -> 
     assert coarse["pointing"] <= 0.1
 
 
+@pytest.mark.slow  # two localisation reports of two models
 def test_the_two_bundled_localisers_ensemble_map_points_at_the_lesions(demo_ws: Workspace) -> None:
     """The PeerJ ensemble map (mean of the members' normalised maps) of the two demo localisers."""
     names = ("demo-localiser", "demo-localiser-b")
@@ -99,6 +102,7 @@ def test_the_two_bundled_localisers_ensemble_map_points_at_the_lesions(demo_ws: 
         assert row["top_box_iou@0.7"] >= 0.4
 
 
+@pytest.mark.slow  # uses trained_home
 def test_pointing_within_a_tolerance_counts_near_peaks_and_never_fewer(trained_ws: Workspace) -> None:
     path = trained_ws.home / "runs" / "tiny" / "best.safetensors"
     near = localisation_report([path], trained_ws, "demo-phantoms", max_images=12, pointing_tolerance=16)

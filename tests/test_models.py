@@ -42,6 +42,11 @@ EXPECTED_POOLING = {
     "tiny": "avg",
     "vgg16_bn": "flatten",
 }
+# Building VGG16-BN (138 M parameters) takes about 3 s on a CPU: its cases run with the slow tests.
+HEAVY_MODELS = {"vgg16_bn"}
+MODEL_CASES = [
+    pytest.param(n, marks=pytest.mark.slow) if n in HEAVY_MODELS else n for n in sorted(EXPECTED_MODELS)
+]
 SIZE = 64  # small input for every model; the custom CNN is built for it (its minimum is 35 px)
 LABELS = ("a", "b", "c")
 _BUILT: dict[str, CXRModel] = {}
@@ -112,7 +117,7 @@ def test_labels_from_count_or_names() -> None:
         create_model("tiny", labels=["x", "x"])
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
+@pytest.mark.parametrize("name", MODEL_CASES)
 def test_every_model_takes_one_channel_and_returns_logits(name: str) -> None:
     model = built(name)
     assert model.spec.in_chans == 1 and model.spec.architecture == name
@@ -125,7 +130,7 @@ def test_every_model_takes_one_channel_and_returns_logits(name: str) -> None:
     assert model.classifier_module().out_features == len(LABELS)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_MODELS))
+@pytest.mark.parametrize("name", MODEL_CASES)
 def test_features_head_and_cam_layer_agree_with_forward(name: str) -> None:
     model = built(name)
     x = grey_batch()
@@ -248,6 +253,7 @@ def test_reset_head_replaces_a_nested_classifier() -> None:
         CXRModel(_NestedHead(), dataclasses.replace(spec, classifier="net.body"))
 
 
+@pytest.mark.slow  # builds VGG16-BN
 def test_vgg_classifier_is_the_nested_head_linear() -> None:
     model = built("vgg16_bn")
     assert model.spec.classifier == "net.head.fc"

@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
+from page_harness import run, run_page
 
 from cxrcore.demo import DEMO_DATASET
 from cxrcore.store import Workspace
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -18,15 +16,8 @@ def demo_workspace(demo_ws: Workspace) -> Workspace:
     return demo_ws
 
 
-def _run(page: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def test_home_page_shows_notice_and_demo_dataset(demo_workspace: Workspace) -> None:
-    at = _run("streamlit_app.py")
+    at = run_page("streamlit_app.py")
     assert any("not a medical device" in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert list(table["name"]) == [DEMO_DATASET]
@@ -34,7 +25,7 @@ def test_home_page_shows_notice_and_demo_dataset(demo_workspace: Workspace) -> N
 
 
 def test_explorer_shows_demo_statistics_leakage_and_gallery(demo_workspace: Workspace) -> None:
-    at = _run("pages/1_Dataset_Explorer.py")
+    at = run_page("pages/1_Dataset_Explorer.py")
     record = demo_workspace.get_dataset(DEMO_DATASET)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == f"{record.n_images:,}"
@@ -47,24 +38,21 @@ def test_explorer_shows_demo_statistics_leakage_and_gallery(demo_workspace: Work
 
 
 def test_explorer_split_builder_and_bad_registration(demo_workspace: Workspace, tmp_path: Path) -> None:
-    at = _run("pages/1_Dataset_Explorer.py")
+    at = run_page("pages/1_Dataset_Explorer.py")
     before = demo_workspace.get_dataset(DEMO_DATASET).split
     at.number_input(key="split_seed").set_value(5)
     next(b for b in at.button if b.label == "Build patient-level split").click()
-    at.run()
-    assert not at.exception
+    run(at)
     after = demo_workspace.get_dataset(DEMO_DATASET).split
     assert after["seed"] == 5 and before["seed"] == 0
     assert sum(after["counts"].values()) == sum(before["counts"].values())
     # A registration pointing at a folder that does not exist: one clear line, no traceback.
     at.selectbox(key="register_source").set_value("folder")
-    at.run()
+    run(at)
     at.text_input(key="register_name").set_value("broken")
     at.text_input(key="register_folder_root").set_value(str(tmp_path / "nowhere"))
     next(b for b in at.button if b.label == "Register").click()
-    at.run()
-    assert not at.exception
-    assert any("Could not register the dataset: folder not found" in e.value for e in at.error)
+    run(at, expect_error="Could not register the dataset: folder not found")
 
 
 def test_explorer_registers_a_folder_dataset_and_selects_it(
@@ -74,19 +62,18 @@ def test_explorer_registers_a_folder_dataset_and_selects_it(
 
     for split, cls, name in [("train", "normal", "00000001_000.png"), ("test", "sick", "00000001_001.png")]:
         write_png(tmp_path / "tree" / split / cls / name)
-    at = _run("pages/1_Dataset_Explorer.py")
+    at = run_page("pages/1_Dataset_Explorer.py")
     at.selectbox(key="register_source").set_value("folder")
-    at.run()
+    run(at)
     at.text_input(key="register_name").set_value("tiny-tree")
     at.text_input(key="register_folder_root").set_value(str(tmp_path / "tree"))
     next(b for b in at.button if b.label == "Register").click()
-    at.run()
-    assert not at.exception
+    run(at, expect_error="LEAKAGE: train / test: 1 shared patient")
     assert demo_workspace.get_dataset("tiny-tree").n_images == 2
     assert at.selectbox(key="sidebar_dataset").value == "tiny-tree"
     assert any(e.value.startswith("LEAKAGE: train / test: 1 shared patient") for e in at.error)
     at.selectbox(key="sidebar_dataset").set_value(DEMO_DATASET)
-    at.run()
+    run(at)
     assert {m.label: m.value for m in at.metric}[
         "Images"
     ] == f"{demo_workspace.get_dataset(DEMO_DATASET).n_images:,}"

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from page_harness import ROOT, run_page
-from streamlit.testing.v1 import AppTest
+from page_harness import page, run, run_page
 
 from cxrcore.cli import main
 from cxrcore.models.card import read_card
@@ -54,6 +53,7 @@ def test_real_datasets_register_as_the_recipe_says(data_dir: Path, workspace_hom
     assert records[REAL_DATASET].fingerprint == card.how_made["data_fingerprint"]
 
 
+@pytest.mark.slow  # evaluates the bundled DenseNet on the real test split
 @pytest.mark.realdata
 def test_card_figures_are_what_evaluate_prints(
     data_dir: Path, workspace_home: Path, capsys: pytest.CaptureFixture[str]
@@ -80,6 +80,7 @@ def test_card_figures_are_what_evaluate_prints(
                     assert shown["auroc_lo"] == pytest.approx(row["auroc_lo"], abs=1e-6)
 
 
+@pytest.mark.slow  # uses trained_home
 def test_evaluate_page_offers_a_fitting_model_when_the_chosen_one_shares_no_label(
     trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,23 +96,22 @@ def test_evaluate_page_offers_a_fitting_model_when_the_chosen_one_shares_no_labe
     ):
         write_png(root / split / cls / f"{cls}{i}.png", size=(96, 96), seed=i)
     trained_ws.register_dataset("tb-folder", "folder", {"root": str(root)}, load_source("folder", root=root))
-    at = AppTest.from_file(str(ROOT / "pages" / "3_Evaluate.py"), default_timeout=120)
+    at = page("pages/3_Evaluate.py")
     at.session_state[state.DATASET] = "tb-folder"
     at.session_state[state.CHECKPOINT] = str((BUNDLED_DIR / "demo-tiny.safetensors").resolve())
-    at.run()
-    assert not at.exception and not at.error
+    run(at)
     assert any("no label in common" in i.value for i in at.info)
     assert not at.get("plotly_chart")
     use = next(b for b in at.button if b.label.startswith("Use "))
     assert "real-densenet121" in use.label  # the one model that predicts Tuberculosis
     use.click()
-    at.run()
-    assert not at.exception and not at.error
+    run(at)
     assert not any("no label in common" in i.value for i in at.info)
     assert at.get("plotly_chart")
     assert "Tuberculosis" in at.dataframe[0].value.index
 
 
+@pytest.mark.slow  # uses trained_home
 def test_models_page_shows_the_card_test_figures(
     trained_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

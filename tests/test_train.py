@@ -73,6 +73,7 @@ def _launch(cfg: TrainConfig, home: Path, *extra: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # kills a training process and resumes it
 def test_run_killed_with_sigkill_resumes_to_the_same_weights(ws: Workspace) -> None:
     settings = {**TINY, "epochs": 3, "max_steps_per_epoch": 6, "workers": 0, "seed": 7}
     whole = run_training(TrainConfig(**settings, run_name="whole"), ws, LogReporter())
@@ -92,6 +93,7 @@ def test_run_killed_with_sigkill_resumes_to_the_same_weights(ws: Workspace) -> N
     _assert_same_weights(whole.last_checkpoint, ws.home / "runs" / "killed" / "last.safetensors", atol=1e-6)
 
 
+@pytest.mark.slow  # DDP: two torchrun processes and a reference run
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(ws: Workspace) -> None:
     settings = {
         **TINY,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_png
-from streamlit.testing.v1 import AppTest
+from page_harness import page, run, run_page
 
 from cxrcore.demo import DEMO_DATASET
 from cxrcore.store import Workspace
@@ -18,20 +18,13 @@ from cxrcore.train import jobs
 from cxrcore.train.config import TrainConfig
 from cxrcore.ui import state
 
-ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "2_Train.py")
+PAGE = "pages/2_Train.py"
 
 
 @pytest.fixture
 def ws(demo_ws: Workspace) -> Workspace:
     """The demo workspace, copied fresh for each test."""
     return demo_ws
-
-
-def _run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _wait(
@@ -44,8 +37,9 @@ def _wait(
     return job
 
 
+@pytest.mark.slow  # launches two training jobs from the page and polls them
 def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
-    at = _run(AppTest.from_file(PAGE, default_timeout=60))
+    at = run_page(PAGE)
     assert any("No training jobs yet" in i.value for i in at.info)
     assert at.multiselect(key="train_labels").value == ["Nodule", "Opacity", "Effusion"]
     at.multiselect(key="train_labels").set_value(["Nodule", "Effusion"])
@@ -55,7 +49,7 @@ def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
     at.number_input(key="train_batch_size").set_value(8)
     at.number_input(key="train_steps").set_value(2)
     next(b for b in at.button if b.label == "Launch").click()
-    _run(at)
+    run(at)
     assert [s.value for s in at.success] == ["Job 1 launched."]
     job = jobs.get_job(ws, 1)
     assert job.config["labels"] == ["Nodule", "Effusion"] and job.config["max_steps_per_epoch"] == 2
@@ -65,7 +59,7 @@ def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
     job = _wait(ws, 1, lambda j: not j.active)
     assert job.status == "finished", job.error
     # A reload (a new session) shows the finished job, its curves and checkpoint, from the database alone.
-    at = _run(AppTest.from_file(PAGE, default_timeout=60))
+    at = run_page(PAGE)
     assert at.selectbox(key="train_job").value == 1
     assert [s.value for s in at.success] == [f"Job 1 finished. Best checkpoint: {job.checkpoint}"]
     assert {"Status": "finished", "Epoch": "2/2"}.items() <= {m.label: m.value for m in at.metric}.items()
@@ -84,7 +78,7 @@ def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
     at.selectbox(key="train_init").set_value(job.checkpoint)
     at.checkbox(key="train_freeze").check()
     next(b for b in at.button if b.label == "Launch").click()
-    _run(at)
+    run(at)
     assert [s.value for s in at.success] == ["Job 2 launched."]
     assert at.selectbox(key="train_job").value == 2
     second = _wait(ws, 2, lambda j: not j.active)
@@ -92,6 +86,7 @@ def test_launch_a_tiny_job_and_see_it_finish(ws: Workspace) -> None:
     assert (second.config["init"], second.config["freeze_backbone"]) == (job.checkpoint, True)
 
 
+@pytest.mark.slow  # kills one training job, cancels another
 def test_a_dead_job_shows_failed_and_cancel_stops_a_running_one(ws: Workspace) -> None:
     cfg = TrainConfig(
         dataset=DEMO_DATASET, model="tiny", input_size=64, batch_size=8, epochs=200, max_steps_per_epoch=2
@@ -99,26 +94,27 @@ def test_a_dead_job_shows_failed_and_cancel_stops_a_running_one(ws: Workspace) -
     killed = jobs.submit(ws, cfg)
     os.kill(_wait(ws, killed, lambda j: j.step >= 1).pid, signal.SIGKILL)
     time.sleep(0.5)
-    at = _run(AppTest.from_file(PAGE, default_timeout=60))  # the page's scheduler finds the dead process
+    # The page's scheduler finds the dead process.
+    at = run_page(PAGE, expect_error=f"Job {killed} failed: process ended without reporting")
     assert any(e.value.startswith(f"Job {killed} failed: process ended without reporting") for e in at.error)
     assert jobs.get_job(ws, killed).status == "failed"
     running = jobs.submit(ws, cfg.replace(run_name="to-cancel"))
     _wait(ws, running, lambda j: j.step >= 1)
-    _run(at)  # a job that appeared since the last redraw (here: started elsewhere) is the one shown
+    run(at)  # a job that appeared since the last redraw (here: started elsewhere) is the one shown
     assert at.selectbox(key="train_job").value == running
     assert any(i.value.startswith(f"Job {running} is running") for i in at.info)
     next(b for b in at.button if b.label == "Cancel job").click()
-    _run(at)
+    run(at)
     assert jobs.get_job(ws, running).cancel_requested
     job = _wait(ws, running, lambda j: not j.active, timeout=30)
     assert job.status == "cancelled"
-    _run(at)
+    run(at)
     assert any(w.value.startswith(f"Job {running} was cancelled after") for w in at.warning)
     assert set(at.dataframe[0].value["status"]) == {"failed", "cancelled"}
     at.selectbox(key="train_job").set_value(killed)  # an older job stays picked once chosen
-    _run(at)
+    run(at, expect_error=f"Job {killed} failed")
     assert at.selectbox(key="train_job").value == killed
-    _run(at)
+    run(at, expect_error=f"Job {killed} failed")
     assert at.selectbox(key="train_job").value == killed
     assert any(e.value.startswith(f"Job {killed} failed") for e in at.error)
 
@@ -129,8 +125,8 @@ def test_a_dataset_without_split_cannot_be_trained(ws: Workspace, tmp_path: Path
     for i in range(3):
         write_png(tmp_path / "flat" / "normal" / f"0000000{i}_000.png", seed=i)
     ws.register_dataset("flat", "folder", {}, load_source("folder", root=str(tmp_path / "flat")))
-    at = AppTest.from_file(PAGE, default_timeout=60)
+    at = page(PAGE)
     at.session_state[state.DATASET] = "flat"
-    _run(at)
+    run(at)
     assert any("flat needs a patient-level split with train and valid images" in w.value for w in at.warning)
     assert not any(b.label == "Launch" for b in at.button)
