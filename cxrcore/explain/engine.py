@@ -45,10 +45,10 @@ from cxrcore.explain.cam import (
     class_activation_maps,
     closest,
     get_method,
-    model_guard,
     resolve_layer,
 )
 from cxrcore.explain.crm import crm_maps
+from cxrcore.models.lock import model_guard
 from cxrcore.models.registry import CXRModel
 from cxrcore.preprocess import NormStats, PreprocessConfig, normalise, prepare, to_unit
 
