@@ -22,9 +22,7 @@ import pandas as pd
 from cxrcore.data.split import split_rows
 from cxrcore.evaluate.ensemble import check_members
 from cxrcore.evaluate.localisation import (
-    BOX_THRESHOLD,
     best_match_iou,
-    boxes_from_heatmap,
     coco_map,
     image_iou,
     peerj_map,
@@ -32,6 +30,7 @@ from cxrcore.evaluate.localisation import (
     to_arrays,
 )
 from cxrcore.evaluate.report import member_name
+from cxrcore.explain.boxes import BOX_THRESHOLD, boxes_from_heatmap
 from cxrcore.explain.engine import DEFAULT_SMOOTH, check_smooth, explain
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.models.checkpoint import load_checkpoint

@@ -12,7 +12,7 @@ import streamlit as st
 
 from cxrcore.data.index import DatasetError
 from cxrcore.demo import sample_phantom_png
-from cxrcore.evaluate.localisation import BOX_THRESHOLD
+from cxrcore.explain.boxes import BOX_THRESHOLD
 from cxrcore.explain.engine import DEFAULT_SMOOTH, explain_ensemble, model_input
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
