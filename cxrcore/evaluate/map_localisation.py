@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from cxrcore.data.split import split_rows
-from cxrcore.evaluate.ensemble import check_members
 from cxrcore.evaluate.localisation import (
     best_match_iou,
     coco_map,
@@ -34,6 +33,7 @@ from cxrcore.explain.boxes import BOX_THRESHOLD, boxes_from_heatmap
 from cxrcore.explain.engine import DEFAULT_SMOOTH, check_smooth, explain
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.models.checkpoint import load_checkpoint
+from cxrcore.models.ensemble import check_members
 from cxrcore.preprocess import PreprocessConfig, checkpoint_preprocess, fit_geometry
 from cxrcore.store import Workspace
 

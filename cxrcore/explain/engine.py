@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cxrcore.evaluate.ensemble import EnsembleError, check_members
 from cxrcore.explain.cam import (
     METHODS,
     ExplainError,
@@ -48,6 +47,7 @@ from cxrcore.explain.cam import (
     resolve_layer,
 )
 from cxrcore.explain.crm import crm_maps
+from cxrcore.models.ensemble import EnsembleError, check_members
 from cxrcore.models.lock import model_guard
 from cxrcore.models.registry import CXRModel
 from cxrcore.preprocess import NormStats, PreprocessConfig, normalise, prepare, to_unit
