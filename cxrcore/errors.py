@@ -24,7 +24,7 @@ LAZY_USER_ERRORS = (
     ("cxrcore.models.checkpoint", "CheckpointError"),
     ("cxrcore.models.ensemble", "EnsembleError"),
     ("cxrcore.explain.engine", "ExplainError"),
-    ("cxrcore.realdata", "RealDataError"),
+    ("cxrcore.workflows.realdata", "RealDataError"),
 )
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cxrcore.demo import DEMO_DATASET
 from cxrcore.store import Workspace
+from cxrcore.workflows.demo import DEMO_DATASET
 
 ROOT = Path(__file__).resolve().parents[1]
 

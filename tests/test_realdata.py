@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 from cxrcore.cli import main
 from cxrcore.models.card import read_card
 from cxrcore.models.catalog import BUNDLED_DIR, list_checkpoints
-from cxrcore.realdata import REAL_DATASET, SOURCE_DATASET, command_argv, register_real_datasets
 from cxrcore.store import Workspace
+from cxrcore.workflows.realdata import REAL_DATASET, SOURCE_DATASET, command_argv, register_real_datasets
 
 BUNDLED = BUNDLED_DIR / "real-densenet121.safetensors"
 

@@ -12,11 +12,11 @@ import pytest
 from conftest import write_png
 from streamlit.testing.v1 import AppTest
 
-from cxrcore.demo import DEMO_DATASET
 from cxrcore.store import Workspace
 from cxrcore.train import jobs
 from cxrcore.train.config import TrainConfig
 from cxrcore.ui import state
+from cxrcore.workflows.demo import DEMO_DATASET
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = str(ROOT / "pages" / "2_Train.py")

@@ -116,7 +116,7 @@ def cmd_data_leakage(args: argparse.Namespace) -> int:
 def cmd_demo_models(args: argparse.Namespace) -> int:
     """Train the demo models (a few seconds each) and write them to the bundled checkpoint folder."""
     from cxrcore.cli.training import ConsoleReporter
-    from cxrcore.demo import train_demo_models
+    from cxrcore.workflows.demo import train_demo_models
 
     for path in train_demo_models(Workspace(), args.out, ConsoleReporter(), only=tuple(args.only)):
         print(f"wrote {path}")
@@ -125,8 +125,8 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 
 def cmd_demo_prepare(args: argparse.Namespace) -> int:
     """Generate and register the synthetic demo dataset (idempotent)."""
-    from cxrcore.demo import prepare_demo
-    from cxrcore.realdata import REAL_DATASET, real_data_dir, register_real_datasets
+    from cxrcore.workflows.demo import prepare_demo
+    from cxrcore.workflows.realdata import REAL_DATASET, real_data_dir, register_real_datasets
 
     ws = Workspace()
     record = prepare_demo(ws, progress=lambda msg: print(msg, flush=True))
@@ -140,7 +140,7 @@ def cmd_demo_prepare(args: argparse.Namespace) -> int:
 
 def cmd_demo_real_data(args: argparse.Namespace) -> int:
     """Register the real public X-rays of $CXR_DATA_DIR as the bundled real-data model's recipe does."""
-    from cxrcore.realdata import register_real_datasets
+    from cxrcore.workflows.realdata import register_real_datasets
 
     register_real_datasets(say=lambda line: print(line, flush=True))
     return 0

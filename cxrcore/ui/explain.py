@@ -11,7 +11,6 @@ import pandas as pd
 import streamlit as st
 
 from cxrcore.data.index import DatasetError
-from cxrcore.demo import sample_phantom_png
 from cxrcore.explain.boxes import BOX_THRESHOLD
 from cxrcore.explain.engine import DEFAULT_SMOOTH, explain_ensemble, model_input
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
@@ -25,6 +24,7 @@ from cxrcore.preprocess import PreprocessConfig
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.models import load_model
+from cxrcore.workflows.demo import sample_phantom_png
 
 EXTRA_METHODS = (
     "gradcam",
