@@ -223,7 +223,7 @@ def main() -> int:
         return 0
     ws = Workspace()
     if REAL_DATASET not in {r.name for r in ws.list_datasets()}:
-        register_real_datasets(data, say=lambda line: print(line, file=sys.stderr))
+        register_real_datasets(data, say=lambda line: print(line, file=sys.stderr), report=print)
     started = time.perf_counter()
     sections = [
         (

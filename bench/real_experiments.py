@@ -88,7 +88,7 @@ def main() -> int:
         print(json.dumps({"skipped": "CXR_DATA_DIR not set to the real data folder"}))
         return 0
     ws = Workspace()
-    register_real_datasets(data, say=lambda line: print(line, file=sys.stderr, flush=True))
+    register_real_datasets(data, say=lambda line: print(line, file=sys.stderr, flush=True), report=print)
     wanted = set(args.only.split(",")) if args.only else None
     runs = [(r, c) for r, c in TRAIN_COMMANDS if wanted is None or r in wanted]
     result: dict[str, object] = {"runs": train(runs, ws, data, args.force)}
