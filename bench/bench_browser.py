@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser_harness import browser_missing, chromium_page, dashboard, wait_until_idle  # noqa: E402
 
-from cxrcore.demo import prepare_demo  # noqa: E402
 from cxrcore.store import Workspace  # noqa: E402
+from cxrcore.workflows.demo import prepare_demo  # noqa: E402
 
 
 def main() -> int:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cxrcore.demo import DEMO_DATASET, prepare_demo, register_phantoms
 from cxrcore.evaluate.map_localisation import localisation_report
 from cxrcore.explain.engine import DEFAULT_SMOOTH
 from cxrcore.store import Workspace
+from cxrcore.workflows.demo import DEMO_DATASET, prepare_demo, register_phantoms
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTHS = (0.0, 1 / 32, 1 / 16, 3 / 32, 1 / 8, 3 / 16)  # 0 to 3 cells of a 16 x 16 map

@@ -30,10 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cxrcore.demo import DEMO_DATASET, DEMO_MODELS, prepare_demo, register_phantoms
 from cxrcore.evaluate.map_localisation import ENSEMBLE, localisation_report
 from cxrcore.explain.engine import DEFAULT_SMOOTH
 from cxrcore.store import Workspace
+from cxrcore.workflows.demo import DEMO_DATASET, DEMO_MODELS, prepare_demo, register_phantoms
 
 ROOT = Path(__file__).resolve().parents[1]
 GRADCAM_FAMILY = ("cam", "gradcam")

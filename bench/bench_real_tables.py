@@ -31,7 +31,8 @@ from cxrcore.evaluate.delong import delong_test
 from cxrcore.evaluate.map_localisation import localisation_report
 from cxrcore.evaluate.report import compare_ensembles, evaluate_checkpoint
 from cxrcore.models.card import read_card
-from cxrcore.realdata import (
+from cxrcore.store import Workspace
+from cxrcore.workflows.realdata import (
     ENSEMBLE_RUNS,
     REAL_DATASET,
     SOURCE_DATASET,
@@ -39,7 +40,6 @@ from cxrcore.realdata import (
     real_data_dir,
     register_real_datasets,
 )
-from cxrcore.store import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "checkpoints" / "real-densenet121.safetensors"
@@ -223,7 +223,7 @@ def main() -> int:
         return 0
     ws = Workspace()
     if REAL_DATASET not in {r.name for r in ws.list_datasets()}:
-        register_real_datasets(data, say=lambda line: print(line, file=sys.stderr))
+        register_real_datasets(data, say=lambda line: print(line, file=sys.stderr), report=print)
     started = time.perf_counter()
     sections = [
         (

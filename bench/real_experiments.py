@@ -3,11 +3,11 @@
 Run: CXR_DATA_DIR=../shared/data .venv/bin/python bench/real_experiments.py [--only RUN,...] [--force]
      [--no-bundle]
 
-Every step is a ``python -m cxrcore`` command from ``cxrcore/realdata.py``: register the sources and
-merge them, then train each run in its own process (a run whose best checkpoint exists is kept unless
-``--force``), then write ``checkpoints/real-densenet121.safetensors`` (float16, with its upload guard)
-whose model card holds the commands, the data fingerprint, the split seed, the training time, the
-hardware and the test-split figures of ``python -m cxrcore evaluate ... --by source``.
+Every step is a ``python -m cxrcore`` command from ``cxrcore/workflows/realdata.py``: register the
+sources and merge them, then train each run in its own process (a run whose best checkpoint exists is
+kept unless ``--force``), then write ``checkpoints/real-densenet121.safetensors`` (float16, with its
+upload guard) whose model card holds the commands, the data fingerprint, the split seed, the training
+time, the hardware and the test-split figures of ``python -m cxrcore evaluate ... --by source``.
 The workspace is ``$CXR_HOME`` (``make`` sets it to ./workspace). About 75 minutes on 2 CPU cores.
 Prints one JSON object: seconds per run and the bundled file.
 """
@@ -23,9 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cxrcore.models.bundle import bundle_checkpoint, hardware
 from cxrcore.models.card import read_card
-from cxrcore.realdata import (
+from cxrcore.store import Workspace
+from cxrcore.workflows.bundle import bundle_checkpoint, hardware
+from cxrcore.workflows.realdata import (
     REAL_DATASET,
     REGISTER_COMMANDS,
     TRAIN_COMMANDS,
@@ -33,7 +34,6 @@ from cxrcore.realdata import (
     real_data_dir,
     register_real_datasets,
 )
-from cxrcore.store import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_RUN = "real-densenet121"
@@ -88,7 +88,7 @@ def main() -> int:
         print(json.dumps({"skipped": "CXR_DATA_DIR not set to the real data folder"}))
         return 0
     ws = Workspace()
-    register_real_datasets(data, say=lambda line: print(line, file=sys.stderr, flush=True))
+    register_real_datasets(data, say=lambda line: print(line, file=sys.stderr, flush=True), report=print)
     wanted = set(args.only.split(",")) if args.only else None
     runs = [(r, c) for r, c in TRAIN_COMMANDS if wanted is None or r in wanted]
     result: dict[str, object] = {"runs": train(runs, ws, data, args.force)}

@@ -22,9 +22,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 LAZY_USER_ERRORS = (
     ("cxrcore.models.checkpoint", "CheckpointError"),
-    ("cxrcore.evaluate.ensemble", "EnsembleError"),
+    ("cxrcore.models.ensemble", "EnsembleError"),
     ("cxrcore.explain.engine", "ExplainError"),
-    ("cxrcore.realdata", "RealDataError"),
+    ("cxrcore.workflows.realdata", "RealDataError"),
 )
 
 

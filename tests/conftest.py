@@ -60,8 +60,8 @@ def write_png(path: Path, size: tuple[int, int] = (64, 64), value: int | None = 
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One prepared demo workspace per test session (generating it takes a few seconds)."""
-    from cxrcore.demo import prepare_demo
     from cxrcore.store import Workspace
+    from cxrcore.workflows.demo import prepare_demo
 
     home = tmp_path_factory.mktemp("demo") / "workspace"
     prepare_demo(Workspace(home))

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from cxrcore.cli import main
-from cxrcore.demo import DEMO_DATASET
 from cxrcore.models import create_model, save_checkpoint
 from cxrcore.store import Workspace
+from cxrcore.workflows.demo import DEMO_DATASET
 
 
 def test_models_list_json_has_every_entry(capsys: pytest.CaptureFixture) -> None:

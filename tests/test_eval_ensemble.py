@@ -12,8 +12,6 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from cxrcore.evaluate.ensemble import (
     METHODS,
-    EnsembleError,
-    check_members,
     check_method,
     fit_ensemble,
     fit_stacker,
@@ -23,6 +21,7 @@ from cxrcore.evaluate.ensemble import (
     simple_average,
     weighted_average,
 )
+from cxrcore.models.ensemble import EnsembleError, check_members
 
 # Three members, two images, two labels: PROBS[member, image, label].
 PROBS = np.array(

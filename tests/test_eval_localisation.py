@@ -5,10 +5,8 @@ import pandas as pd
 import pytest
 
 from cxrcore.evaluate.localisation import (
-    ScoredBox,
     average_precision,
     best_match_iou,
-    boxes_from_heatmap,
     coco_map,
     detection_scores,
     image_iou,
@@ -22,6 +20,7 @@ from cxrcore.evaluate.localisation import (
     pointing_game,
     to_arrays,
 )
+from cxrcore.explain.boxes import ScoredBox, boxes_from_heatmap
 
 NO_BOXES = np.zeros((0, 4))
 

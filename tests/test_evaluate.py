@@ -149,8 +149,8 @@ def test_cli_errors_are_one_line(trained_ws: Workspace, capsys: pytest.CaptureFi
 def test_bundled_checkpoint_card_holds_the_figures_of_the_written_file(
     trained_ws: Workspace, tmp_path: Path
 ) -> None:
-    from cxrcore.models.bundle import bundle_checkpoint
     from cxrcore.models.card import guard_path, read_card
+    from cxrcore.workflows.bundle import bundle_checkpoint
 
     source = _ckpt(trained_ws, "tiny")
     target = tmp_path / "shipped" / "tiny.safetensors"

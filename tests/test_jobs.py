@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from cxrcore.cli import main
-from cxrcore.demo import DEMO_DATASET
 from cxrcore.store import Workspace, WorkspaceError
 from cxrcore.train import jobs
 from cxrcore.train.config import TrainConfig
+from cxrcore.workflows.demo import DEMO_DATASET
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"model": "tiny", "input_size": 64, "batch_size": 8, "max_steps_per_epoch": 3}

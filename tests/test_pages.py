@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from page_harness import run, run_page
 
-from cxrcore.demo import DEMO_DATASET
 from cxrcore.store import Workspace
+from cxrcore.workflows.demo import DEMO_DATASET
 
 
 @pytest.fixture

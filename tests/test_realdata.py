@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from page_harness import page, run, run_page
 
 from cxrcore.cli import main
 from cxrcore.models.card import read_card
 from cxrcore.models.catalog import BUNDLED_DIR, list_checkpoints
-from cxrcore.realdata import REAL_DATASET, SOURCE_DATASET, command_argv, register_real_datasets
 from cxrcore.store import Workspace
+from cxrcore.workflows.realdata import (
+    REAL_DATASET,
+    REGISTER_COMMANDS,
+    SOURCE_DATASET,
+    command_argv,
+    register_real_datasets,
+)
 
 BUNDLED = BUNDLED_DIR / "real-densenet121.safetensors"
 
@@ -51,6 +58,39 @@ def test_real_datasets_register_as_the_recipe_says(data_dir: Path, workspace_hom
     assert ws.load_dataset(SOURCE_DATASET).labels == ["kermany", "nih14", "tbx11k"]
     card = read_card(BUNDLED)
     assert records[REAL_DATASET].fingerprint == card.how_made["data_fingerprint"]
+
+
+def _stored(ws: Workspace) -> dict[str, tuple[dict, pd.DataFrame, pd.DataFrame]]:
+    """Every registered dataset: its record (without times), index and boxes."""
+    out = {}
+    for record in ws.list_datasets():
+        fields = {k: v for k, v in vars(record).items() if k not in ("created_at", "updated_at")}
+        dataset = ws.load_dataset(record.name)
+        out[record.name] = (fields, dataset.index, dataset.boxes)
+    return out
+
+
+@pytest.mark.realdata
+def test_the_recipe_registers_and_reports_what_its_commands_do(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CXR_HOME", str(tmp_path / "by-commands"))
+    for command in REGISTER_COMMANDS:
+        argv = command_argv(command, data_dir)
+        assert main([*argv, "--replace"] if argv[1] in ("register", "merge") else argv) == 0
+    printed = capsys.readouterr().out
+    by_commands = _stored(Workspace())
+    monkeypatch.setenv("CXR_HOME", str(tmp_path / "in-process"))
+    reported: list[str] = []
+    register_real_datasets(data_dir, report=reported.append)
+    assert capsys.readouterr().out == ""  # the engine prints nothing itself
+    assert "".join(f"{line}\n" for line in reported) == printed
+    in_process = _stored(Workspace())
+    assert list(in_process) == list(by_commands) and len(in_process) == 7
+    for name, (fields, index, boxes) in by_commands.items():
+        assert in_process[name][0] == fields, name
+        pd.testing.assert_frame_equal(in_process[name][1], index)
+        pd.testing.assert_frame_equal(in_process[name][2], boxes)
 
 
 @pytest.mark.slow  # evaluates the bundled DenseNet on the real test split

@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cxrcore.demo import DEMO_DATASET, DEMO_MODELS, train_demo_models
 from cxrcore.models import load_checkpoint, read_card
 from cxrcore.store import Workspace
 from cxrcore.train.config import TrainConfig
 from cxrcore.train.loop import run_training
 from cxrcore.train.progress import LogReporter
+from cxrcore.workflows.demo import DEMO_DATASET, DEMO_MODELS, train_demo_models
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"dataset": DEMO_DATASET, "model": "tiny", "input_size": 64, "batch_size": 8, "lr": 3e-3}

@@ -12,11 +12,11 @@ import pytest
 from conftest import write_png
 from page_harness import page, run, run_page
 
-from cxrcore.demo import DEMO_DATASET
 from cxrcore.store import Workspace
 from cxrcore.train import jobs
 from cxrcore.train.config import TrainConfig
 from cxrcore.ui import state
+from cxrcore.workflows.demo import DEMO_DATASET
 
 PAGE = "pages/2_Train.py"
 

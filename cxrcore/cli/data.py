@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import pandas as pd
 
 from cxrcore.cli.output import emit
-from cxrcore.data.adapters import ADAPTERS, load_source
+from cxrcore.data.adapters import ADAPTERS
 from cxrcore.data.leakage import leakage_against, leakage_by_split
-from cxrcore.data.split import parse_fractions, patient_split, split_summary
 from cxrcore.data.stats import dataset_statistics
 from cxrcore.io import read_image
 from cxrcore.store import Workspace
+from cxrcore.workflows.datasets import (
+    comma_names,
+    merge_datasets,
+    merged_line,
+    register_source,
+    registered_line,
+    split_dataset,
+    split_table,
+)
 
 
 def cmd_image_info(args: argparse.Namespace) -> int:
@@ -37,12 +44,8 @@ def cmd_data_register(args: argparse.Namespace) -> int:
     arguments = {
         p.name: getattr(args, p.name) for p in spec.params if getattr(args, p.name, None) is not None
     }
-    dataset = load_source(args.source, **arguments)
-    record = Workspace().register_dataset(args.name, args.source, arguments, dataset, replace=args.replace)
-    print(
-        f"registered {record.name!r}: {record.n_images} images, {record.n_patients} patients, "
-        f"{len(record.labels)} labels; notes: {json.dumps(record.notes, default=str)}"
-    )
+    record = register_source(Workspace(), args.name, args.source, arguments, replace=args.replace)
+    print(registered_line(record))
     return 0
 
 
@@ -86,14 +89,10 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 def cmd_data_split(args: argparse.Namespace) -> int:
     """Build a label-stratified patient-level split and store it."""
-    ws = Workspace()
-    index = ws.load_dataset(args.name).index
-    fractions = parse_fractions(args.fractions)
-    split = patient_split(index, fractions, seed=args.seed, stratify=not args.no_stratify)
-    ws.save_split(
-        args.name, split, fractions=list(fractions), seed=args.seed, stratified=not args.no_stratify
+    split = split_dataset(
+        Workspace(), args.name, args.fractions, seed=args.seed, stratify=not args.no_stratify
     )
-    print(split_summary(split).to_string())
+    print(split_table(split))
     return 0
 
 
@@ -116,7 +115,7 @@ def cmd_data_leakage(args: argparse.Namespace) -> int:
 def cmd_demo_models(args: argparse.Namespace) -> int:
     """Train the demo models (a few seconds each) and write them to the bundled checkpoint folder."""
     from cxrcore.cli.training import ConsoleReporter
-    from cxrcore.demo import train_demo_models
+    from cxrcore.workflows.demo import train_demo_models
 
     for path in train_demo_models(Workspace(), args.out, ConsoleReporter(), only=tuple(args.only)):
         print(f"wrote {path}")
@@ -125,8 +124,8 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 
 def cmd_demo_prepare(args: argparse.Namespace) -> int:
     """Generate and register the synthetic demo dataset (idempotent)."""
-    from cxrcore.demo import prepare_demo
-    from cxrcore.realdata import REAL_DATASET, real_data_dir, register_real_datasets
+    from cxrcore.workflows.demo import prepare_demo
+    from cxrcore.workflows.realdata import REAL_DATASET, real_data_dir, register_real_datasets
 
     ws = Workspace()
     record = prepare_demo(ws, progress=lambda msg: print(msg, flush=True))
@@ -134,15 +133,15 @@ def cmd_demo_prepare(args: argparse.Namespace) -> int:
     data = real_data_dir()
     if data is not None and REAL_DATASET not in {r.name for r in ws.list_datasets()}:
         print(f"real data found in {data}: registering it as the bundled model's recipe does", flush=True)
-        register_real_datasets(data)
+        register_real_datasets(data, report=print)
     return 0
 
 
 def cmd_demo_real_data(args: argparse.Namespace) -> int:
     """Register the real public X-rays of $CXR_DATA_DIR as the bundled real-data model's recipe does."""
-    from cxrcore.realdata import register_real_datasets
+    from cxrcore.workflows.realdata import register_real_datasets
 
-    register_real_datasets(say=lambda line: print(line, flush=True))
+    register_real_datasets(say=lambda line: print(line, flush=True), report=print)
     return 0
 
 
@@ -220,49 +219,19 @@ def add_data_commands(groups: Any) -> None:
 
 def cmd_data_merge(args: argparse.Namespace) -> int:
     """Register several datasets as one (labels aligned, NaN where unknown), optionally on the proxy task."""
-    from cxrcore.data.index import IndexedDataset
-    from cxrcore.data.merge import merge_boxes, merge_indexes, pretrain_dataset, source_task
-
-    ws = Workspace()
-    names = [n.strip() for n in args.sources.split(",") if n.strip()]
-    sources = {name: ws.load_dataset(name) for name in names}
-    box_names = [n.strip() for n in (args.boxes_from or "").split(",") if n.strip()]
-    box_sources = {}
-    for item in box_names:
-        name, _, label = item.partition("=")
-        extra = ws.load_dataset(name)
-        if label:  # the boxes stand for this label of the merged dataset (RSNA opacities: Pneumonia)
-            extra.boxes = extra.boxes.assign(label=label)
-        box_sources[item] = extra
-    if args.proxy:
-        merged = pretrain_dataset(sources)
-    else:
-        indexes = {n: d.index for n, d in sources.items()}
-        merged = IndexedDataset(index=merge_indexes(indexes, normals_negative=args.normals_negative))
-        merged.notes["merged_from"] = names
-        merged.notes["normals_negative"] = bool(args.normals_negative)
-    if args.source_task:
-        merged.index = source_task(merged.index)
-        merged.notes["source_task"] = "one label per source: 1 for the source's own images"
-    merged.boxes = merge_boxes(sources, merged.index, box_sources)
-    merged.notes["boxes"] = len(merged.boxes)
-    fractions = parse_fractions(args.fractions)
-    merged.index = patient_split(merged.index, fractions, seed=args.seed)
-    settings = {
-        "sources": names,
-        "proxy": args.proxy,
-        "normals_negative": args.normals_negative,
-        "source_task": args.source_task,
-        "boxes_from": box_names,
-    }
-    ws.register_dataset(args.name, "merge", settings, merged, replace=args.replace)
-    record = ws.save_split(
-        args.name, merged.index, fractions=list(fractions), seed=args.seed, stratified=True
+    record = merge_datasets(
+        Workspace(),
+        args.name,
+        comma_names(args.sources),
+        boxes_from=comma_names(args.boxes_from or ""),
+        proxy=args.proxy,
+        normals_negative=args.normals_negative,
+        source_task=args.source_task,
+        fractions=args.fractions,
+        seed=args.seed,
+        replace=args.replace,
     )
-    print(
-        f"registered {record.name!r}: {record.n_images} images, {', '.join(names)}, "
-        f"{len(merged.boxes)} boxes; labels {record.labels}"
-    )
+    print(merged_line(record))
     return 0
 
 

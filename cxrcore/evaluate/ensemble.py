@@ -25,6 +25,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from cxrcore.evaluate.classification import operating_point
+from cxrcore.models.ensemble import EnsembleError
 
 log = logging.getLogger(__name__)
 
@@ -34,33 +35,6 @@ WeightMethod = Literal["optimise", "auroc"]
 
 _PROB_EPS = 1e-6  # probabilities are clipped to [eps, 1 - eps] before logits and log-losses
 _AUROC_FLOOR = 0.01  # smallest (AUROC - 0.5) a member keeps, so a weak member is down-weighted, never dropped
-
-
-class EnsembleError(ValueError):
-    """Ensemble members or arguments are inconsistent."""
-
-
-def check_members(label_lists: Sequence[Sequence[str]]) -> tuple[str, ...]:
-    """Return the label set shared by all members, raising EnsembleError naming any difference."""
-    if len(label_lists) < 2:
-        raise EnsembleError(f"an ensemble needs at least 2 members, got {len(label_lists)}")
-    reference = tuple(label_lists[0])
-    problems: list[str] = []
-    for i, labels in enumerate(label_lists[1:], start=1):
-        labels = tuple(labels)
-        if labels == reference:
-            continue
-        missing = [name for name in reference if name not in labels]
-        extra = [name for name in labels if name not in reference]
-        if missing:
-            problems.append(f"member {i} lacks {missing} (present in member 0)")
-        if extra:
-            problems.append(f"member {i} has {extra} that member 0 lacks")
-        if not missing and not extra:
-            problems.append(f"member {i} orders the labels {list(labels)}, member 0 {list(reference)}")
-    if problems:
-        raise EnsembleError("ensemble members have different labels: " + "; ".join(problems))
-    return reference
 
 
 def check_method(method: str) -> str:

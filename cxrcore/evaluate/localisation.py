@@ -1,4 +1,4 @@
-"""Localisation metrics: heat map to boxes, IoU, detection AP/mAP, pointing game and the NIH IoBB accuracy.
+"""Localisation metrics: IoU, detection AP/mAP, pointing game and the NIH IoBB accuracy.
 
 Boxes are (x, y, w, h) in pixels with (x, y) the top-left corner, as float arrays of shape (n, 4); a box
 covers [x, x + w) by [y, y + h), so its area is w * h. Predictions over a set of images are a list with one
@@ -6,6 +6,8 @@ covers [x, x + w) by [y, y + h), so its area is w * h. Predictions over a set of
 
 Ranking ties are broken by input order (image order, then order within an image), as COCO's stable sort does.
 Recall grid points are compared with a 1e-9 tolerance so that a recall of 3/10 reaches the grid point 0.3.
+
+Boxes drawn from a heat map (``boxes_from_heatmap``, ``ScoredBox``) live in ``cxrcore.explain.boxes``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
+
+from cxrcore.explain.boxes import ScoredBox, normalised_heat
 
 log = logging.getLogger(__name__)
 
@@ -26,22 +28,10 @@ INTERPOLATIONS = ("coco", "11point", "all")
 PEERJ_IOU_THRESHOLDS = np.linspace(0.1, 0.7, 10)
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 MASK_RCNN_IOU_THRESHOLDS = (0.25, 0.5, 0.75)
-BOX_THRESHOLD = 0.5  # fraction of a map's peak that outlines a box drawn from it
 NIH_IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 _RECALL_TOL = 1e-9
 
 Predictions = Sequence[tuple[ArrayLike, ArrayLike]]
-
-
-@dataclass(frozen=True)
-class ScoredBox:
-    """One predicted box (x, y, w, h) in pixels with its confidence score."""
-
-    x: float
-    y: float
-    w: float
-    h: float
-    score: float
 
 
 def to_arrays(boxes: Sequence[ScoredBox]) -> tuple[np.ndarray, np.ndarray]:
@@ -73,50 +63,6 @@ def _as_prediction(pred: tuple[ArrayLike, ArrayLike], image: int) -> tuple[np.nd
             f"image {image}: need one finite score per box; got {scores.shape[0]} for {len(boxes)}"
         )
     return boxes, scores
-
-
-def _normalised_heat(heat: ArrayLike) -> np.ndarray | None:
-    """Heat map divided by its maximum, or None when it is constant or has no positive value."""
-    arr = np.asarray(heat, dtype=float)
-    if arr.ndim != 2:
-        raise ValueError(f"heat map must be 2-D; got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"heat map has {int((~np.isfinite(arr)).sum())} non-finite values")
-    if arr.size == 0 or arr.max() <= 0 or arr.max() == arr.min():
-        return None
-    return arr / arr.max()
-
-
-def boxes_from_heatmap(
-    heat: ArrayLike,
-    thresholds: Sequence[float] = (BOX_THRESHOLD,),
-    class_score: float = 1.0,
-    min_area: int = 4,
-) -> list[ScoredBox]:
-    """Boxes around the connected regions above each threshold (a fraction of the maximum), best score first.
-
-    Each 8-connected component of ``heat >= t * max`` with at least ``min_area`` pixels gives one box scored
-    by the highest normalised heat inside the box times ``class_score``; a box found at several thresholds
-    is kept once, with its highest score. A constant or non-positive map gives no boxes.
-    """
-    bad = [t for t in thresholds if not 0.0 < t <= 1.0]
-    if bad:
-        raise ValueError(f"thresholds must lie in (0, 1] as fractions of the map's maximum; got {bad}")
-    norm = _normalised_heat(heat)
-    if norm is None:
-        return []
-    found: dict[tuple[int, int, int, int], float] = {}
-    for t in thresholds:
-        mask = (norm >= t).astype(np.uint8)
-        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        for left, top, width, height, area in stats[1:count]:  # label 0 is the background
-            if area < min_area:
-                continue
-            key = (int(left), int(top), int(width), int(height))
-            score = float(norm[top : top + height, left : left + width].max()) * class_score
-            found[key] = max(score, found.get(key, -np.inf))
-    ranked = sorted(found.items(), key=lambda item: -item[1])
-    return [ScoredBox(float(x), float(y), float(w), float(h), s) for (x, y, w, h), s in ranked]
 
 
 def _intersection_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -334,7 +280,7 @@ def pointing_game(heat: ArrayLike, gt_boxes: ArrayLike, tolerance: float = 0.0) 
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 pixels; got {tolerance}")
-    norm = _normalised_heat(heat)
+    norm = normalised_heat(heat)
     if norm is None:
         return None
     boxes = _as_boxes(gt_boxes, "gt_boxes")

@@ -20,11 +20,8 @@ import numpy as np
 import pandas as pd
 
 from cxrcore.data.split import split_rows
-from cxrcore.evaluate.ensemble import check_members
 from cxrcore.evaluate.localisation import (
-    BOX_THRESHOLD,
     best_match_iou,
-    boxes_from_heatmap,
     coco_map,
     image_iou,
     peerj_map,
@@ -32,9 +29,11 @@ from cxrcore.evaluate.localisation import (
     to_arrays,
 )
 from cxrcore.evaluate.report import member_name
+from cxrcore.explain.boxes import BOX_THRESHOLD, boxes_from_heatmap
 from cxrcore.explain.engine import DEFAULT_SMOOTH, check_smooth, explain
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.models.checkpoint import Checkpoint, load_checkpoint
+from cxrcore.models.ensemble import check_members
 from cxrcore.preprocess import PreprocessConfig, fit_geometry
 from cxrcore.store import Workspace
 

@@ -25,8 +25,9 @@ from cxrcore.evaluate.classification import (
     summarise,
     threshold_metrics,
 )
-from cxrcore.evaluate.ensemble import check_members, fit_ensemble
+from cxrcore.evaluate.ensemble import fit_ensemble
 from cxrcore.evaluate.predict import Predictions, Progress, predict
+from cxrcore.models.ensemble import check_members
 from cxrcore.store import Workspace
 
 # The vote's score is the fraction of members voting positive; a majority is strictly more than half, so

@@ -12,18 +12,16 @@ Every method returns RAW maps at the layer's resolution, before ReLU, straight f
 ``get_cam_image``; resizing and normalisation happen once, in ``cxrcore.explain.engine``.
 
 A model object may be shared by many threads (the dashboard caches one per checkpoint). Anything
-that registers hooks, swaps layers or changes train/eval mode runs under ``model_guard``: the
-model's own re-entrant lock, every module in eval mode, each module's previous mode restored after.
+that registers hooks, swaps layers or changes train/eval mode runs under ``model_guard``
+(``cxrcore.models.lock``): the model's own re-entrant lock, every module in eval mode, each module's
+previous mode restored after.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-import threading
-import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -44,6 +42,7 @@ from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
+from cxrcore.models.lock import model_guard
 from cxrcore.models.registry import CXRModel
 
 logger = logging.getLogger(__name__)
@@ -52,34 +51,9 @@ LABEL_CHUNK = 16  # image copies (one label each) per forward/backward pass
 SCORECAM_BATCH = 64  # masked images per forward pass in Score-CAM
 ABLATION_BATCH = 32  # ablated channels per forward pass in Ablation-CAM
 
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
 
 class ExplainError(ValueError):
     """An explanation request names an unknown method, label or layer, or gives an unusable image."""
-
-
-def model_lock(model: nn.Module) -> threading.RLock:
-    """The one re-entrant lock of this model object (created on first use, dropped with the model)."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
-        return lock
-
-
-@contextmanager
-def model_guard(model: nn.Module) -> Iterator[None]:
-    """Hold the model's lock with every module in eval mode, restoring each module's own mode after."""
-    with model_lock(model):
-        modes = [(module, module.training) for module in model.modules()]
-        model.eval()
-        try:
-            yield
-        finally:
-            for module, training in modes:
-                module.training = training
 
 
 def closest(value: str, options: Sequence[str], n: int = 3) -> str:

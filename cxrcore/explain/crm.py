@@ -20,7 +20,8 @@ import logging
 import torch
 from torch import Tensor
 
-from cxrcore.explain.cam import class_activation_maps, model_guard
+from cxrcore.explain.cam import class_activation_maps
+from cxrcore.models.lock import model_guard
 from cxrcore.models.registry import CXRModel
 
 logger = logging.getLogger(__name__)

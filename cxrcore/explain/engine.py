@@ -38,18 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cxrcore.evaluate.ensemble import EnsembleError, check_members
 from cxrcore.explain.cam import (
     METHODS,
     ExplainError,
     class_activation_maps,
     closest,
     get_method,
-    model_guard,
     resolve_layer,
 )
 from cxrcore.explain.crm import crm_maps
 from cxrcore.models.checkpoint import Checkpoint, as_checkpoint
+from cxrcore.models.ensemble import EnsembleError, check_members
+from cxrcore.models.lock import model_guard
 from cxrcore.models.registry import CXRModel
 
 __all__ = [

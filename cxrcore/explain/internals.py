@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cxrcore.explain.cam import ExplainError, model_guard, resolve_layer
+from cxrcore.explain.cam import ExplainError, resolve_layer
 from cxrcore.explain.engine import model_input
+from cxrcore.models.lock import model_guard
 from cxrcore.models.registry import CXRModel
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cxrcore.evaluate.localisation import BOX_THRESHOLD, boxes_from_heatmap
+from cxrcore.explain.boxes import BOX_THRESHOLD, boxes_from_heatmap
 from cxrcore.explain.engine import Explanation
 from cxrcore.explain.heatmap import heatmap_overlay, to_png_bytes
 from cxrcore.explain.overlay import draw_boxes, label_colours, to_rgb

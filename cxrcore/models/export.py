@@ -9,6 +9,7 @@ import warnings
 
 import torch
 
+from cxrcore.models.lock import model_lock
 from cxrcore.models.registry import CXRModel
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,6 @@ def export_onnx(model: CXRModel, opset: int = OPSET) -> bytes:
 
     The export traces a copy, so a model shared with other threads is never touched.
     """
-    from cxrcore.explain.cam import model_lock  # the shared-model lock lives with the explanation engine
-
     with model_lock(model):
         clone = copy.deepcopy(model).cpu().eval()
     spec = clone.spec

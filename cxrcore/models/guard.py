@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from cxrcore.atomic import atomic_path
 from cxrcore.models.card import GUARD_SUFFIX, guard_path  # noqa: F401  (re-exported)
 from cxrcore.models.checkpoint import Checkpoint, load_checkpoint
+from cxrcore.models.lock import model_lock
 from cxrcore.models.registry import CXRModel
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ def pooled_features(model: CXRModel, x: torch.Tensor) -> np.ndarray:
 
     Taken under the model's lock: a shared model may carry another thread's explanation hooks.
     """
-    from cxrcore.explain.cam import model_lock  # the lock lives with the explanation engine
-
     with model_lock(model), torch.inference_mode():
         features = model.forward_features(x.to(next(model.parameters()).device))
         return features.float().mean(dim=(2, 3)).cpu().numpy().astype(np.float64)

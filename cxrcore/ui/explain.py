@@ -10,8 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from cxrcore.data.index import DatasetError
-from cxrcore.demo import sample_phantom_png
-from cxrcore.evaluate.localisation import BOX_THRESHOLD
+from cxrcore.explain.boxes import BOX_THRESHOLD
 from cxrcore.explain.engine import DEFAULT_SMOOTH, explain_ensemble
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
@@ -23,6 +22,7 @@ from cxrcore.models.guard import assess
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.models import load_model
+from cxrcore.workflows.demo import sample_phantom_png
 
 EXTRA_METHODS = (
     "gradcam",

@@ -8,13 +8,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cxrcore.demo import sample_phantom_png
 from cxrcore.io import UPLOAD_TYPES
 from cxrcore.models.card import describe_checkpoint
 from cxrcore.store import Workspace
 from cxrcore.train.job_reporter import JobRecord
 from cxrcore.ui import state
 from cxrcore.ui.page import page_link
+from cxrcore.workflows.demo import sample_phantom_png
 
 EXPLAIN_PAGE = "pages/5_Explain.py"
 PAGES = (

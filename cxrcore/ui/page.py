@@ -60,8 +60,8 @@ def select_dataset(ws: Workspace) -> str | None:
 
 def _default_dataset(names: list[str]) -> str:
     """The merged real dataset (the default model's) when registered, else the demo, else the first."""
-    from cxrcore.demo import DEMO_DATASET
-    from cxrcore.realdata import REAL_DATASET
+    from cxrcore.workflows.demo import DEMO_DATASET
+    from cxrcore.workflows.realdata import REAL_DATASET
 
     return next((n for n in (REAL_DATASET, DEMO_DATASET) if n in names), names[0])
 

@@ -4,14 +4,33 @@ The recipe is a list of ``python -m cxrcore`` commands, kept here as data: the s
 the datasets on a user's machine (``python -m cxrcore demo real-data``), are run by
 ``bench/real_experiments.py`` before it trains, and are written into the bundled model cards, so a
 card says exactly how its data was prepared. ``$CXR_DATA_DIR`` stands for the data folder.
+``register_real_datasets`` runs the registration commands in this process, through the functions the
+command line calls for them (``cxrcore.workflows.datasets``), and reports each result in the words the
+command prints.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from cxrcore.errors import is_user_error
+from cxrcore.store import Workspace
+from cxrcore.workflows.datasets import (
+    comma_names,
+    merge_datasets,
+    merged_line,
+    register_source,
+    registered_line,
+    split_dataset,
+    split_table,
+)
+
+log = logging.getLogger(__name__)
 
 DATA_ENV = "CXR_DATA_DIR"
 
@@ -61,30 +80,89 @@ def command_argv(command: str, data_dir: str | Path, home: str | Path | None = N
     return shlex.split(command)
 
 
+def _options(tokens: Sequence[str]) -> dict[str, str | bool]:
+    """The ``--name value`` options and bare ``--flag``s of a recipe command, by name ('_' for '-')."""
+    options: dict[str, str | bool] = {}
+    rest = list(tokens)
+    while rest:
+        token = rest.pop(0)
+        if not token.startswith("--"):
+            raise ValueError(f"recipe command argument {token!r} is not an option")
+        takes_value = bool(rest) and not rest[0].startswith("--")
+        options[token[2:].replace("-", "_")] = rest.pop(0) if takes_value else True
+    return options
+
+
+def _run(ws: Workspace, argv: Sequence[str]) -> str:
+    """Run one registration command of the recipe as ``python -m cxrcore`` with ``--replace`` would.
+
+    Returns what the command prints about the dataset it registered.
+    """
+    group, command, name, *rest = argv
+    options = _options(rest)
+    if (group, command) == ("data", "register"):
+        source = str(options.pop("source"))
+        return registered_line(register_source(ws, name, source, options, replace=True))
+    how: dict[str, Any] = {}
+    if "fractions" in options:
+        how["fractions"] = str(options.pop("fractions"))
+    if "seed" in options:
+        how["seed"] = int(options.pop("seed"))
+    if (group, command) == ("data", "merge"):
+        sources = comma_names(str(options.pop("from")))
+        boxes_from = comma_names(str(options.pop("boxes_from", "")))
+        flags = {
+            flag: bool(options.pop(flag, False)) for flag in ("proxy", "normals_negative", "source_task")
+        }
+        _check_used(options, argv)
+        record = merge_datasets(ws, name, sources, boxes_from=boxes_from, **flags, **how, replace=True)
+        return merged_line(record)
+    if (group, command) == ("data", "split"):
+        stratify = not options.pop("no_stratify", False)
+        _check_used(options, argv)
+        return split_table(split_dataset(ws, name, stratify=stratify, **how))
+    raise ValueError(f"the recipe registers with data register, merge and split, not {' '.join(argv[:2])!r}")
+
+
+def _check_used(options: dict[str, str | bool], argv: Sequence[str]) -> None:
+    if options:
+        raise ValueError(
+            f"unknown option(s) {', '.join(sorted(options))} in recipe command {shlex.join(argv)}"
+        )
+
+
 def register_real_datasets(
-    data_dir: str | Path | None = None, say: Callable[[str], None] | None = None
+    data_dir: str | Path | None = None,
+    say: Callable[[str], None] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Run the recipe's registration commands in the current workspace; returns the commands run.
 
-    Raises:
-        RealDataError: no data folder, or a command failed (its message is in the log).
-    """
-    from cxrcore.cli import main
+    ``say`` is told each command before it runs, ``report`` what the command registered (the lines
+    ``python -m cxrcore`` prints for it).
 
+    Raises:
+        RealDataError: no data folder, or a command failed (its error is logged).
+    """
     folder = Path(data_dir) if data_dir is not None else real_data_dir()
     if folder is None or not (folder / "nih14" / "images").is_dir():
         raise RealDataError(
             f"set {DATA_ENV} to the real data folder (with nih14/images); it is not set or incomplete"
         )
+    ws = Workspace()
     done = []
     for command in REGISTER_COMMANDS:
-        argv = command_argv(command, folder)
-        if argv[:2] == ["data", "register"] or argv[:2] == ["data", "merge"]:
-            argv.append("--replace")
         if say is not None:
             say(f"python -m cxrcore {command}")
-        if main(argv) != 0:
-            raise RealDataError(f"registering the real data failed at: python -m cxrcore {command}")
+        try:
+            printed = _run(ws, command_argv(command, folder))
+        except Exception as exc:
+            if not is_user_error(exc):
+                raise
+            log.error("error: %s", exc)
+            raise RealDataError(f"registering the real data failed at: python -m cxrcore {command}") from exc
+        if report is not None:
+            report(printed)
         done.append(f"python -m cxrcore {command}")
     return done
 

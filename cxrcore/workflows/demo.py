@@ -101,10 +101,10 @@ def train_demo_models(
     if unknown:
         valid = ", ".join(name for name, _ in DEMO_MODELS)
         raise ValueError(f"unknown demo model(s) {', '.join(unknown)}; valid options: {valid}")
-    from cxrcore.models.bundle import bundle_checkpoint, hardware
     from cxrcore.train.config import TrainConfig
     from cxrcore.train.loop import run_training
     from cxrcore.train.progress import LogReporter
+    from cxrcore.workflows.bundle import bundle_checkpoint, hardware
 
     register_phantoms(ws, DEMO_TRAIN_DATASET, DEMO_TRAIN_IMAGES, DEMO_TRAIN_SEED, (0.8, 0.1, 0.1))
     out_dir = Path(out_dir)
