@@ -14,7 +14,6 @@ The schema is versioned with ``PRAGMA user_version``; each migration runs once, 
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from cxrcore.data.index import (
     validate_boxes,
     validate_index,
 )
+from cxrcore.hints import did_you_mean
 
 DB_NAME = "cxr.sqlite"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -309,8 +309,7 @@ class Workspace:
         row = self._row(name)
         if row is None:
             names = [r.name for r in self.list_datasets()]
-            close = difflib.get_close_matches(name, names, n=3)
-            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(name, names)
             known = f" (registered: {', '.join(names)})" if names else " (none registered yet)"
             raise WorkspaceError(f"no dataset named {name!r}{hint}{known}")
         return DatasetRecord(

@@ -10,7 +10,6 @@ unchanged to test predictions, so test labels never influence an ensemble.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from cxrcore.evaluate.classification import operating_point
+from cxrcore.hints import unknown_choice
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ def check_method(method: str) -> str:
 def _check_choice(what: str, value: str, options: Sequence[str]) -> str:
     if value in options:
         return value
-    close = difflib.get_close_matches(str(value), options, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise EnsembleError(f"unknown {what} {value!r}{hint} valid options: {', '.join(options)}")
+    raise EnsembleError(unknown_choice(what, value, options, n=1))
 
 
 def _check_probs(probs: np.ndarray) -> np.ndarray:

@@ -43,12 +43,12 @@ from cxrcore.explain.cam import (
     METHODS,
     ExplainError,
     class_activation_maps,
-    closest,
     get_method,
     model_guard,
     resolve_layer,
 )
 from cxrcore.explain.crm import crm_maps
+from cxrcore.hints import did_you_mean, unknown_choice
 from cxrcore.models.registry import CXRModel
 from cxrcore.preprocess import NormStats, PreprocessConfig, normalise, prepare, to_unit
 
@@ -217,7 +217,7 @@ def _label_indices(model: CXRModel, labels: str | int | Sequence[str | int] | No
             index = names.index(label)
         else:
             raise ExplainError(
-                f"unknown label {label!r}{closest(str(label), names)} valid options: {list(names)}"
+                f"unknown label {label!r}{did_you_mean(label, names)} valid options: {list(names)}"
             )
         if index not in indices:
             indices.append(index)
@@ -231,10 +231,7 @@ def _check_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
     names = (methods,) if isinstance(methods, str) else tuple(methods)
     for name in names:
         if name not in EXPLAIN_METHODS:
-            raise ExplainError(
-                f"unknown method {name!r}{closest(name, EXPLAIN_METHODS)} "
-                f"valid options: {', '.join(EXPLAIN_METHODS)}"
-            )
+            raise ExplainError(unknown_choice("method", name, EXPLAIN_METHODS))
     if not names:
         raise ExplainError(f"no methods asked for; valid options: {', '.join(EXPLAIN_METHODS)}")
     return tuple(dict.fromkeys(names))
