@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from cxrcore import jsonsafe
 from cxrcore.atomic import atomic_path
 from cxrcore.data.index import (
     IndexedDataset,
@@ -228,8 +229,8 @@ class Workspace:
                     meta["dataset"],
                     meta["index_fingerprint"],
                     meta["split"],
-                    json.dumps(meta["preprocess"]),
-                    json.dumps(meta["labels"]),
+                    jsonsafe.dumps(meta["preprocess"]),
+                    jsonsafe.dumps(meta["labels"]),
                     meta["n_images"],
                     meta["seconds"],
                     meta["file"],
@@ -280,13 +281,13 @@ class Workspace:
                 (
                     name,
                     adapter,
-                    json.dumps(arguments, sort_keys=True, default=str),
+                    jsonsafe.dumps(arguments, sort_keys=True, default=str),
                     index_fingerprint(index),
                     len(index),
                     int(index["patient_id"].nunique()),
-                    json.dumps(label_columns(index)),
-                    json.dumps(dataset.notes, default=str),
-                    json.dumps(split) if split else None,
+                    jsonsafe.dumps(label_columns(index)),
+                    jsonsafe.dumps(dataset.notes, default=str),
+                    jsonsafe.dumps(split) if split else None,
                     now,
                     now,
                 ),
@@ -352,7 +353,7 @@ class Workspace:
         with self.connect() as db:
             db.execute(
                 "UPDATE datasets SET split = ?, updated_at = ? WHERE name = ?",
-                (json.dumps(self._split_info(index, **how)), time.time(), name),
+                (jsonsafe.dumps(self._split_info(index, **how)), time.time(), name),
             )
         return self.get_dataset(name)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import pandas as pd
 
+from cxrcore import jsonsafe
 from cxrcore.cli.output import emit
 from cxrcore.data.adapters import ADAPTERS, load_source
 from cxrcore.data.leakage import leakage_against, leakage_by_split
@@ -41,7 +41,7 @@ def cmd_data_register(args: argparse.Namespace) -> int:
     record = Workspace().register_dataset(args.name, args.source, arguments, dataset, replace=args.replace)
     print(
         f"registered {record.name!r}: {record.n_images} images, {record.n_patients} patients, "
-        f"{len(record.labels)} labels; notes: {json.dumps(record.notes, default=str)}"
+        f"{len(record.labels)} labels; notes: {jsonsafe.dumps(record.notes, default=str)}"
     )
     return 0
 

@@ -25,6 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from cxrcore.evaluate.classification import operating_point
 from cxrcore.hints import unknown_choice
+from cxrcore.jsonsafe import to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -353,22 +354,17 @@ class FittedEnsemble:
         names = list(self.labels) if self.labels else [str(j) for j in range(self.n_labels)]
         out: dict[str, Any] = {"method": self.method, "n_members": self.n_members, "labels": names}
         if self.thresholds is not None:
-            out["thresholds"] = _plain(self.thresholds)
+            out["thresholds"] = to_jsonable(self.thresholds)
         if self.weights is not None:
-            out["weights"] = _plain(self.weights)
+            out["weights"] = to_jsonable(self.weights)
             out["weight_method"] = self.weight_method
         if self.stacker is not None:
             s = self.stacker
-            out["coefficients"] = _plain(s.coefficients.T)
-            out["intercepts"] = _plain(s.intercepts)
-            out["C"] = _plain(s.regularisation)
+            out["coefficients"] = to_jsonable(s.coefficients.T)
+            out["intercepts"] = to_jsonable(s.intercepts)
+            out["C"] = to_jsonable(s.regularisation)
             out["fallback"] = {names[j]: reason for j, reason in s.fallback.items()}
         return out
-
-
-def _plain(values: np.ndarray) -> list[Any]:
-    """A (nested) list of floats for JSON, with NaN written as None."""
-    return np.where(np.isnan(values), None, values.astype(object)).tolist()
 
 
 def fit_ensemble(

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from cxrcore import jsonsafe
 from cxrcore.atomic import atomic_path
 from cxrcore.data.cache import PreprocessCache
 from cxrcore.data.index import DatasetError, label_columns
@@ -191,7 +192,7 @@ def predict(
     with atomic_path(target) as tmp:
         table.to_parquet(tmp, index=False)
     with atomic_path(target.with_suffix(".json")) as tmp:
-        Path(tmp).write_text(json.dumps(meta, indent=1))
+        Path(tmp).write_text(jsonsafe.dumps(meta, indent=1))
     ws.record_predictions(key, meta)
     log.info("predicted %d images of %s/%s in %.1f s", len(table), dataset, split, meta["seconds"])
     return Predictions(table, labels, meta)

@@ -21,9 +21,7 @@ loadable, and the sidecar's recorded sha256 tells whether it describes the weigh
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -37,6 +35,7 @@ import timm
 import torch
 
 import cxrcore
+from cxrcore import jsonsafe
 from cxrcore.atomic import target_mode, temp_beside
 from cxrcore.models.card import (  # noqa: F401  (re-exported: the card side of a checkpoint)
     CARD_METADATA_KEY,
@@ -57,23 +56,6 @@ from cxrcore.models.spec import ModelSpec
 logger = logging.getLogger(__name__)
 
 _RESERVED = ("format_version", "spec", "created_at", "package_versions", "num_parameters")
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON form of values ``json`` cannot encode itself (paths, numpy, tensors, dataclasses, sets)."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray | torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    raise TypeError(f"model card value of type {type(value).__name__} is not JSON-serialisable: {value!r}")
 
 
 def _package_versions() -> dict[str, str]:
@@ -155,7 +137,7 @@ def save_checkpoint(
     full = _full_card(model, card)
     full["weights_dtype"] = "float16" if half else "float32"
     try:
-        text = json.dumps(full, default=_jsonable)
+        text = jsonsafe.dumps(full)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot write model card: {exc}") from exc
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +159,7 @@ def save_checkpoint(
         }
         tmp_sidecar = temp_beside(sidecar)
         temps.append(tmp_sidecar)
-        tmp_sidecar.write_text(json.dumps(sidecar_card, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+        tmp_sidecar.write_text(jsonsafe.dumps(sidecar_card, indent=2) + "\n", encoding="utf-8")
         _fsync(tmp_sidecar)
         previous = sidecar.read_bytes() if sidecar.is_file() else None
         os.replace(tmp_sidecar, sidecar)

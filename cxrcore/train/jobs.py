@@ -15,7 +15,6 @@ dashboard and the CLI can restart at any time: everything they show comes from t
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cxrcore import jsonsafe
 from cxrcore.store import Workspace, WorkspaceError
 from cxrcore.train.job_reporter import ACTIVE, STATUSES, JobRecord
 from cxrcore.train.job_reporter import JobReporter as JobReporter  # what `python -m cxrcore.train --job` uses
@@ -108,13 +108,13 @@ def submit(ws: Workspace, cfg: TrainConfig, resume: bool = False, start: bool = 
         cursor = db.execute(
             "INSERT INTO jobs (kind, config, resume, status, created_at, updated_at) "
             "VALUES ('train', ?, ?, 'queued', ?, ?)",
-            (json.dumps(cfg.to_dict()), int(resume), now, now),
+            (jsonsafe.dumps(cfg.to_dict()), int(resume), now, now),
         )
         job_id = int(cursor.lastrowid)
         folder = job_dir(ws, job_id)
         db.execute("UPDATE jobs SET log_path = ? WHERE id = ?", (str(folder / "train.log"), job_id))
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (folder / "config.json").write_text(jsonsafe.dumps(cfg.to_dict(), indent=2))
     log.info("job %d queued: %s on %s", job_id, cfg.model, cfg.dataset)
     if start:
         schedule(ws)
