@@ -7,7 +7,8 @@ Every source adapter writes exactly these values; everything downstream reads th
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -115,3 +116,39 @@ def check_same_labels(a: Sequence[str], b: Sequence[str]) -> None:
             else "same names, other order"
         )
         raise LabelError(f"label sets differ ({detail})")
+
+
+@dataclass(frozen=True)
+class LabelFit:
+    """How a model's labels meet a dataset's label columns.
+
+    Attributes:
+        shared: the model's labels the dataset has, in the model's order.
+        missing: the model's labels the dataset lacks, in the model's order.
+    """
+
+    shared: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether the dataset has at least one of the model's labels (so there is something to score)."""
+        return bool(self.shared)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the dataset has every one of the model's labels."""
+        return not self.missing
+
+
+def label_fit(model_labels: Iterable[str], dataset_labels: Iterable[str]) -> LabelFit:
+    """Which of a model's labels a dataset has (``shared``) and which it lacks (``missing``).
+
+    Names are compared exactly. A model whose one label is "any finding" is scored against the
+    labels it was trained on instead; its callers handle that case before asking.
+    """
+    known = set(dataset_labels)
+    labels = tuple(model_labels)
+    return LabelFit(
+        shared=tuple(n for n in labels if n in known), missing=tuple(n for n in labels if n not in known)
+    )

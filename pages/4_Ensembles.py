@@ -33,8 +33,8 @@ if dataset is None or len(entries) < 2:
 titles = {str(e.path): e.title for e in entries}
 # Default members: up to three checkpoints (no "last" ones) sharing the labels of the first one that fits
 # the dataset.
-known = set(ws.get_dataset(dataset).labels)
-fitting = [e for e in entries if known & set(e.info["labels"]) and e.path.stem != "last"]
+known = ws.get_dataset(dataset).labels
+fitting = [e for e in entries if e.label_fit(known).ok and e.path.stem != "last"]
 same_labels = [e for e in fitting if e.info["labels"] == fitting[0].info["labels"]] if fitting else []
 default = [str(e.path) for e in same_labels[:3]]
 members = st.multiselect("Members", list(titles), default=default, format_func=titles.get)

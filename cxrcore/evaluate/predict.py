@@ -32,6 +32,7 @@ from cxrcore.data.cache import PreprocessCache
 from cxrcore.data.index import DatasetError, label_columns
 from cxrcore.data.split import split_rows
 from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
+from cxrcore.labels import label_fit
 from cxrcore.models.checkpoint import file_fingerprint, load_checkpoint, read_card
 from cxrcore.models.registry import CXRModel
 from cxrcore.preprocess import PreprocessConfig, checkpoint_preprocess
@@ -82,15 +83,14 @@ def truth_for(rows: pd.DataFrame, model_labels: Sequence[str], card: dict[str, A
         trained_on = list(card.get("training_config", {}).get("labels") or [])
         source = [n for n in trained_on if n in rows.columns] or label_columns(rows)
         return target_matrix(rows, source, "any")
-    present = [n for n in labels if n in rows.columns]
-    if not present:
+    fit = label_fit(labels, label_columns(rows))
+    if not fit.ok:
         raise DatasetError(f"the dataset has none of the model's labels ({', '.join(labels)})")
-    if len(present) < len(labels):
-        missing = sorted(set(labels) - set(present))
-        log.warning("dataset lacks label(s) %s; they are scored as unknown", missing)
+    if fit.missing:
+        log.warning("dataset lacks label(s) %s; they are scored as unknown", sorted(fit.missing))
     truth = np.full((len(rows), len(labels)), np.nan, dtype=np.float32)
     for j, name in enumerate(labels):
-        if name in rows.columns:
+        if name in fit.shared:
             truth[:, j] = rows[name].to_numpy(dtype=np.float32)
     return truth
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxrcore import jsonsafe
+from cxrcore.labels import label_fit
 from cxrcore.store import Workspace, WorkspaceError
 from cxrcore.train.job_reporter import ACTIVE, STATUSES, JobRecord
 from cxrcore.train.job_reporter import JobReporter as JobReporter  # what `python -m cxrcore.train --job` uses
@@ -84,7 +85,7 @@ def _check_model(name: str) -> None:
 def check_config(ws: Workspace, cfg: TrainConfig, resume: bool = False) -> TrainConfig:
     """Refuse a run that cannot start (unknown dataset or model, missing checkpoint); make paths absolute."""
     known = ws.get_dataset(cfg.dataset).labels  # an unknown dataset fails here, with close matches
-    unknown = [label for label in cfg.labels if label not in known]
+    unknown = list(label_fit(cfg.labels, known).missing)
     if unknown:
         raise JobError(f"unknown label(s) {unknown} for {cfg.dataset!r}; valid labels: {', '.join(known)}")
     _check_model(cfg.model)
