@@ -32,7 +32,7 @@ from cxrcore.evaluate.localisation import (
     to_arrays,
 )
 from cxrcore.evaluate.report import member_name
-from cxrcore.explain.engine import DEFAULT_SMOOTH, check_smooth, explain
+from cxrcore.explain.engine import DEFAULT_METHODS, DEFAULT_SMOOTH, check_smooth, explain
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.models.checkpoint import load_checkpoint
 from cxrcore.preprocess import PreprocessConfig, checkpoint_preprocess, fit_geometry
@@ -41,6 +41,8 @@ from cxrcore.store import Workspace
 log = logging.getLogger(__name__)
 
 FRAME = 256  # longest side of the frame maps and boxes are compared in
+# Maps cheap enough to score over a whole split: one forward pass (CAM, CRM) or one backward (Grad-CAM).
+MAP_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, "gradcam")
 ENSEMBLE = "ensemble"
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from cxrcore.evaluate.calibration import brier_score, expected_calibration_error, reliability_curve
 from cxrcore.evaluate.classification import average_precision, pr_points, roc_points, threshold_metrics
-from cxrcore.evaluate.map_localisation import FRAME, LocalisationReport, localisation_report
+from cxrcore.evaluate.map_localisation import FRAME, MAP_METHODS, LocalisationReport, localisation_report
 from cxrcore.evaluate.predict import Predictions, predict
 from cxrcore.evaluate.report import EnsembleComparison, Evaluation, compare_ensembles, evaluate_checkpoint
 from cxrcore.explain.engine import DEFAULT_SMOOTH
@@ -241,7 +241,7 @@ def _localisation(
 def localisation_section(ws: Workspace, checkpoints: list[Path], dataset: str, split: str) -> None:
     """Members' and the ensemble's maps scored against the dataset's boxes (PeerJ protocol)."""
     c1, c2, c3, c4, c5 = st.columns(5)
-    method = c1.selectbox("Map", ["cam", "crm", "gradcam"], key="loc_method")
+    method = c1.selectbox("Map", MAP_METHODS, key="loc_method")
     threshold = box_threshold_input(c2, "loc_threshold")
     max_images = c3.number_input("Images (at most)", 5, 500, 50, 5, key="loc_images")
     tolerance = c4.number_input(
