@@ -14,6 +14,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from cxrcore.hints import unknown_choice
+
 # The fourteen findings of NIH ChestX-ray14, in the order of the official release.
 NIH14_LABELS: tuple[str, ...] = (
     "Atelectasis",
@@ -54,7 +56,9 @@ CHEXPERT_LABELS: tuple[str, ...] = (
 PHANTOM_LABELS: tuple[str, ...] = ("Nodule", "Opacity", "Effusion")
 
 UncertaintyPolicy = Literal["nan", "zeros", "ones"]
+# What uncertain (-1) labels become: unknown (NaN), absent (0) or present (1).
 UNCERTAINTY_POLICIES: tuple[str, ...] = ("nan", "zeros", "ones")
+DEFAULT_UNCERTAINTY: UncertaintyPolicy = "nan"
 
 
 def _label_key(name: str) -> str:
@@ -77,15 +81,13 @@ class LabelError(ValueError):
     """A label matrix breaks the 1 / 0 / NaN contract."""
 
 
-def apply_uncertainty(values: pd.DataFrame, policy: UncertaintyPolicy = "nan") -> pd.DataFrame:
+def apply_uncertainty(values: pd.DataFrame, policy: UncertaintyPolicy = DEFAULT_UNCERTAINTY) -> pd.DataFrame:
     """Map uncertain labels (-1) to NaN, 0 or 1 according to a named policy.
 
     Blank cells stay NaN under every policy: "not mentioned" is unknown, not negative.
     """
     if policy not in UNCERTAINTY_POLICIES:
-        raise LabelError(
-            f"unknown uncertainty policy {policy!r}; valid options: {', '.join(UNCERTAINTY_POLICIES)}"
-        )
+        raise LabelError(unknown_choice("uncertainty policy", policy, UNCERTAINTY_POLICIES))
     replacement = {"nan": np.nan, "zeros": 0.0, "ones": 1.0}[policy]
     out = values.astype("float64")
     return out.mask(out == -1.0, replacement)

@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from cxrcore.data.index import TRAIN_SPLIT, VALID_SPLIT
 from cxrcore.store import DatasetRecord, Workspace
 from cxrcore.train import jobs
 from cxrcore.train.config import LABEL_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
@@ -124,7 +125,7 @@ def _advanced() -> dict[str, Any]:
 def train_form(ws: Workspace, record: DatasetRecord) -> TrainConfig | None:
     """The training form for a dataset; returns the config when Launch is pressed with valid settings."""
     counts = (record.split or {}).get("counts", {})
-    if not counts.get("train") or not counts.get("valid"):
+    if not counts.get(TRAIN_SPLIT) or not counts.get(VALID_SPLIT):
         st.warning(f"{record.name} needs a patient-level split with train and valid images: build one first.")
         page_link("pages/1_Dataset_Explorer.py", "Open the dataset explorer")
         return None
@@ -133,7 +134,8 @@ def train_form(ws: Workspace, record: DatasetRecord) -> TrainConfig | None:
         st.warning("No models are registered, so nothing can be trained.")
         return None
     st.caption(
-        f"Trains on the train split ({counts['train']:,} images), validates on valid ({counts['valid']:,})."
+        f"Trains on the {TRAIN_SPLIT} split ({counts[TRAIN_SPLIT]:,} images), "
+        f"validates on {VALID_SPLIT} ({counts[VALID_SPLIT]:,})."
     )
     with st.form("train_form"):
         values = {**_settings(record, models, ws), **_advanced()}

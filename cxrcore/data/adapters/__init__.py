@@ -17,6 +17,7 @@ from cxrcore.data.adapters.rsna import load_rsna
 from cxrcore.data.adapters.tabular import load_chexpert, load_csv
 from cxrcore.data.index import DatasetError, IndexedDataset
 from cxrcore.hints import did_you_mean
+from cxrcore.labels import DEFAULT_UNCERTAINTY, UNCERTAINTY_POLICIES
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ _POLICY = Param(
     "uncertainty",
     "what uncertain (-1) labels become",
     kind="choice",
-    choices=("nan", "zeros", "ones"),
-    default="nan",
+    choices=UNCERTAINTY_POLICIES,
+    default=DEFAULT_UNCERTAINTY,
 )
 
 ADAPTERS: dict[str, AdapterSpec] = {
