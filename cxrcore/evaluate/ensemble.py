@@ -30,6 +30,12 @@ from cxrcore.jsonsafe import to_jsonable
 log = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = ("vote", "mean", "weighted", "stack")
+METHOD_NAMES: dict[str, str] = {
+    "vote": "majority vote",
+    "mean": "simple average",
+    "weighted": "weighted average",
+    "stack": "stacking",
+}
 WEIGHT_METHODS: tuple[str, ...] = ("optimise", "auroc")
 WeightMethod = Literal["optimise", "auroc"]
 
