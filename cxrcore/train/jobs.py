@@ -23,17 +23,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cxrcore import jsonsafe
 from cxrcore.labels import label_fit
 from cxrcore.store import Workspace, WorkspaceError
+from cxrcore.train.config import INIT_RANDOM, TrainConfig  # no PyTorch: listing jobs stays light
 from cxrcore.train.job_reporter import ACTIVE, STATUSES, JobRecord
 from cxrcore.train.job_reporter import JobReporter as JobReporter  # what `python -m cxrcore.train --job` uses
 from cxrcore.train.job_reporter import format_eta as format_eta
-
-if TYPE_CHECKING:  # the config module imports PyTorch, which listing or cancelling jobs does not need
-    from cxrcore.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +87,7 @@ def check_config(ws: Workspace, cfg: TrainConfig, resume: bool = False) -> Train
     if unknown:
         raise JobError(f"unknown label(s) {unknown} for {cfg.dataset!r}; valid labels: {', '.join(known)}")
     _check_model(cfg.model)
-    if cfg.init != "random":
+    if cfg.init != INIT_RANDOM:
         init = Path(cfg.init).expanduser().resolve()
         if not init.is_file():
             raise FileNotFoundError(f"checkpoint to repurpose not found: {cfg.init}")
