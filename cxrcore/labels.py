@@ -7,11 +7,14 @@ Every source adapter writes exactly these values; everything downstream reads th
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from cxrcore.hints import unknown_choice
 
 # The fourteen findings of NIH ChestX-ray14, in the order of the official release.
 NIH14_LABELS: tuple[str, ...] = (
@@ -53,7 +56,9 @@ CHEXPERT_LABELS: tuple[str, ...] = (
 PHANTOM_LABELS: tuple[str, ...] = ("Nodule", "Opacity", "Effusion")
 
 UncertaintyPolicy = Literal["nan", "zeros", "ones"]
+# What uncertain (-1) labels become: unknown (NaN), absent (0) or present (1).
 UNCERTAINTY_POLICIES: tuple[str, ...] = ("nan", "zeros", "ones")
+DEFAULT_UNCERTAINTY: UncertaintyPolicy = "nan"
 
 
 def _label_key(name: str) -> str:
@@ -76,15 +81,13 @@ class LabelError(ValueError):
     """A label matrix breaks the 1 / 0 / NaN contract."""
 
 
-def apply_uncertainty(values: pd.DataFrame, policy: UncertaintyPolicy = "nan") -> pd.DataFrame:
+def apply_uncertainty(values: pd.DataFrame, policy: UncertaintyPolicy = DEFAULT_UNCERTAINTY) -> pd.DataFrame:
     """Map uncertain labels (-1) to NaN, 0 or 1 according to a named policy.
 
     Blank cells stay NaN under every policy: "not mentioned" is unknown, not negative.
     """
     if policy not in UNCERTAINTY_POLICIES:
-        raise LabelError(
-            f"unknown uncertainty policy {policy!r}; valid options: {', '.join(UNCERTAINTY_POLICIES)}"
-        )
+        raise LabelError(unknown_choice("uncertainty policy", policy, UNCERTAINTY_POLICIES))
     replacement = {"nan": np.nan, "zeros": 0.0, "ones": 1.0}[policy]
     out = values.astype("float64")
     return out.mask(out == -1.0, replacement)
@@ -115,3 +118,39 @@ def check_same_labels(a: Sequence[str], b: Sequence[str]) -> None:
             else "same names, other order"
         )
         raise LabelError(f"label sets differ ({detail})")
+
+
+@dataclass(frozen=True)
+class LabelFit:
+    """How a model's labels meet a dataset's label columns.
+
+    Attributes:
+        shared: the model's labels the dataset has, in the model's order.
+        missing: the model's labels the dataset lacks, in the model's order.
+    """
+
+    shared: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether the dataset has at least one of the model's labels (so there is something to score)."""
+        return bool(self.shared)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the dataset has every one of the model's labels."""
+        return not self.missing
+
+
+def label_fit(model_labels: Iterable[str], dataset_labels: Iterable[str]) -> LabelFit:
+    """Which of a model's labels a dataset has (``shared``) and which it lacks (``missing``).
+
+    Names are compared exactly. A model whose one label is "any finding" is scored against the
+    labels it was trained on instead; its callers handle that case before asking.
+    """
+    known = set(dataset_labels)
+    labels = tuple(model_labels)
+    return LabelFit(
+        shared=tuple(n for n in labels if n in known), missing=tuple(n for n in labels if n not in known)
+    )

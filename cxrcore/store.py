@@ -14,7 +14,6 @@ The schema is versioned with ``PRAGMA user_version``; each migration runs once, 
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from cxrcore import jsonsafe
 from cxrcore.atomic import atomic_path
 from cxrcore.data.index import (
     IndexedDataset,
@@ -37,6 +37,7 @@ from cxrcore.data.index import (
     validate_boxes,
     validate_index,
 )
+from cxrcore.hints import did_you_mean
 
 DB_NAME = "cxr.sqlite"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -228,8 +229,8 @@ class Workspace:
                     meta["dataset"],
                     meta["index_fingerprint"],
                     meta["split"],
-                    json.dumps(meta["preprocess"]),
-                    json.dumps(meta["labels"]),
+                    jsonsafe.dumps(meta["preprocess"]),
+                    jsonsafe.dumps(meta["labels"]),
                     meta["n_images"],
                     meta["seconds"],
                     meta["file"],
@@ -280,13 +281,13 @@ class Workspace:
                 (
                     name,
                     adapter,
-                    json.dumps(arguments, sort_keys=True, default=str),
+                    jsonsafe.dumps(arguments, sort_keys=True, default=str),
                     index_fingerprint(index),
                     len(index),
                     int(index["patient_id"].nunique()),
-                    json.dumps(label_columns(index)),
-                    json.dumps(dataset.notes, default=str),
-                    json.dumps(split) if split else None,
+                    jsonsafe.dumps(label_columns(index)),
+                    jsonsafe.dumps(dataset.notes, default=str),
+                    jsonsafe.dumps(split) if split else None,
                     now,
                     now,
                 ),
@@ -309,8 +310,7 @@ class Workspace:
         row = self._row(name)
         if row is None:
             names = [r.name for r in self.list_datasets()]
-            close = difflib.get_close_matches(name, names, n=3)
-            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(name, names)
             known = f" (registered: {', '.join(names)})" if names else " (none registered yet)"
             raise WorkspaceError(f"no dataset named {name!r}{hint}{known}")
         return DatasetRecord(
@@ -353,7 +353,7 @@ class Workspace:
         with self.connect() as db:
             db.execute(
                 "UPDATE datasets SET split = ?, updated_at = ? WHERE name = ?",
-                (json.dumps(self._split_info(index, **how)), time.time(), name),
+                (jsonsafe.dumps(self._split_info(index, **how)), time.time(), name),
             )
         return self.get_dataset(name)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT
+from cxrcore.evaluate.classification import N_BOOT, TARGET_RULES, THRESHOLD_RULE_NAMES, THRESHOLD_RULES
 from cxrcore.ui import evaluate as ev
 from cxrcore.ui.page import guarded, labels_fit, select_checkpoint, select_dataset, setup_page
 
@@ -23,10 +25,12 @@ record = ws.get_dataset(dataset)
 if record.notes.get("synthetic"):
     st.caption("Synthetic demo data: computer-generated phantoms, not real patients.")
 left, mid, right = st.columns(3)
-split = left.selectbox("Split", ["test", "valid", "train"], key="eval_split")
-rule = mid.selectbox("Operating point (chosen on validation)", list(ev.RULES), format_func=ev.RULES.get)
+split = left.selectbox("Split", SPLIT_CHOICES, index=SPLIT_CHOICES.index(TEST_SPLIT), key="eval_split")
+rule = mid.selectbox(
+    "Operating point (chosen on validation)", THRESHOLD_RULES, format_func=THRESHOLD_RULE_NAMES.get
+)
 target = None
-if rule in ("sensitivity", "specificity"):
+if rule in TARGET_RULES:
     target = right.slider(f"Target {rule}", 0.5, 0.99, 0.9, 0.01)
 
 with guarded("evaluate the model"):
@@ -34,7 +38,7 @@ with guarded("evaluate the model"):
     labels = list(result.predictions.labels)
     n = len(result.predictions.table)
     st.caption(
-        f"{n} images of the {split} split · AUROC 95% CI from 1,000 stratified bootstrap resamples"
+        f"{n} images of the {split} split · AUROC 95% CI from {N_BOOT:,} stratified bootstrap resamples"
         + (" · predictions reused from the workspace" if result.predictions.from_cache else "")
     )
     chosen = st.multiselect("Labels", labels, default=labels[:6], key="eval_labels")

@@ -8,19 +8,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cxrcore.evaluate.ensemble import METHODS
-from cxrcore.evaluate.report import TABLE_METRICS, best_marks
+from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT
+from cxrcore.evaluate.ensemble import METHOD_NAMES, METHODS
+from cxrcore.evaluate.report import MEAN_ROW, TABLE_METRICS, best_marks
 from cxrcore.models.catalog import list_checkpoints
 from cxrcore.ui import evaluate as ev
 from cxrcore.ui.data import csv_download
 from cxrcore.ui.page import guarded, select_dataset, setup_page
-
-NAMES = {
-    "vote": "majority vote",
-    "mean": "simple average",
-    "weighted": "weighted average",
-    "stack": "stacking",
-}
 
 ws = setup_page("Ensembles")
 st.title("Ensembles")
@@ -33,20 +27,20 @@ if dataset is None or len(entries) < 2:
 titles = {str(e.path): e.title for e in entries}
 # Default members: up to three checkpoints (no "last" ones) sharing the labels of the first one that fits
 # the dataset.
-known = set(ws.get_dataset(dataset).labels)
-fitting = [e for e in entries if known & set(e.info["labels"]) and e.path.stem != "last"]
+known = ws.get_dataset(dataset).labels
+fitting = [e for e in entries if e.label_fit(known).ok and e.path.stem != "last"]
 same_labels = [e for e in fitting if e.info["labels"] == fitting[0].info["labels"]] if fitting else []
 default = [str(e.path) for e in same_labels[:3]]
 members = st.multiselect("Members", list(titles), default=default, format_func=titles.get)
-methods = st.multiselect("Methods", list(METHODS), default=list(METHODS), format_func=NAMES.get)
-split = st.selectbox("Scored on", ["test", "valid"], key="ens_split")
+methods = st.multiselect("Methods", METHODS, default=list(METHODS), format_func=METHOD_NAMES.get)
+split = st.selectbox("Scored on", SPLIT_CHOICES, index=SPLIT_CHOICES.index(TEST_SPLIT), key="ens_split")
 if len(members) < 2 or not methods:
     st.info("Pick at least two members and one method.")
     st.stop()
 
 with guarded("compare the ensembles"):
     result = ev.comparison(ws, [Path(m) for m in members], dataset, methods, split)
-    label = st.selectbox("Label", ["mean", *result.labels], key="ens_label")
+    label = st.selectbox("Label", [MEAN_ROW, *result.labels], key="ens_label")
     st.subheader("Comparison")
     st.caption(
         "Thresholds: each member's and ensemble's operating point (Youden's J) on validation; the vote "
@@ -56,13 +50,13 @@ with guarded("compare the ensembles"):
     shown = best_marks(result.table, label)
     rows = result.table[result.table["label"] == label].set_index("model")
     ci = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(rows["auroc_lo"], rows["auroc_hi"], strict=True)]
-    shown.insert(1, "AUROC 95% CI", ci if label != "mean" else ["pick a label" for _ in ci])
+    shown.insert(1, "AUROC 95% CI", ci if label != MEAN_ROW else ["pick a label" for _ in ci])
     shown["vs best member"] = rows["vs_best_member"]
     shown["Δ AUROC"] = rows["delta_auroc"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}")
     shown["p (DeLong)"] = rows["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
     st.dataframe(shown, width="stretch")
     csv_download(result.table, f"ensembles-{dataset}-{split}", "Full table, every label (CSV)")
-    if label != "mean":
+    if label != MEAN_ROW:
         st.subheader(f"ROC curves · {label}")
         ev.comparison_roc(result, label)
     st.subheader("What was fitted on validation")

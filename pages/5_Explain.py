@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cxrcore.explain.engine import DEFAULT_SMOOTH, explain
+from cxrcore.explain.engine import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS, explain
 from cxrcore.explain.panel import panel_png, panel_tiles
 from cxrcore.preprocess import boxes_to_input
 from cxrcore.ui import charts
@@ -33,7 +33,7 @@ with guarded("explain the image"):
     pixels = ux.window_controls(choice)
     if not ux.guard_warning(loaded, choice, pixels):
         st.stop()
-    base = explain(loaded, pixels, methods=("cam", "crm"))
+    base = explain(loaded, pixels, methods=DEFAULT_METHODS)
     probs = pd.Series(base.probabilities).sort_values(ascending=False)
     st.plotly_chart(charts.bar_figure(probs, "Probability per label", ".3f"), width="stretch")
 
@@ -41,7 +41,7 @@ with guarded("explain the image"):
     labels = left.multiselect(
         "Labels", list(probs.index), default=list(probs.index[:4]), key="explain_labels"
     )
-    extra = right.multiselect("More methods", ux.EXTRA_METHODS, key="explain_methods")
+    extra = right.multiselect("More methods", EXTRA_METHODS, key="explain_methods")
     smooth = ux.smoothing_input(last, "explain_smooth")
     options = ux.panel_options()
     if not labels:
@@ -49,7 +49,7 @@ with guarded("explain the image"):
         st.stop()
     result = base
     if extra or smooth != DEFAULT_SMOOTH:
-        result = explain(loaded, pixels, labels, ("cam", "crm", *extra), smooth=smooth)
+        result = explain(loaded, pixels, labels, (*DEFAULT_METHODS, *extra), smooth=smooth)
     truth = None
     if choice.truth is not None and len(choice.truth):
         height, width = choice.pixels.shape
@@ -60,7 +60,7 @@ with guarded("explain the image"):
         f"CRM{', ' + ', '.join(extra) if extra else ''}. Boxes: regions above "
         f"{options.box_threshold:.0%} of each map's peak, scored by peak heat x probability."
     )
-    rows = panel_tiles(result, labels, ["cam", "crm", *extra], options, truth)
+    rows = panel_tiles(result, labels, [*DEFAULT_METHODS, *extra], options, truth)
     ux.show_panel(rows)
     st.download_button(
         "Download the panel (PNG)",

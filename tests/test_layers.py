@@ -33,6 +33,8 @@ LAYERS: dict[str, int] = {
     "cxrcore.data": 0,  # index contract, adapters, splits, phantoms; reads images through io
     "cxrcore.store": 0,  # the workspace database: stores data's index contract (imports data.index)
     "cxrcore.errors": 0,  # user-fixable errors: imports this layer's, looks higher ones up by name
+    "cxrcore.hints": 0,  # the one "did you mean" helper for unknown names; imports nothing of cxrcore
+    "cxrcore.jsonsafe": 0,  # the one JSON sanitiser (NaN and inf become null); imports nothing of cxrcore
     "cxrcore.models": 1,
     "cxrcore.explain": 2,
     "cxrcore.evaluate": 3,

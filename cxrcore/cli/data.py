@@ -9,7 +9,9 @@ import pandas as pd
 
 from cxrcore.cli.output import emit
 from cxrcore.data.adapters import ADAPTERS
+from cxrcore.data.index import SPLITS
 from cxrcore.data.leakage import leakage_against, leakage_by_split
+from cxrcore.data.split import DEFAULT_FRACTIONS
 from cxrcore.data.stats import dataset_statistics
 from cxrcore.io import read_image
 from cxrcore.store import Workspace
@@ -145,17 +147,24 @@ def cmd_demo_real_data(args: argparse.Namespace) -> int:
     return 0
 
 
+_FRACTIONS = ",".join(f"{f:g}" for f in DEFAULT_FRACTIONS)  # the patient split's default, as typed
+
+
 def _add_adapter_options(parser: argparse.ArgumentParser) -> None:
     """One option per adapter parameter name, shared by the sources that take it."""
     seen: dict[str, list[str]] = {}
-    helps: dict[str, str] = {}
+    params = {}
     for spec in ADAPTERS.values():
         for p in spec.params:
             seen.setdefault(p.name, []).append(spec.name)
-            helps.setdefault(p.name, p.help)
+            params.setdefault(p.name, p)
     for name, sources in seen.items():
+        p = params[name]
         parser.add_argument(
-            "--" + name.replace("_", "-"), dest=name, help=f"{helps[name]} [{', '.join(sources)}]"
+            "--" + name.replace("_", "-"),
+            dest=name,
+            choices=p.choices or None,
+            help=f"{p.help} [{', '.join(sources)}]" + (f" (default {p.default})" if p.choices else ""),
         )
 
 
@@ -188,7 +197,7 @@ def add_data_commands(groups: Any) -> None:
 
     split = data.add_parser("split", help="patient-level split, label-stratified, deterministic by seed")
     split.add_argument("name")
-    split.add_argument("--fractions", default="0.7,0.1,0.2", help="train,valid,test (default 0.7,0.1,0.2)")
+    split.add_argument("--fractions", default=_FRACTIONS, help=f"{','.join(SPLITS)} (default {_FRACTIONS})")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--no-stratify", action="store_true")
     split.set_defaults(func=cmd_data_split)
@@ -258,7 +267,7 @@ def add_merge_command(data: Any) -> None:
         help="registered datasets whose boxes are drawn on the same image files, optionally relabelled: "
         "rsna=Pneumonia",
     )
-    merge.add_argument("--fractions", default="0.7,0.1,0.2")
+    merge.add_argument("--fractions", default=_FRACTIONS, help=f"{','.join(SPLITS)} (default {_FRACTIONS})")
     merge.add_argument("--seed", type=int, default=0)
     merge.add_argument("--replace", action="store_true")
     merge.set_defaults(func=cmd_data_merge)

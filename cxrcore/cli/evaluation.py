@@ -9,6 +9,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from cxrcore.cli.output import emit
+from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT
+from cxrcore.evaluate.classification import (
+    DEFAULT_THRESHOLD_RULE,
+    N_BOOT,
+    THRESHOLD_RULE_NAMES,
+    THRESHOLD_RULES,
+)
+from cxrcore.evaluate.ensemble import METHOD_NAMES, METHODS, check_method
 from cxrcore.store import Workspace
 
 SHOWN = ["n", "positives", "auroc", "auroc_lo", "auroc_hi", "ap", "threshold", "sensitivity", "specificity"]
@@ -102,8 +110,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Members and ensembles (fitted on validation) compared on a split."""
-    from cxrcore.evaluate.report import best_marks, compare_ensembles
+    from cxrcore.evaluate.report import MEAN_ROW, best_marks, compare_ensembles
 
+    methods = [check_method(m.strip()) for m in args.methods.split(",") if m.strip()]
     bars: dict[str, _Bar] = {}
 
     def progress(name: str, done: int, total: int) -> None:
@@ -114,7 +123,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
             args.checkpoints,
             Workspace(),
             args.dataset,
-            [m.strip() for m in args.methods.split(",") if m.strip()],
+            methods,
             split=args.split,
             rule=args.threshold,
             n_boot=args.bootstrap,
@@ -134,7 +143,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
     def text() -> str:
         mean = best_marks(result.table)
-        deltas = result.table[(result.table["label"] == "mean") & (result.table["kind"] == "ensemble")]
+        deltas = result.table[(result.table["label"] == MEAN_ROW) & (result.table["kind"] == "ensemble")]
         extra = deltas.set_index("model")[["vs_best_member", "delta_auroc"]]
         return (
             f"{args.dataset}/{args.split}, mean over {len(result.labels)} label(s); * = best\n"
@@ -147,20 +156,21 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser, split_default: str = "test") -> None:
+def _common(parser: argparse.ArgumentParser, split_default: str = TEST_SPLIT) -> None:
     parser.add_argument("--dataset", required=True, help="a registered dataset")
-    parser.add_argument("--split", default=split_default, choices=("train", "valid", "test", "all"))
+    parser.add_argument("--split", default=split_default, choices=SPLIT_CHOICES)
     parser.add_argument("--json", action="store_true")
 
 
 def _thresholds(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold",
-        default="youden",
-        choices=("youden", "f1", "sensitivity", "specificity", "fixed"),
-        help="operating point chosen on the validation split (fixed = 0.5)",
+        default=DEFAULT_THRESHOLD_RULE,
+        choices=THRESHOLD_RULES,
+        help="operating point chosen on the validation split: "
+        + "; ".join(f"{rule} = {name}" for rule, name in THRESHOLD_RULE_NAMES.items()),
     )
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUROC CI")
+    parser.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples for the AUROC CI")
 
 
 def add_evaluation_commands(groups: Any) -> None:
@@ -185,5 +195,10 @@ def add_evaluation_commands(groups: Any) -> None:
     ens.add_argument("checkpoints", nargs="+")
     _common(ens)
     _thresholds(ens)
-    ens.add_argument("--methods", default="vote,mean,weighted,stack")
+    ens.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated ensemble methods: "
+        + "; ".join(f"{method} = {name}" for method, name in METHOD_NAMES.items()),
+    )
     ens.set_defaults(func=cmd_ensemble)

@@ -6,17 +6,26 @@ import argparse
 import signal
 import sys
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
 
 from cxrcore.cli.output import EXIT_ERROR, emit
+from cxrcore.preprocess import FIT_MODES
 from cxrcore.store import Workspace
 from cxrcore.train import jobs  # light: no PyTorch until a training command needs it
-
-if TYPE_CHECKING:
-    from cxrcore.train.config import TrainConfig
+from cxrcore.train.config import (
+    AMP_MODES,
+    INIT_RANDOM,
+    LABEL_MODE_NAMES,
+    LABEL_MODES,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TRAIN_DEFAULTS,
+    TrainConfig,
+)
 
 
 class ConsoleReporter:
@@ -68,13 +77,11 @@ def _train_config(args: argparse.Namespace, ws: Workspace) -> TrainConfig:
     flags = {"augment": False if args.no_augment else None, "freeze_backbone": args.freeze_backbone or None}
     labels = tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels else None
     overrides = {
-        **{k: getattr(args, k) for k in _TRAIN_OPTIONS},
+        **{k: getattr(args, k) for k in (*_TRAIN_OPTIONS, *_CHOICES)},
         **flags,
         "labels": labels,
         "max_steps_per_epoch": args.steps_per_epoch,
     }
-    from cxrcore.train.config import TrainConfig  # imports PyTorch (the losses)
-
     if args.resume:
         base = ws.home / "runs" / args.resume / "config.json"
         if not base.is_file():
@@ -166,11 +173,19 @@ _TRAIN_OPTIONS = (
 )  # fmt: skip
 
 
+# Settings with a fixed vocabulary, given as --name VALUE (None: keep the config's value).
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "amp": AMP_MODES, "fit": FIT_MODES}
+
+
+def _default(name: str) -> str:
+    return f"default {TRAIN_DEFAULTS[name]}"
+
+
 def add_train_commands(groups: Any) -> None:
     """The train command."""
     train = groups.add_parser("train", help="train a classifier (in the foreground, or as a background job)")
     train.add_argument("--dataset", help="registered dataset (its train and valid splits are used)")
-    train.add_argument("--model", help="registered model name (default resnet18)")
+    train.add_argument("--model", help=f"registered model name ({_default('model')})")
     train.add_argument("--config", help="a .toml or .json file of training settings; options override it")
     for name, kind in (("epochs", int), ("batch-size", int), ("lr", float)):
         train.add_argument(f"--{name}", type=kind)
@@ -183,10 +198,19 @@ def add_train_commands(groups: Any) -> None:
     )
     train.add_argument("--steps-per-epoch", type=int, help="cap on steps per epoch (0: the whole split)")
     train.add_argument("--labels", help="comma-separated labels to train (default: all of the dataset's)")
-    train.add_argument("--label-mode", help="multi (one output per label) or any (one 'Any finding' output)")
-    train.add_argument("--loss", help="weighted_bce (default), bce or pos_weight_bce")
+    train.add_argument(
+        "--label-mode",
+        choices=LABEL_MODES,
+        help="; ".join(f"{mode}: {name}" for mode, name in LABEL_MODE_NAMES.items())
+        + f" ({_default('label_mode')})",
+    )
+    train.add_argument("--loss", choices=LOSSES, help=f"training loss ({_default('loss')})")
+    for name, options in _CHOICES.items():
+        train.add_argument(f"--{name}", choices=options, help=f"{name} ({_default(name)})")
     train.add_argument("--no-augment", action="store_true", help="no random augmentation")
-    train.add_argument("--init", help="'random' or a checkpoint file to repurpose")
+    train.add_argument(
+        "--init", help=f"{INIT_RANDOM!r} or a checkpoint file to repurpose ({_default('init')})"
+    )
     train.add_argument("--freeze-backbone", action="store_true", help="train only the head (with --init)")
     train.add_argument("--backbone-lr-scale", type=float, help="backbone learning rate = lr x this")
     train.add_argument("--seed", type=int)

@@ -16,7 +16,6 @@ Hit and miss counters are per process (each DataLoader worker counts its own).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrcore import jsonsafe
 from cxrcore.atomic import write_bytes_atomic
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.preprocess import PreprocessConfig, prepare
@@ -65,7 +65,7 @@ class PreprocessCache:
         settings = self.folder / "config.json"
         if not settings.exists():
             # Lets a person see which settings a folder holds; content is the same for every writer.
-            write_bytes_atomic(settings, json.dumps(cfg.to_dict(), indent=2, sort_keys=True).encode())
+            write_bytes_atomic(settings, jsonsafe.dumps(cfg.to_dict(), indent=2, sort_keys=True).encode())
 
     def key_for(self, path: str | Path) -> str:
         """Hash of the source file's absolute path, mtime (ns) and size; the settings select the folder.

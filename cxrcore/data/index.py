@@ -24,6 +24,10 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("view", "sex", "age", "split", "source")
 META_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 BOX_COLUMNS: tuple[str, ...] = ("image_id", "label", "x", "y", "w", "h")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+# Models are fitted on train; thresholds, ensembles and the best epoch are chosen on valid; test scores.
+TRAIN_SPLIT, VALID_SPLIT, TEST_SPLIT = SPLITS
+ALL_SPLITS = "all"  # every row with an image file, whatever its split
+SPLIT_CHOICES: tuple[str, ...] = (*SPLITS, ALL_SPLITS)  # what predictions and evaluations run on
 
 
 class DatasetError(ValueError):

@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ import pandas as pd
 from cxrcore.atomic import write_bytes_atomic
 from cxrcore.data.phantom_anatomy import PhantomSpec, anatomy_density, burn_marker, device_mask, make_frame
 from cxrcore.data.phantom_lesions import Lesion, draw_lesions
+from cxrcore.hints import unknown_choice
 from cxrcore.labels import PHANTOM_LABELS
 
 __all__ = [
@@ -111,11 +111,7 @@ def _check_findings(findings: Sequence[str]) -> set[str]:
         findings = (findings,)
     for name in findings:
         if name not in PHANTOM_LABELS:
-            close = difflib.get_close_matches(str(name), PHANTOM_LABELS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"unknown phantom finding {name!r}{hint} valid options: {', '.join(PHANTOM_LABELS)}"
-            )
+            raise ValueError(unknown_choice("phantom finding", name, PHANTOM_LABELS, n=1))
     return set(findings)
 
 

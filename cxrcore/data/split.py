@@ -7,7 +7,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cxrcore.data.index import SPLITS, DatasetError, label_columns, validate_index
+from cxrcore.data.index import (
+    ALL_SPLITS,
+    SPLIT_CHOICES,
+    SPLITS,
+    DatasetError,
+    label_columns,
+    validate_index,
+)
+from cxrcore.hints import unknown_choice
+
+DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train, valid, test
 
 
 def parse_fractions(text: str | Sequence[float]) -> tuple[float, float, float]:
@@ -35,7 +45,7 @@ def _patient_strata(index: pd.DataFrame) -> pd.Series:
 
 def patient_split(
     index: pd.DataFrame,
-    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     stratify: bool = True,
 ) -> pd.DataFrame:
@@ -81,11 +91,11 @@ def split_summary(index: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_rows(index: pd.DataFrame, split: str) -> pd.DataFrame:
-    """The rows of one split that have an image file ("all" = every row with a file)."""
-    if split != "all" and split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}; valid options: {', '.join((*SPLITS, 'all'))}")
+    """The rows of one split that have an image file (ALL_SPLITS, "all": every row with a file)."""
+    if split not in SPLIT_CHOICES:
+        raise DatasetError(unknown_choice("split", split, SPLIT_CHOICES))
     rows = index[index["path"].notna()]
-    if split != "all":
+    if split != ALL_SPLITS:
         if "split" not in rows.columns or rows["split"].isna().all():
             raise DatasetError(
                 "the dataset has no split: build one first (cxr data split NAME or the explorer)"

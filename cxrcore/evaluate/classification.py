@@ -28,8 +28,14 @@ log = logging.getLogger(__name__)
 
 # Calibration and DeLong live in their own modules and are re-exported: this is the one import for callers.
 __all__ = [
+    "DEFAULT_THRESHOLD_RULE",
+    "FIXED_RULE",
+    "N_BOOT",
     "OPERATING_POINTS",
     "SUMMARY_COLUMNS",
+    "TARGET_RULES",
+    "THRESHOLD_RULES",
+    "THRESHOLD_RULE_NAMES",
     "DeLongResult",
     "auroc_ci",
     "average_precision",
@@ -47,7 +53,21 @@ __all__ = [
     "threshold_metrics",
 ]
 
-OPERATING_POINTS = ("youden", "sensitivity", "specificity", "f1")
+# Thresholds chosen on (validation) data; TARGET_RULES take a target sensitivity or specificity.
+OPERATING_POINTS = ("youden", "f1", "sensitivity", "specificity")
+TARGET_RULES = ("sensitivity", "specificity")
+# How a report picks each label's threshold: an operating point on validation, or a fixed 0.5.
+FIXED_RULE = "fixed"
+THRESHOLD_RULES: tuple[str, ...] = (*OPERATING_POINTS, FIXED_RULE)
+DEFAULT_THRESHOLD_RULE = "youden"
+THRESHOLD_RULE_NAMES: dict[str, str] = {
+    "youden": "Youden's J (max sensitivity + specificity - 1)",
+    "f1": "maximum F1",
+    "sensitivity": "a target sensitivity",
+    "specificity": "a target specificity",
+    FIXED_RULE: "fixed 0.5",
+}
+N_BOOT = 1000  # bootstrap resamples for an AUROC confidence interval
 SUMMARY_COLUMNS = (
     "n", "positives", "auroc", "auroc_lo", "auroc_hi", "ap", "threshold", "accuracy", "sensitivity",
     "specificity", "ppv", "npv", "f1", "mcc", "ece", "brier",
@@ -184,7 +204,7 @@ def _check_n_boot(n_boot: int) -> None:
 
 
 def bootstrap_auroc(
-    y_true: np.ndarray, y_score: np.ndarray, n_boot: int = 1000, seed: int | np.random.Generator = 0
+    y_true: np.ndarray, y_score: np.ndarray, n_boot: int = N_BOOT, seed: int | np.random.Generator = 0
 ) -> np.ndarray:
     """AUROCs of one label over `n_boot` stratified bootstrap resamples of its known images.
 
@@ -217,7 +237,7 @@ def _as_matrix(y: np.ndarray, name: str) -> np.ndarray:
 def auroc_ci(
     y_true: np.ndarray,
     y_score: np.ndarray,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     alpha: float = 0.05,
     seed: int = 0,
     labels: Sequence[str] | None = None,
@@ -270,7 +290,7 @@ def operating_point(
     """
     if method not in OPERATING_POINTS:
         raise ValueError(f"unknown operating point method {method!r}; valid options: {OPERATING_POINTS}")
-    needs_target = method in ("sensitivity", "specificity")
+    needs_target = method in TARGET_RULES
     if needs_target and (target is None or not 0 < target <= 1):
         raise ValueError(f"method {method!r} needs a target in (0, 1], got {target!r}")
     if not needs_target and target is not None:
@@ -327,7 +347,7 @@ def summarise(
     y_prob: np.ndarray,
     labels: Sequence[str],
     thresholds: float | Mapping[str, float] = 0.5,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
 ) -> pd.DataFrame:
     """One row of metrics per label plus "macro" and "micro" rows; columns are `SUMMARY_COLUMNS`.

@@ -10,7 +10,6 @@ unchanged to test predictions, so test labels never influence an ensemble.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -25,11 +24,19 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from cxrcore.evaluate.classification import operating_point
+from cxrcore.hints import unknown_choice
+from cxrcore.jsonsafe import to_jsonable
 from cxrcore.models.ensemble import EnsembleError
 
 log = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = ("vote", "mean", "weighted", "stack")
+METHOD_NAMES: dict[str, str] = {
+    "vote": "majority vote",
+    "mean": "simple average",
+    "weighted": "weighted average",
+    "stack": "stacking",
+}
 WEIGHT_METHODS: tuple[str, ...] = ("optimise", "auroc")
 WeightMethod = Literal["optimise", "auroc"]
 
@@ -45,9 +52,7 @@ def check_method(method: str) -> str:
 def _check_choice(what: str, value: str, options: Sequence[str]) -> str:
     if value in options:
         return value
-    close = difflib.get_close_matches(str(value), options, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise EnsembleError(f"unknown {what} {value!r}{hint} valid options: {', '.join(options)}")
+    raise EnsembleError(unknown_choice(what, value, options, n=1))
 
 
 def _check_probs(probs: np.ndarray) -> np.ndarray:
@@ -329,22 +334,17 @@ class FittedEnsemble:
         names = list(self.labels) if self.labels else [str(j) for j in range(self.n_labels)]
         out: dict[str, Any] = {"method": self.method, "n_members": self.n_members, "labels": names}
         if self.thresholds is not None:
-            out["thresholds"] = _plain(self.thresholds)
+            out["thresholds"] = to_jsonable(self.thresholds)
         if self.weights is not None:
-            out["weights"] = _plain(self.weights)
+            out["weights"] = to_jsonable(self.weights)
             out["weight_method"] = self.weight_method
         if self.stacker is not None:
             s = self.stacker
-            out["coefficients"] = _plain(s.coefficients.T)
-            out["intercepts"] = _plain(s.intercepts)
-            out["C"] = _plain(s.regularisation)
+            out["coefficients"] = to_jsonable(s.coefficients.T)
+            out["intercepts"] = to_jsonable(s.intercepts)
+            out["C"] = to_jsonable(s.regularisation)
             out["fallback"] = {names[j]: reason for j, reason in s.fallback.items()}
         return out
-
-
-def _plain(values: np.ndarray) -> list[Any]:
-    """A (nested) list of floats for JSON, with NaN written as None."""
-    return np.where(np.isnan(values), None, values.astype(object)).tolist()
 
 
 def fit_ensemble(

@@ -30,7 +30,7 @@ from cxrcore.evaluate.localisation import (
 )
 from cxrcore.evaluate.report import member_name
 from cxrcore.explain.boxes import BOX_THRESHOLD, boxes_from_heatmap
-from cxrcore.explain.engine import DEFAULT_SMOOTH, check_smooth, explain
+from cxrcore.explain.engine import DEFAULT_METHODS, DEFAULT_SMOOTH, check_smooth, explain
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.models.checkpoint import Checkpoint, load_checkpoint
 from cxrcore.models.ensemble import check_members
@@ -40,6 +40,8 @@ from cxrcore.store import Workspace
 log = logging.getLogger(__name__)
 
 FRAME = 256  # longest side of the frame maps and boxes are compared in
+# Maps cheap enough to score over a whole split: one forward pass (CAM, CRM) or one backward (Grad-CAM).
+MAP_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, "gradcam")
 ENSEMBLE = "ensemble"
 
 

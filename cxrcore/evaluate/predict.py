@@ -26,11 +26,13 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from cxrcore import jsonsafe
 from cxrcore.atomic import atomic_path
 from cxrcore.data.cache import PreprocessCache
 from cxrcore.data.index import DatasetError, label_columns
 from cxrcore.data.split import split_rows
 from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
+from cxrcore.labels import label_fit
 from cxrcore.models.checkpoint import Checkpoint, file_fingerprint, load_checkpoint, read_card
 from cxrcore.models.model_card import ModelCard
 from cxrcore.models.registry import CXRModel
@@ -82,15 +84,14 @@ def truth_for(rows: pd.DataFrame, model_labels: Sequence[str], card: ModelCard) 
         trained_on = card.trained_labels
         source = [n for n in trained_on if n in rows.columns] or label_columns(rows)
         return target_matrix(rows, source, "any")
-    present = [n for n in labels if n in rows.columns]
-    if not present:
+    fit = label_fit(labels, label_columns(rows))
+    if not fit.ok:
         raise DatasetError(f"the dataset has none of the model's labels ({', '.join(labels)})")
-    if len(present) < len(labels):
-        missing = sorted(set(labels) - set(present))
-        log.warning("dataset lacks label(s) %s; they are scored as unknown", missing)
+    if fit.missing:
+        log.warning("dataset lacks label(s) %s; they are scored as unknown", sorted(fit.missing))
     truth = np.full((len(rows), len(labels)), np.nan, dtype=np.float32)
     for j, name in enumerate(labels):
-        if name in rows.columns:
+        if name in fit.shared:
             truth[:, j] = rows[name].to_numpy(dtype=np.float32)
     return truth
 
@@ -198,7 +199,7 @@ def predict(
     with atomic_path(target) as tmp:
         table.to_parquet(tmp, index=False)
     with atomic_path(target.with_suffix(".json")) as tmp:
-        Path(tmp).write_text(json.dumps(meta, indent=1))
+        Path(tmp).write_text(jsonsafe.dumps(meta, indent=1))
     ws.record_predictions(key, meta)
     log.info("predicted %d images of %s/%s in %.1f s", len(table), dataset, split, meta["seconds"])
     return Predictions(table, labels, meta)

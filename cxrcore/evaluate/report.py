@@ -16,8 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrcore.data.index import DatasetError
+from cxrcore.data.index import TEST_SPLIT, VALID_SPLIT, DatasetError
 from cxrcore.evaluate.classification import (
+    DEFAULT_THRESHOLD_RULE,
+    FIXED_RULE,
+    N_BOOT,
+    TARGET_RULES,
     auroc_ci,
     delong_test,
     expected_calibration_error,
@@ -25,7 +29,7 @@ from cxrcore.evaluate.classification import (
     summarise,
     threshold_metrics,
 )
-from cxrcore.evaluate.ensemble import fit_ensemble
+from cxrcore.evaluate.ensemble import METHODS, fit_ensemble
 from cxrcore.evaluate.predict import Predictions, Progress, predict
 from cxrcore.models.ensemble import check_members
 from cxrcore.store import Workspace
@@ -34,6 +38,7 @@ from cxrcore.store import Workspace
 # a tie of an even number of members is negative (metrics count score >= threshold as positive).
 VOTE_THRESHOLD = float(np.nextafter(0.5, 1.0))
 TABLE_METRICS = ("auroc", "accuracy", "sensitivity", "specificity", "ppv", "f1", "mcc", "ece")
+MEAN_ROW = "mean"  # the comparison table's row of each model's mean over labels
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,11 @@ def evaluate_checkpoint(
     checkpoint: str | Path,
     ws: Workspace,
     dataset: str,
-    split: str = "test",
+    split: str = TEST_SPLIT,
     *,
-    rule: str = "youden",
+    rule: str = DEFAULT_THRESHOLD_RULE,
     target: float | None = None,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     progress: Progress | None = None,
     by: str | None = None,
@@ -78,8 +83,12 @@ def evaluate_checkpoint(
     """
     preds = predict(checkpoint, ws, dataset, split, progress=progress)
     valid = None
-    if rule != "fixed":
-        valid = preds if split == "valid" else predict(checkpoint, ws, dataset, "valid", progress=progress)
+    if rule != FIXED_RULE:
+        valid = (
+            preds
+            if split == VALID_SPLIT
+            else predict(checkpoint, ws, dataset, VALID_SPLIT, progress=progress)
+        )
     thresholds = validation_thresholds(valid, rule, target) or {n: 0.5 for n in preds.labels}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # single-class labels are reported as NaN in the table
@@ -122,7 +131,7 @@ class EnsembleComparison:
     test_true: np.ndarray
     test_scores: dict[str, np.ndarray]
     thresholds: dict[str, np.ndarray]
-    table: pd.DataFrame  # rows (model, label incl. "mean"), columns TABLE_METRICS + CI + delta/p
+    table: pd.DataFrame  # rows (model, label incl. MEAN_ROW), columns TABLE_METRICS + CI + delta/p
     fitted: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -164,7 +173,7 @@ def _table(
                 per_label.append(row)
                 rows.append({"model": name, "kind": kinds[name], "label": label, **row})
             mean = pd.DataFrame(per_label).mean(numeric_only=True).to_dict()
-            rows.append({"model": name, "kind": kinds[name], "label": "mean", **mean})
+            rows.append({"model": name, "kind": kinds[name], "label": MEAN_ROW, **mean})
     table = pd.DataFrame(rows)
     _add_delong(table, labels, y, scores, kinds)
     return table
@@ -180,7 +189,7 @@ def _add_delong(
     """Each ensemble's AUROC difference to the best member of each label, with DeLong's p-value."""
     table["vs_best_member"], table["delta_auroc"], table["p_value"] = "", np.nan, np.nan
     members = [n for n, k in kinds.items() if k == "member"]
-    for j, label in enumerate([*labels, "mean"]):
+    for j, label in enumerate([*labels, MEAN_ROW]):
         at = table["label"] == label
         member_auc = table[at & table["model"].isin(members)].set_index("model")["auroc"]
         if member_auc.isna().all():
@@ -189,7 +198,7 @@ def _add_delong(
         for name in (n for n, k in kinds.items() if k == "ensemble"):
             where = at & (table["model"] == name)
             table.loc[where, "vs_best_member"] = best
-            if label == "mean":
+            if label == MEAN_ROW:
                 table.loc[where, "delta_auroc"] = table.loc[where, "auroc"].to_numpy() - member_auc[best]
                 continue
             known = ~np.isnan(y[:, j])
@@ -204,11 +213,11 @@ def compare_ensembles(
     checkpoints: Sequence[str | Path],
     ws: Workspace,
     dataset: str,
-    methods: Sequence[str] = ("vote", "mean", "weighted", "stack"),
+    methods: Sequence[str] = METHODS,
     *,
-    split: str = "test",
-    rule: str = "youden",
-    n_boot: int = 1000,
+    split: str = TEST_SPLIT,
+    rule: str = DEFAULT_THRESHOLD_RULE,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> EnsembleComparison:
@@ -218,7 +227,7 @@ def compare_ensembles(
         name = member_name(path, names)
         names.append(name)
         step = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
-        valid.append(predict(path, ws, dataset, "valid", progress=step))
+        valid.append(predict(path, ws, dataset, VALID_SPLIT, progress=step))
         test.append(predict(path, ws, dataset, split, progress=step))
     labels = check_members([p.labels for p in test])
     y_valid, y_test = valid[0].y_true, test[0].y_true
@@ -250,14 +259,14 @@ def _valid_threshold(y: np.ndarray, score: np.ndarray, rule: str, target: float 
     """One label's threshold on validation; 0.5 for the fixed rule or a single-class label."""
     known = ~np.isnan(y)
     t = y[known]
-    if rule == "fixed" or t.size == 0 or t.min() == t.max():
+    if rule == FIXED_RULE or t.size == 0 or t.min() == t.max():
         return 0.5
-    if rule not in ("sensitivity", "specificity"):
+    if rule not in TARGET_RULES:
         target = None  # only those rules take a target
     return float(operating_point(t, score[known], rule, target))
 
 
-def best_marks(table: pd.DataFrame, label: str = "mean") -> pd.DataFrame:
+def best_marks(table: pd.DataFrame, label: str = MEAN_ROW) -> pd.DataFrame:
     """One label's rows with the best value of each metric marked by a trailing star."""
     rows = table[table["label"] == label].set_index("model")
     shown = rows[list(TABLE_METRICS)].copy().astype(object)

@@ -19,7 +19,6 @@ previous mode restored after.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Sequence
 from typing import ClassVar
@@ -42,6 +41,7 @@ from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
+from cxrcore.hints import did_you_mean, unknown_choice
 from cxrcore.models.lock import model_guard
 from cxrcore.models.registry import CXRModel
 
@@ -54,12 +54,6 @@ ABLATION_BATCH = 32  # ablated channels per forward pass in Ablation-CAM
 
 class ExplainError(ValueError):
     """An explanation request names an unknown method, label or layer, or gives an unusable image."""
-
-
-def closest(value: str, options: Sequence[str], n: int = 3) -> str:
-    """A "; did you mean ..." hint naming the options closest to ``value`` (empty when none is close)."""
-    close = difflib.get_close_matches(str(value), list(options), n=n, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def resolve_layer(model: CXRModel, layer: str | None = None) -> tuple[str, nn.Module]:
@@ -75,7 +69,7 @@ def resolve_layer(model: CXRModel, layer: str | None = None) -> tuple[str, nn.Mo
             return candidate, modules[candidate]
     names = [n for n in modules if n]
     raise ExplainError(
-        f"unknown layer {name!r} in {model.spec.architecture}{closest(name, names, n=5)} "
+        f"unknown layer {name!r} in {model.spec.architecture}{did_you_mean(name, names, n=5)} "
         f"(layers are dotted module names such as {model.spec.cam_layer!r})"
     )
 
@@ -191,9 +185,7 @@ def get_method(name: str) -> type[CamMethod]:
     """The registered method class called ``name``; ExplainError with close matches otherwise."""
     if name in METHODS:
         return METHODS[name]
-    raise ExplainError(
-        f"unknown method {name!r}{closest(name, list(METHODS))} valid options: {', '.join(METHODS)}"
-    )
+    raise ExplainError(unknown_choice("method", name, METHODS))
 
 
 @register_method

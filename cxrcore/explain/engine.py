@@ -42,11 +42,11 @@ from cxrcore.explain.cam import (
     METHODS,
     ExplainError,
     class_activation_maps,
-    closest,
     get_method,
     resolve_layer,
 )
 from cxrcore.explain.crm import crm_maps
+from cxrcore.hints import did_you_mean, unknown_choice
 from cxrcore.models.checkpoint import Checkpoint, as_checkpoint
 from cxrcore.models.ensemble import EnsembleError, check_members
 from cxrcore.models.lock import model_guard
@@ -56,6 +56,8 @@ __all__ = [
     "DEFAULT_METHODS",
     "DEFAULT_SMOOTH",
     "EXPLAIN_METHODS",
+    "EXTRA_METHODS",
+    "METHOD_NAMES",
     "EnsembleExplanation",
     "ExplainError",
     "Explanation",
@@ -70,9 +72,24 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_METHODS: tuple[str, ...] = ("cam", "crm")
+# The Grad-CAM family (cxrcore.explain.cam): gradients or extra passes, so computed only when asked.
+EXTRA_METHODS: tuple[str, ...] = tuple(METHODS)
 # "cam": closed form for average-pooled heads, Grad-CAM otherwise; "crm": all output nodes;
 # "crm_label": only the label's own node.
-EXPLAIN_METHODS: tuple[str, ...] = ("cam", "crm", "crm_label", *METHODS)
+EXPLAIN_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, "crm_label", *EXTRA_METHODS)
+METHOD_NAMES: dict[str, str] = {
+    "cam": "CAM",
+    "crm": "CRM",
+    "crm_label": "CRM (own label)",
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "hirescam": "HiResCAM",
+    "layercam": "LayerCAM",
+    "eigencam": "Eigen-CAM",
+    "scorecam": "Score-CAM",
+    "ablationcam": "Ablation-CAM",
+}
 DEFAULT_SMOOTH = 1 / 16  # Gaussian standard deviation, as a fraction of the map's side
 FLAT_TOLERANCE = 1e-6  # a map whose range is below this fraction of its peak counts as constant
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as cxrcore.io
@@ -213,7 +230,7 @@ def _label_indices(model: CXRModel, labels: str | int | Sequence[str | int] | No
             index = names.index(label)
         else:
             raise ExplainError(
-                f"unknown label {label!r}{closest(str(label), names)} valid options: {list(names)}"
+                f"unknown label {label!r}{did_you_mean(label, names)} valid options: {list(names)}"
             )
         if index not in indices:
             indices.append(index)
@@ -227,10 +244,7 @@ def _check_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
     names = (methods,) if isinstance(methods, str) else tuple(methods)
     for name in names:
         if name not in EXPLAIN_METHODS:
-            raise ExplainError(
-                f"unknown method {name!r}{closest(name, EXPLAIN_METHODS)} "
-                f"valid options: {', '.join(EXPLAIN_METHODS)}"
-            )
+            raise ExplainError(unknown_choice("method", name, EXPLAIN_METHODS))
     if not names:
         raise ExplainError(f"no methods asked for; valid options: {', '.join(EXPLAIN_METHODS)}")
     return tuple(dict.fromkeys(names))

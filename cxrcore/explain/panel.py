@@ -14,24 +14,11 @@ import numpy as np
 import pandas as pd
 
 from cxrcore.explain.boxes import BOX_THRESHOLD, boxes_from_heatmap
-from cxrcore.explain.engine import Explanation
+from cxrcore.explain.engine import METHOD_NAMES, Explanation
 from cxrcore.explain.heatmap import heatmap_overlay, to_png_bytes
 from cxrcore.explain.overlay import draw_boxes, label_colours, to_rgb
 
 GT_COLOUR = (0, 255, 0)
-METHOD_NAMES = {
-    "cam": "CAM",
-    "crm": "CRM",
-    "crm_label": "CRM (own label)",
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "hirescam": "HiResCAM",
-    "layercam": "LayerCAM",
-    "eigencam": "Eigen-CAM",
-    "scorecam": "Score-CAM",
-    "ablationcam": "Ablation-CAM",
-}
 
 
 @dataclass(frozen=True)

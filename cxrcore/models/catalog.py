@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cxrcore.labels import LabelFit, label_fit
 from cxrcore.models.card import GUARD_SUFFIX, CheckpointError, describe_checkpoint, guard_path
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ class CheckpointEntry:
         where = f"{self.path.parent.name}/{self.path.stem}"
         data = "synthetic demo" if self.synthetic else (self.info.get("dataset") or "unknown data")
         return f"{where} · {self.info.get('architecture')} · {data}"
+
+    def label_fit(self, dataset_labels: Iterable[str]) -> LabelFit:
+        """Which of this checkpoint's labels a dataset has and which it lacks."""
+        return label_fit(self.info.get("labels") or (), dataset_labels)
 
 
 def bundled_dir() -> Path:

@@ -20,7 +20,6 @@ loadable, and the sidecar's recorded sha256 tells whether it describes the weigh
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -37,6 +36,7 @@ import timm
 import torch
 
 import cxrcore
+from cxrcore import jsonsafe
 from cxrcore.atomic import target_mode, temp_beside
 from cxrcore.models.card import (  # noqa: F401  (re-exported: the card side of a checkpoint)
     CARD_METADATA_KEY,
@@ -131,23 +131,6 @@ def as_checkpoint(model: Checkpoint | CXRModel) -> Checkpoint:
     if not isinstance(model, CXRModel):
         raise TypeError(f"expected a Checkpoint or a CXRModel, got {type(model).__name__}")
     return Checkpoint(model, ModelCard.for_spec(model.spec))
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON form of values ``json`` cannot encode itself (paths, numpy, tensors, dataclasses, sets)."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray | torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    raise TypeError(f"model card value of type {type(value).__name__} is not JSON-serialisable: {value!r}")
 
 
 def _package_versions() -> dict[str, str]:
@@ -255,7 +238,7 @@ def _write(path: str | Path, tensors: dict[str, torch.Tensor], card: dict[str, A
     weights = weights_path(path)
     sidecar = weights.with_suffix(CARD_SUFFIX)
     try:
-        text = json.dumps(card, default=_jsonable)
+        text = jsonsafe.dumps(card)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot write model card: {exc}") from exc
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -274,7 +257,7 @@ def _write(path: str | Path, tensors: dict[str, torch.Tensor], card: dict[str, A
         }
         tmp_sidecar = temp_beside(sidecar)
         temps.append(tmp_sidecar)
-        tmp_sidecar.write_text(json.dumps(sidecar_card, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+        tmp_sidecar.write_text(jsonsafe.dumps(sidecar_card, indent=2) + "\n", encoding="utf-8")
         _fsync(tmp_sidecar)
         previous = sidecar.read_bytes() if sidecar.is_file() else None
         os.replace(tmp_sidecar, sidecar)

@@ -9,7 +9,6 @@ network must provide ``forward_features(x)`` (last spatial feature map) and ``fo
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cxrcore.hints import unknown_choice
 from cxrcore.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -178,9 +178,7 @@ def _lookup(name: str) -> _Entry:
     if name in _REGISTRY:
         return _REGISTRY[name]
     names = sorted(_REGISTRY)
-    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"unknown model {name!r}{hint} valid options: {', '.join(names)}")
+    raise ValueError(unknown_choice("model", name, names, cutoff=0.5))
 
 
 def list_models() -> list[str]:

@@ -1,20 +1,31 @@
-"""The training configuration: one frozen dataclass, readable from TOML or JSON and stored with the run."""
+"""The training configuration: one frozen dataclass, readable from TOML or JSON and stored with the run.
+
+This module holds every training choice's vocabulary and, through the dataclass, every default; the
+CLI and the Train page read them from here. It does not import PyTorch, so the CLI can build its
+parser without it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from cxrcore.train.losses import LOSSES
+from cxrcore.hints import unknown_choice
+from cxrcore.preprocess import FIT_MODES
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "plateau", "none")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+LOSSES: tuple[str, ...] = ("weighted_bce", "bce", "pos_weight_bce")  # see cxrcore.train.losses
 LABEL_MODES = ("multi", "any")  # any: one label "Any finding" = 1 when any selected label is positive
+LABEL_MODE_NAMES = {"multi": "Multi-label (one output per label)", "any": "Any finding (one output)"}
+INIT_RANDOM = "random"  # the other value of ``init`` is the path of a checkpoint to repurpose
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     max_steps_per_epoch: int = 0  # 0: the whole training split each epoch
-    init: str = "random"  # "random" or the path of a checkpoint to repurpose
+    init: str = INIT_RANDOM  # INIT_RANDOM or the path of a checkpoint to repurpose
     freeze_backbone: bool = False
     backbone_lr_scale: float = 1.0
     run_name: str = ""
@@ -59,10 +70,10 @@ class TrainConfig:
             ("amp", self.amp, AMP_MODES),
             ("loss", self.loss, LOSSES),
             ("label_mode", self.label_mode, LABEL_MODES),
-            ("fit", self.fit, ("pad", "crop")),
+            ("fit", self.fit, FIT_MODES),
         ):
             if value not in options:
-                raise ValueError(f"unknown {name} {value!r}; valid options: {', '.join(options)}")
+                raise ValueError(unknown_choice(name, value, options))
         for name in ("epochs", "batch_size", "accumulate"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -101,3 +112,9 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some settings changed."""
         return dataclasses.replace(self, **changes)
+
+
+# Each setting's default value (``dataset`` has none), for forms and help texts.
+TRAIN_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+)

@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
+from cxrcore import jsonsafe
+from cxrcore.jsonsafe import to_jsonable
 from cxrcore.store import Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -30,23 +30,13 @@ _LOGGED = ("train_loss", "val_loss", "val_auroc")
 
 
 def clean_json(value: Any) -> Any:
-    """Plain JSON values: numpy scalars become Python numbers and NaN or infinity becomes None."""
-    if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+    """Plain JSON values (``cxrcore.jsonsafe``: NaN and infinity become None); anything else as text."""
+    return to_jsonable(value, default=str)
 
 
 def dumps(value: Any) -> str:
-    """Strict JSON text (no NaN tokens) of a value passed through ``clean_json``."""
-    return json.dumps(clean_json(value), allow_nan=False)
+    """Strict JSON text of ``clean_json(value)``."""
+    return jsonsafe.dumps(value, default=str)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ dashboard and the CLI can restart at any time: everything they show comes from t
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -24,15 +23,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cxrcore import jsonsafe
+from cxrcore.labels import label_fit
 from cxrcore.store import Workspace, WorkspaceError
+from cxrcore.train.config import INIT_RANDOM, TrainConfig  # no PyTorch: listing jobs stays light
 from cxrcore.train.job_reporter import ACTIVE, STATUSES, JobRecord
 from cxrcore.train.job_reporter import JobReporter as JobReporter  # what `python -m cxrcore.train --job` uses
 from cxrcore.train.job_reporter import format_eta as format_eta
-
-if TYPE_CHECKING:  # the config module imports PyTorch, which listing or cancelling jobs does not need
-    from cxrcore.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +83,11 @@ def _check_model(name: str) -> None:
 def check_config(ws: Workspace, cfg: TrainConfig, resume: bool = False) -> TrainConfig:
     """Refuse a run that cannot start (unknown dataset or model, missing checkpoint); make paths absolute."""
     known = ws.get_dataset(cfg.dataset).labels  # an unknown dataset fails here, with close matches
-    unknown = [label for label in cfg.labels if label not in known]
+    unknown = list(label_fit(cfg.labels, known).missing)
     if unknown:
         raise JobError(f"unknown label(s) {unknown} for {cfg.dataset!r}; valid labels: {', '.join(known)}")
     _check_model(cfg.model)
-    if cfg.init != "random":
+    if cfg.init != INIT_RANDOM:
         init = Path(cfg.init).expanduser().resolve()
         if not init.is_file():
             raise FileNotFoundError(f"checkpoint to repurpose not found: {cfg.init}")
@@ -108,13 +107,13 @@ def submit(ws: Workspace, cfg: TrainConfig, resume: bool = False, start: bool = 
         cursor = db.execute(
             "INSERT INTO jobs (kind, config, resume, status, created_at, updated_at) "
             "VALUES ('train', ?, ?, 'queued', ?, ?)",
-            (json.dumps(cfg.to_dict()), int(resume), now, now),
+            (jsonsafe.dumps(cfg.to_dict()), int(resume), now, now),
         )
         job_id = int(cursor.lastrowid)
         folder = job_dir(ws, job_id)
         db.execute("UPDATE jobs SET log_path = ? WHERE id = ?", (str(folder / "train.log"), job_id))
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (folder / "config.json").write_text(jsonsafe.dumps(cfg.to_dict(), indent=2))
     log.info("job %d queued: %s on %s", job_id, cfg.model, cfg.dataset)
     if start:
         schedule(ws)

@@ -25,6 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from cxrcore import jsonsafe
 from cxrcore.atomic import atomic_path
 from cxrcore.data.torch_dataset import CXRDataset
 from cxrcore.evaluate.metrics import auroc_per_label, macro_mean
@@ -145,7 +146,7 @@ class Trainer:
             self._load_resume_state()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            (self.run_dir / "config.json").write_text(jsonsafe.dumps(self.cfg.to_dict(), indent=2))
 
     def _wrap_distributed(self) -> DistributedDataParallel:
         """DDP over the model; on GPUs batch norm statistics are synchronised across processes.

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-LOSSES: tuple[str, ...] = ("weighted_bce", "bce", "pos_weight_bce")
+from cxrcore.hints import unknown_choice
+from cxrcore.train.config import LOSSES  # the vocabulary lives with the other training choices
 
 
 def weighted_bce_from_probs(
@@ -41,7 +42,7 @@ class MaskedLoss(torch.nn.Module):
     def __init__(self, name: str, freq_pos: Sequence[float] | torch.Tensor, epsilon: float = 1e-7) -> None:
         super().__init__()
         if name not in LOSSES:
-            raise ValueError(f"unknown loss {name!r}; valid options: {', '.join(LOSSES)}")
+            raise ValueError(unknown_choice("loss", name, LOSSES))
         freq = torch.as_tensor(freq_pos, dtype=torch.float32).clamp(1e-6, 1 - 1e-6)
         self.name = name
         self.epsilon = epsilon

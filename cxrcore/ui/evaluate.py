@@ -8,9 +8,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from cxrcore.data.index import VALID_SPLIT
 from cxrcore.evaluate.calibration import brier_score, expected_calibration_error, reliability_curve
-from cxrcore.evaluate.classification import average_precision, pr_points, roc_points, threshold_metrics
-from cxrcore.evaluate.map_localisation import FRAME, LocalisationReport, localisation_report
+from cxrcore.evaluate.classification import (
+    FIXED_RULE,
+    THRESHOLD_RULE_NAMES,
+    average_precision,
+    pr_points,
+    roc_points,
+    threshold_metrics,
+)
+from cxrcore.evaluate.map_localisation import FRAME, MAP_METHODS, LocalisationReport, localisation_report
 from cxrcore.evaluate.predict import Predictions, predict
 from cxrcore.evaluate.report import EnsembleComparison, Evaluation, compare_ensembles, evaluate_checkpoint
 from cxrcore.explain.engine import DEFAULT_SMOOTH
@@ -19,14 +27,6 @@ from cxrcore.store import Workspace
 from cxrcore.ui import charts
 from cxrcore.ui.data import csv_download
 from cxrcore.ui.explain import box_threshold_input, smoothing_input
-
-RULES = {
-    "youden": "Youden's J (max sensitivity + specificity - 1)",
-    "f1": "maximum F1",
-    "sensitivity": "a target sensitivity",
-    "specificity": "a target specificity",
-    "fixed": "fixed 0.5",
-}
 
 
 class _StreamlitProgress:
@@ -77,7 +77,7 @@ def evaluation(
     """One checkpoint's evaluation, cached by weights fingerprint, dataset version, split and rule."""
     updated_at = ws.get_dataset(dataset).updated_at
     _ensure_predictions(
-        str(ws.home), [str(checkpoint)], dataset, {split, "valid"} if rule != "fixed" else {split}
+        str(ws.home), [str(checkpoint)], dataset, {split, VALID_SPLIT} if rule != FIXED_RULE else {split}
     )
     fp = file_fingerprint(checkpoint)
     return _evaluation(str(ws.home), str(checkpoint), fp, dataset, updated_at, split, rule, target)
@@ -102,7 +102,7 @@ def comparison(
     """Members and ensembles on one split (ensembles fitted on validation), cached like evaluation()."""
     paths = [str(p) for p in checkpoints]
     updated_at = ws.get_dataset(dataset).updated_at
-    _ensure_predictions(str(ws.home), paths, dataset, {split, "valid"})
+    _ensure_predictions(str(ws.home), paths, dataset, {split, VALID_SPLIT})
     fps = tuple(file_fingerprint(p) for p in paths)
     return _comparison(str(ws.home), tuple(paths), fps, dataset, updated_at, tuple(methods), split)
 
@@ -169,7 +169,8 @@ def threshold_tool(result: Evaluation) -> None:
         step=0.001,
         format="%.3f",
         key=f"eval_threshold_{label}",
-        help=f"Starts at the validation split's operating point ({RULES[result.threshold_rule]}).",
+        help="Starts at the validation split's operating point "
+        f"({THRESHOLD_RULE_NAMES[result.threshold_rule]}).",
     )
     if y.size == 0:
         st.info("This label is unknown for every image of the split.")
@@ -241,7 +242,7 @@ def _localisation(
 def localisation_section(ws: Workspace, checkpoints: list[Path], dataset: str, split: str) -> None:
     """Members' and the ensemble's maps scored against the dataset's boxes (PeerJ protocol)."""
     c1, c2, c3, c4, c5 = st.columns(5)
-    method = c1.selectbox("Map", ["cam", "crm", "gradcam"], key="loc_method")
+    method = c1.selectbox("Map", MAP_METHODS, key="loc_method")
     threshold = box_threshold_input(c2, "loc_threshold")
     max_images = c3.number_input("Images (at most)", 5, 500, 50, 5, key="loc_images")
     tolerance = c4.number_input(

@@ -11,7 +11,7 @@ import streamlit as st
 
 from cxrcore.data.index import DatasetError
 from cxrcore.explain.boxes import BOX_THRESHOLD
-from cxrcore.explain.engine import DEFAULT_SMOOTH, explain_ensemble
+from cxrcore.explain.engine import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS, explain_ensemble
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
 from cxrcore.explain.panel import PanelOptions, Tile
@@ -23,17 +23,6 @@ from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.models import load_model
 from cxrcore.workflows.demo import sample_phantom_png
-
-EXTRA_METHODS = (
-    "gradcam",
-    "gradcam++",
-    "xgradcam",
-    "hirescam",
-    "layercam",
-    "eigencam",
-    "scorecam",
-    "ablationcam",
-)
 
 
 @dataclass
@@ -223,7 +212,7 @@ def ensemble_section(
         st.caption("No other checkpoint with the same labels.")
         return
     picked = st.multiselect("Other members", list(others), format_func=others.get, key="explain_members")
-    method = st.selectbox("Method", ["cam", "crm", *EXTRA_METHODS], key="explain_ens_method")
+    method = st.selectbox("Method", [*DEFAULT_METHODS, *EXTRA_METHODS], key="explain_ens_method")
     if not picked:
         return
     loaded = [checkpoint] + [load_model(p) for p in picked]

@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from cxrcore.data.adapters import ADAPTERS, load_source
-from cxrcore.data.split import patient_split
+from cxrcore.data.index import SPLITS
+from cxrcore.data.split import DEFAULT_FRACTIONS, patient_split
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.page import guarded
@@ -49,16 +50,16 @@ def register_form(ws: Workspace) -> None:
 def split_builder(ws: Workspace, name: str, index_frame: pd.DataFrame) -> None:
     """Fractions, seed and stratification for a new patient-level split, stored on submit."""
     with st.form("split_form"):
-        c1, c2, c3, c4 = st.columns(4)
-        train = c1.number_input("train", 0.0, 1.0, 0.7, 0.05)
-        valid = c2.number_input("valid", 0.0, 1.0, 0.1, 0.05)
-        test = c3.number_input("test", 0.0, 1.0, 0.2, 0.05)
-        seed = c4.number_input("seed", 0, 2**31 - 1, 0, 1, key="split_seed")
+        *columns, last = st.columns(len(SPLITS) + 1)
+        fractions = tuple(
+            column.number_input(split_name, 0.0, 1.0, default, 0.05)
+            for column, split_name, default in zip(columns, SPLITS, DEFAULT_FRACTIONS, strict=True)
+        )
+        seed = last.number_input("seed", 0, 2**31 - 1, 0, 1, key="split_seed")
         stratify = st.checkbox("Stratify by label (rarest positive label per patient)", value=True)
         submitted = st.form_submit_button("Build patient-level split")
     if submitted:
         with guarded("build the split"):
-            fractions = (train, valid, test)
             split = patient_split(index_frame, fractions, seed=int(seed), stratify=stratify)
             ws.save_split(name, split, fractions=list(fractions), seed=int(seed), stratified=stratify)
             st.success("Split saved.")

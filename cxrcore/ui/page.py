@@ -110,13 +110,13 @@ def labels_fit(ws: Workspace, dataset: str, checkpoint: Path) -> bool:
     labels = ws.get_dataset(dataset).labels
     entries = list_checkpoints(ws.home)
     chosen = next((e for e in entries if e.path == checkpoint.resolve()), None)
-    if chosen is None or set(labels) & set(chosen.info["labels"]):
+    if chosen is None or chosen.label_fit(labels).ok:
         return True
     st.info(
         f"The model **{chosen.title}** predicts {_few(chosen.info['labels'])}; the dataset **{dataset}** "
         f"is labelled {_few(labels)}. They have no label in common, so there is nothing to score."
     )
-    fitting = next((e for e in entries if set(labels) & set(e.info["labels"])), None)
+    fitting = next((e for e in entries if e.label_fit(labels).ok), None)
     if fitting is not None:
         st.button(f"Use {fitting.title}", on_click=_use_checkpoint, args=(str(fitting.path),))
     return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,19 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from cxrcore.data.index import TRAIN_SPLIT, VALID_SPLIT
 from cxrcore.store import DatasetRecord, Workspace
 from cxrcore.train import jobs
-from cxrcore.train.config import LABEL_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
-from cxrcore.train.losses import LOSSES
+from cxrcore.train.config import (
+    INIT_RANDOM,
+    LABEL_MODE_NAMES,
+    LABEL_MODES,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TRAIN_DEFAULTS,
+    TrainConfig,
+)
 from cxrcore.ui.charts import NEGATIVE, POSITIVE
 from cxrcore.ui.page import guarded, page_link
 
@@ -22,8 +32,6 @@ LOG_LINES = 40
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB_WIDGET = "train_job"  # the job shown in the progress panel
 _NEWEST_SEEN = "train_newest_job"  # newest job id this session has shown; a newer one gets picked
-_LABEL_MODE_NAMES = {"multi": "Multi-label (one output per label)", "any": "Any finding (one output)"}
-_INIT_RANDOM = "random"
 
 
 def available_models() -> list[str]:
@@ -53,28 +61,38 @@ def _short_path(path: str, ws: Workspace) -> str:
     return path
 
 
+def _default_index(options: Sequence[str], setting: str) -> int:
+    """Where a setting's TrainConfig default sits among a widget's options (the first when absent)."""
+    default = TRAIN_DEFAULTS[setting]
+    return list(options).index(default) if default in options else 0
+
+
 def _settings(record: DatasetRecord, models: list[str], ws: Workspace) -> dict[str, Any]:
     """The main training settings, drawn inside the form."""
     c1, c2 = st.columns([2, 1])
     labels = c1.multiselect("Labels", record.labels, default=record.labels, key="train_labels")
     label_mode = c2.radio(
-        "Label mode", LABEL_MODES, format_func=_LABEL_MODE_NAMES.get, key="train_label_mode"
+        "Label mode",
+        LABEL_MODES,
+        index=_default_index(LABEL_MODES, "label_mode"),
+        format_func=LABEL_MODE_NAMES.get,
+        key="train_label_mode",
     )
     c1, c2, c3 = st.columns(3)
-    model = c1.selectbox(
-        "Model", models, index=models.index("resnet18") if "resnet18" in models else 0, key="train_model"
-    )
-    loss = c2.selectbox("Loss", LOSSES, key="train_loss")
-    augment = c3.checkbox("Augmentation", value=True, key="train_augment")
+    model = c1.selectbox("Model", models, index=_default_index(models, "model"), key="train_model")
+    loss = c2.selectbox("Loss", LOSSES, index=_default_index(LOSSES, "loss"), key="train_loss")
+    augment = c3.checkbox("Augmentation", value=TRAIN_DEFAULTS["augment"], key="train_augment")
     c1, c2, c3, c4 = st.columns(4)
     input_size = c1.number_input("Input size (px; 0 = model default)", 0, 1024, 0, 32, key="train_input_size")
-    epochs = c2.number_input("Epochs", 1, 1000, 10, key="train_epochs")
-    batch_size = c3.number_input("Batch size", 1, 4096, 32, key="train_batch_size")
-    lr = c4.number_input("Learning rate", 1e-7, 10.0, 1e-3, format="%.6f", step=1e-4, key="train_lr")
+    epochs = c2.number_input("Epochs", 1, 1000, TRAIN_DEFAULTS["epochs"], key="train_epochs")
+    batch_size = c3.number_input("Batch size", 1, 4096, TRAIN_DEFAULTS["batch_size"], key="train_batch_size")
+    lr = c4.number_input(
+        "Learning rate", 1e-7, 10.0, TRAIN_DEFAULTS["lr"], format="%.6f", step=1e-4, key="train_lr"
+    )
     init = st.selectbox(
         "Initialisation",
-        [_INIT_RANDOM, *repurpose_checkpoints(ws)],
-        format_func=lambda p: "Random" if p == _INIT_RANDOM else f"Repurpose {_short_path(p, ws)}",
+        [INIT_RANDOM, *repurpose_checkpoints(ws)],
+        format_func=lambda p: "Random" if p == INIT_RANDOM else f"Repurpose {_short_path(p, ws)}",
         key="train_init",
     )
     return {
@@ -95,19 +113,43 @@ def _advanced() -> dict[str, Any]:
     """Less common settings, drawn in an expander inside the form."""
     with st.expander("Advanced"):
         c1, c2, c3 = st.columns(3)
-        steps = c1.number_input("Steps per epoch (0 = all)", 0, 1_000_000, 0, key="train_steps")
-        freeze = c2.checkbox("Freeze backbone (repurposing)", key="train_freeze")
-        scale = c3.number_input("Backbone LR scale", 0.0, 1.0, 1.0, 0.1, key="train_backbone_scale")
+        steps = c1.number_input(
+            "Steps per epoch (0 = all)",
+            0,
+            1_000_000,
+            TRAIN_DEFAULTS["max_steps_per_epoch"],
+            key="train_steps",
+        )
+        freeze = c2.checkbox(
+            "Freeze backbone (repurposing)", value=TRAIN_DEFAULTS["freeze_backbone"], key="train_freeze"
+        )
+        scale = c3.number_input(
+            "Backbone LR scale",
+            0.0,
+            1.0,
+            TRAIN_DEFAULTS["backbone_lr_scale"],
+            0.1,
+            key="train_backbone_scale",
+        )
         c1, c2, c3 = st.columns(3)
-        optimizer = c1.selectbox("Optimizer", OPTIMIZERS, key="train_optimizer")
-        schedule = c2.selectbox("Schedule", SCHEDULES, key="train_schedule")
-        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+        optimizer = c1.selectbox(
+            "Optimizer", OPTIMIZERS, index=_default_index(OPTIMIZERS, "optimizer"), key="train_optimizer"
+        )
+        schedule = c2.selectbox(
+            "Schedule", SCHEDULES, index=_default_index(SCHEDULES, "schedule"), key="train_schedule"
+        )
+        seed = c3.number_input("Seed", 0, 2**31 - 1, TRAIN_DEFAULTS["seed"], key="train_seed")
         c1, c2, c3 = st.columns(3)
         hflip = c1.checkbox(
-            "Horizontal flips", help="off by default: the heart is on the left", key="train_hflip"
+            "Horizontal flips",
+            value=TRAIN_DEFAULTS["hflip"],
+            help="off by default: the heart is on the left",
+            key="train_hflip",
         )
-        clahe = c2.checkbox("CLAHE contrast", key="train_clahe")
-        run_name = c3.text_input("Run name (blank: automatic)", key="train_run_name")
+        clahe = c2.checkbox("CLAHE contrast", value=TRAIN_DEFAULTS["clahe"], key="train_clahe")
+        run_name = c3.text_input(
+            "Run name (blank: automatic)", value=TRAIN_DEFAULTS["run_name"], key="train_run_name"
+        )
     return {
         "max_steps_per_epoch": int(steps),
         "freeze_backbone": freeze,
@@ -124,7 +166,7 @@ def _advanced() -> dict[str, Any]:
 def train_form(ws: Workspace, record: DatasetRecord) -> TrainConfig | None:
     """The training form for a dataset; returns the config when Launch is pressed with valid settings."""
     counts = (record.split or {}).get("counts", {})
-    if not counts.get("train") or not counts.get("valid"):
+    if not counts.get(TRAIN_SPLIT) or not counts.get(VALID_SPLIT):
         st.warning(f"{record.name} needs a patient-level split with train and valid images: build one first.")
         page_link("pages/1_Dataset_Explorer.py", "Open the dataset explorer")
         return None
@@ -133,7 +175,8 @@ def train_form(ws: Workspace, record: DatasetRecord) -> TrainConfig | None:
         st.warning("No models are registered, so nothing can be trained.")
         return None
     st.caption(
-        f"Trains on the train split ({counts['train']:,} images), validates on valid ({counts['valid']:,})."
+        f"Trains on the {TRAIN_SPLIT} split ({counts[TRAIN_SPLIT]:,} images), "
+        f"validates on {VALID_SPLIT} ({counts[VALID_SPLIT]:,})."
     )
     with st.form("train_form"):
         values = {**_settings(record, models, ws), **_advanced()}

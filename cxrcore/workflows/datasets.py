@@ -7,12 +7,12 @@ both run these functions, so the two register the same data and report it in the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
+from cxrcore import jsonsafe
 from cxrcore.data import merge
 from cxrcore.data.adapters import load_source
 from cxrcore.data.index import IndexedDataset
@@ -39,7 +39,7 @@ def registered_line(record: DatasetRecord) -> str:
     """The line that reports a registered source: images, patients, labels and the adapter's notes."""
     return (
         f"registered {record.name!r}: {record.n_images} images, {record.n_patients} patients, "
-        f"{len(record.labels)} labels; notes: {json.dumps(record.notes, default=str)}"
+        f"{len(record.labels)} labels; notes: {jsonsafe.dumps(record.notes, default=str)}"
     )
 
 

@@ -6,7 +6,6 @@ parameter specs, so a new adapter appears in both by being added here.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,8 @@ from cxrcore.data.adapters.nih14 import load_nih14
 from cxrcore.data.adapters.rsna import load_rsna
 from cxrcore.data.adapters.tabular import load_chexpert, load_csv
 from cxrcore.data.index import DatasetError, IndexedDataset
+from cxrcore.hints import did_you_mean
+from cxrcore.labels import DEFAULT_UNCERTAINTY, UNCERTAINTY_POLICIES
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ _POLICY = Param(
     "uncertainty",
     "what uncertain (-1) labels become",
     kind="choice",
-    choices=("nan", "zeros", "ones"),
-    default="nan",
+    choices=UNCERTAINTY_POLICIES,
+    default=DEFAULT_UNCERTAINTY,
 )
 
 ADAPTERS: dict[str, AdapterSpec] = {
@@ -130,8 +131,7 @@ def get_adapter(name: str) -> AdapterSpec:
     try:
         return ADAPTERS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, ADAPTERS, n=3)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(name, ADAPTERS)
         raise DatasetError(f"unknown source {name!r}{hint} (valid options: {', '.join(ADAPTERS)})") from None
 
 

@@ -15,7 +15,7 @@ from cxrcore.data.index import (
     empty_boxes,
     validate_boxes,
 )
-from cxrcore.labels import CHEXPERT_LABELS, UncertaintyPolicy, apply_uncertainty
+from cxrcore.labels import CHEXPERT_LABELS, DEFAULT_UNCERTAINTY, UncertaintyPolicy, apply_uncertainty
 
 _PATH_COLUMNS = ("path", "Path", "Image", "image", "Image Index", "filename", "file")
 _PATIENT_COLUMNS = ("patient_id", "PatientId", "Patient ID", "patient", "PatientID")
@@ -62,7 +62,7 @@ def load_csv(
     boxes_csv: str | Path | None = None,
     path_column: str | None = None,
     patient_column: str | None = None,
-    uncertainty: UncertaintyPolicy = "nan",
+    uncertainty: UncertaintyPolicy = DEFAULT_UNCERTAINTY,
     label_names: list[str] | None = None,
 ) -> IndexedDataset:
     """Index a table of image paths and label columns (e.g. the course notebook's train-small.csv).
@@ -108,7 +108,7 @@ def load_csv(
 
 
 def load_chexpert(
-    csv_path: str | Path, root: str | Path | None = None, uncertainty: UncertaintyPolicy = "nan"
+    csv_path: str | Path, root: str | Path | None = None, uncertainty: UncertaintyPolicy = DEFAULT_UNCERTAINTY
 ) -> IndexedDataset:
     """Index a CheXpert-style table; uncertain (-1) labels follow the named policy (NaN by default).
 
