@@ -69,7 +69,8 @@ with guarded("explain the image"):
         mime="image/png",
     )
 
-    with st.expander("Ensemble of several models"):
+    # Toggles, not expanders: an expander's body runs (and computes) even while it is closed.
+    if st.toggle("Show the ensemble of several models", value=False, key="explain_show_ensemble"):
         ux.ensemble_section(ws, loaded, pixels, labels, options, smooth)
-    with st.expander("Filters and activations"):
+    if st.toggle("Show filters and activations", value=False, key="explain_show_internals"):
         ux.internals_section(loaded, result.image01)
