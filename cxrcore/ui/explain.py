@@ -117,16 +117,22 @@ def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarra
     return st.checkbox("Show the predictions anyway", value=False, key="explain_anyway")
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _phantom_png(seed: int, size: int | None = None) -> tuple[str, bytes]:
+    """A sample phantom's file name and PNG bytes (the demo's size by default), once per seed and size."""
+    return sample_phantom_png(seed) if size is None else sample_phantom_png(seed, size=size)
+
+
 def sample_phantoms(count: int = 4) -> None:
     """No file at hand: synthetic phantoms to click (labelled as synthetic)."""
     st.caption("No X-ray at hand? Click a synthetic phantom (computer-generated, not a patient):")
     for seed, column in enumerate(st.columns(count)):
-        name, data = sample_phantom_png(seed, size=192)
+        name, data = _phantom_png(seed, 192)
         column.image(
             data, caption=name.removeprefix("synthetic-phantom-").removesuffix(".png"), width="stretch"
         )
         if column.button("Explain this one", key=f"explain_sample_{seed}"):
-            st.session_state[state.UPLOAD] = sample_phantom_png(seed)
+            st.session_state[state.UPLOAD] = _phantom_png(seed)
             st.rerun()
 
 
