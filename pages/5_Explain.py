@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cxrcore.explain.engine import DEFAULT_SMOOTH, explain
+from cxrcore.explain.engine import DEFAULT_SMOOTH
 from cxrcore.explain.panel import panel_png, panel_tiles
 from cxrcore.preprocess import boxes_to_input
 from cxrcore.ui import charts
@@ -33,7 +33,7 @@ with guarded("explain the image"):
     pixels = ux.window_controls(choice)
     if not ux.guard_warning(loaded, choice, pixels):
         st.stop()
-    base = explain(loaded, pixels, methods=("cam", "crm"))
+    base = ux.cached_explanation(loaded, pixels, None, ("cam", "crm"))
     probs = pd.Series(base.probabilities).sort_values(ascending=False)
     st.plotly_chart(charts.bar_figure(probs, "Probability per label", ".3f"), width="stretch")
 
@@ -49,7 +49,7 @@ with guarded("explain the image"):
         st.stop()
     result = base
     if extra or smooth != DEFAULT_SMOOTH:
-        result = explain(loaded, pixels, labels, ("cam", "crm", *extra), smooth=smooth)
+        result = ux.cached_explanation(loaded, pixels, labels, ("cam", "crm", *extra), smooth)
     truth = None
     if choice.truth is not None and len(choice.truth):
         height, width = choice.pixels.shape
