@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cxrcore.explain.engine import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS, explain
+from cxrcore.explain.engine import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS
 from cxrcore.explain.panel import panel_png, panel_tiles
 from cxrcore.preprocess import boxes_to_input
 from cxrcore.ui import charts
@@ -33,7 +33,7 @@ with guarded("explain the image"):
     pixels = ux.window_controls(choice)
     if not ux.guard_warning(loaded, choice, pixels):
         st.stop()
-    base = explain(loaded, pixels, methods=DEFAULT_METHODS)
+    base = ux.cached_explanation(loaded, pixels, None, DEFAULT_METHODS)
     probs = pd.Series(base.probabilities).sort_values(ascending=False)
     st.plotly_chart(charts.bar_figure(probs, "Probability per label", ".3f"), width="stretch")
 
@@ -49,7 +49,7 @@ with guarded("explain the image"):
         st.stop()
     result = base
     if extra or smooth != DEFAULT_SMOOTH:
-        result = explain(loaded, pixels, labels, (*DEFAULT_METHODS, *extra), smooth=smooth)
+        result = ux.cached_explanation(loaded, pixels, labels, (*DEFAULT_METHODS, *extra), smooth)
     truth = None
     if choice.truth is not None and len(choice.truth):
         height, width = choice.pixels.shape
@@ -69,7 +69,8 @@ with guarded("explain the image"):
         mime="image/png",
     )
 
-    with st.expander("Ensemble of several models"):
+    # Toggles, not expanders: an expander's body runs (and computes) even while it is closed.
+    if st.toggle("Show the ensemble of several models", value=False, key="explain_show_ensemble"):
         ux.ensemble_section(ws, loaded, pixels, labels, options, smooth)
-    with st.expander("Filters and activations"):
+    if st.toggle("Show filters and activations", value=False, key="explain_show_internals"):
         ux.internals_section(loaded, result.image01)

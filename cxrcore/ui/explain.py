@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,14 @@ import streamlit as st
 
 from cxrcore.data.index import DatasetError
 from cxrcore.explain.boxes import BOX_THRESHOLD
-from cxrcore.explain.engine import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS, explain_ensemble
+from cxrcore.explain.engine import (
+    DEFAULT_METHODS,
+    DEFAULT_SMOOTH,
+    EXTRA_METHODS,
+    Explanation,
+    explain,
+    explain_ensemble,
+)
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
 from cxrcore.explain.panel import PanelOptions, Tile
@@ -23,6 +32,9 @@ from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.models import load_model
 from cxrcore.workflows.demo import sample_phantom_png
+
+SESSION_CACHE_ENTRIES = 4  # results kept per session and kind: a few images or settings to go back to
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -90,7 +102,10 @@ def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarra
 
     Returns whether to go on and show the predictions.
     """
-    verdict = assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)
+    key = (_model_key(checkpoint), _digest(choice.pixels, choice.data, pixels))
+    verdict = _session_memo(
+        state.GUARD_VERDICTS, key, lambda: assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)
+    )
     if not verdict.suspicious:
         if verdict.score is not None:
             st.caption(
@@ -106,16 +121,79 @@ def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarra
     return st.checkbox("Show the predictions anyway", value=False, key="explain_anyway")
 
 
+def _digest(*parts: np.ndarray | bytes | None) -> str:
+    """A content digest of arrays (values, shape and dtype) and bytes, for keying this session's results."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(f"{part.dtype}{part.shape}".encode())
+            part = np.ascontiguousarray(part).tobytes()
+        digest.update(b"-" if part is None else part)
+    return digest.hexdigest()
+
+
+def _model_key(checkpoint: Checkpoint) -> str:
+    """The checkpoint's weights fingerprint (its identity for a model held only in memory)."""
+    return checkpoint.fingerprint() or f"memory-{id(checkpoint.model)}"
+
+
+def _session_memo(name: str, key: tuple, compute: Callable[[], _T]) -> _T:
+    """``compute()`` once per key in this session, keeping the last few results (least recent dropped).
+
+    Kept in ``st.session_state`` rather than ``st.cache_data``: the results belong to this session's
+    upload, which must not outlive the session nor reach another user.
+    """
+    memo: dict[tuple, Any] = st.session_state.setdefault(name, {})
+    if key in memo:
+        memo[key] = memo.pop(key)  # most recently used last
+        return memo[key]
+    value = compute()
+    memo[key] = value
+    while len(memo) > SESSION_CACHE_ENTRIES:
+        memo.pop(next(iter(memo)))
+    return value
+
+
+def cached_explanation(
+    checkpoint: Checkpoint,
+    pixels: np.ndarray,
+    labels: Sequence[str] | None,
+    methods: Sequence[str],
+    smooth: float = DEFAULT_SMOOTH,
+) -> Explanation:
+    """``explain`` once per (image as windowed, checkpoint, labels, methods, smoothing) in this session.
+
+    Display options (colour map, opacity, thresholds, boxes) only re-colour the maps, so moving them
+    reuses the result and never runs the model.
+    """
+    key = (
+        _model_key(checkpoint),
+        _digest(pixels),
+        None if labels is None else tuple(labels),
+        tuple(methods),
+        float(smooth),
+    )
+    return _session_memo(
+        state.EXPLANATIONS, key, lambda: explain(checkpoint, pixels, labels, methods, smooth=smooth)
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _phantom_png(seed: int, size: int | None = None) -> tuple[str, bytes]:
+    """A sample phantom's file name and PNG bytes (the demo's size by default), once per seed and size."""
+    return sample_phantom_png(seed) if size is None else sample_phantom_png(seed, size=size)
+
+
 def sample_phantoms(count: int = 4) -> None:
     """No file at hand: synthetic phantoms to click (labelled as synthetic)."""
     st.caption("No X-ray at hand? Click a synthetic phantom (computer-generated, not a patient):")
     for seed, column in enumerate(st.columns(count)):
-        name, data = sample_phantom_png(seed, size=192)
+        name, data = _phantom_png(seed, 192)
         column.image(
             data, caption=name.removeprefix("synthetic-phantom-").removesuffix(".png"), width="stretch"
         )
         if column.button("Explain this one", key=f"explain_sample_{seed}"):
-            st.session_state[state.UPLOAD] = sample_phantom_png(seed)
+            st.session_state[state.UPLOAD] = _phantom_png(seed)
             st.rerun()
 
 
