@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from cxrcore.workflows.demo import prepare_demo  # noqa: E402
 from page_harness import run, run_page  # noqa: E402
 from streamlit.runtime.scriptrunner.script_runner import ScriptRunner  # noqa: E402
 
 from cxrcore.store import Workspace  # noqa: E402
+from cxrcore.workflows.demo import prepare_demo  # noqa: E402
 
 PAGE = "pages/5_Explain.py"
 PROFILE = cProfile.Profile()
