@@ -209,6 +209,26 @@ def boxes_to_input(
     return out
 
 
+def boxes_from_input(boxes: np.ndarray, width: int, height: int, cfg: PreprocessConfig) -> np.ndarray:
+    """Boxes (n, 4) x, y, w, h on the prepared square moved back to the original image's pixels.
+
+    The inverse of ``boxes_to_input``; the result is clipped to the image.
+
+    Raises:
+        ValueError: the preprocessing crops to the lungs (the crop depends on the image's content).
+    """
+    if cfg.lung_crop:
+        raise ValueError("boxes on a lung-cropped input cannot be moved back to the original image")
+    rw, rh, x0, y0 = fit_geometry(width, height, cfg.input_size, cfg.fit)
+    a = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    sx, sy = width / rw, height / rh
+    x1 = np.clip((a[:, 0] - x0) * sx, 0, width)
+    y1 = np.clip((a[:, 1] - y0) * sy, 0, height)
+    x2 = np.clip((a[:, 0] + a[:, 2] - x0) * sx, 0, width)
+    y2 = np.clip((a[:, 1] + a[:, 3] - y0) * sy, 0, height)
+    return np.column_stack([x1, y1, x2 - x1, y2 - y1])
+
+
 def _fit(u8: np.ndarray, size: int, fit: str) -> np.ndarray:
     """Fit an image into a ``size`` square, keeping its aspect ratio by padding or centre-cropping."""
     h, w = u8.shape

@@ -12,6 +12,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cxrcore.cli.output import EXIT_ERROR, emit
+from cxrcore.models.model_card import TASKS
 from cxrcore.preprocess import FIT_MODES
 from cxrcore.store import Workspace
 from cxrcore.train import jobs  # light: no PyTorch until a training command needs it
@@ -56,10 +57,7 @@ class ConsoleReporter:
     def epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
         """Close the bar and print the epoch's losses and validation AUROC."""
         self.close()
-        tqdm.write(
-            f"epoch {epoch}/{self.total_epochs}: train loss {record['train_loss']:.4f}, val loss "
-            f"{record['val_loss']:.4f}, val AUROC {record['val_auroc']:.3f} ({record['seconds']:.1f} s)"
-        )
+        tqdm.write(f"epoch {epoch}/{self.total_epochs}: {epoch_line(record)}")
 
     def should_stop(self) -> bool:
         """Whether Ctrl-C was pressed once."""
@@ -70,6 +68,23 @@ class ConsoleReporter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+# What an epoch's line shows, when the record has it: key, words, format.
+_EPOCH_FIGURES = (
+    ("train_loss", "train loss", ".4f"),
+    ("val_loss", "val loss", ".4f"),
+    ("val_map50", "val mAP@0.5", ".3f"),
+    ("val_auroc", "val AUROC", ".3f"),
+)
+
+
+def epoch_line(record: dict[str, Any]) -> str:
+    """One validated epoch in words: the losses and scores the run recorded, and its duration."""
+    parts = [
+        f"{words} {record[key]:{fmt}}" for key, words, fmt in _EPOCH_FIGURES if record.get(key) is not None
+    ]
+    return ", ".join(parts) + f" ({record.get('seconds', float('nan')):.1f} s)"
 
 
 def _train_config(args: argparse.Namespace, ws: Workspace) -> TrainConfig:
@@ -174,7 +189,7 @@ _TRAIN_OPTIONS = (
 
 
 # Settings with a fixed vocabulary, given as --name VALUE (None: keep the config's value).
-_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "amp": AMP_MODES, "fit": FIT_MODES}
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "amp": AMP_MODES, "fit": FIT_MODES, "task": TASKS}
 
 
 def _default(name: str) -> str:
@@ -183,9 +198,15 @@ def _default(name: str) -> str:
 
 def add_train_commands(groups: Any) -> None:
     """The train command."""
-    train = groups.add_parser("train", help="train a classifier (in the foreground, or as a background job)")
+    train = groups.add_parser(
+        "train", help="train a classifier or a lesion detector (in the foreground, or as a background job)"
+    )
     train.add_argument("--dataset", help="registered dataset (its train and valid splits are used)")
-    train.add_argument("--model", help=f"registered model name ({_default('model')})")
+    train.add_argument(
+        "--model",
+        help=f"registered model name ({_default('model')}); with --task detect a detector such as "
+        "faster_rcnn_resnet18, or just a backbone (its Faster R-CNN)",
+    )
     train.add_argument("--config", help="a .toml or .json file of training settings; options override it")
     for name, kind in (("epochs", int), ("batch-size", int), ("lr", float)):
         train.add_argument(f"--{name}", type=kind)
@@ -197,7 +218,10 @@ def add_train_commands(groups: Any) -> None:
         help="input side in px (0: model default)",
     )
     train.add_argument("--steps-per-epoch", type=int, help="cap on steps per epoch (0: the whole split)")
-    train.add_argument("--labels", help="comma-separated labels to train (default: all of the dataset's)")
+    train.add_argument(
+        "--labels",
+        help="comma-separated labels to train (default: all of the dataset's; a detector: all box labels)",
+    )
     train.add_argument(
         "--label-mode",
         choices=LABEL_MODES,
@@ -211,7 +235,11 @@ def add_train_commands(groups: Any) -> None:
     train.add_argument(
         "--init", help=f"{INIT_RANDOM!r} or a checkpoint file to repurpose ({_default('init')})"
     )
-    train.add_argument("--freeze-backbone", action="store_true", help="train only the head (with --init)")
+    train.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="train only the head (with --init); for a detector: pyramid, proposals and box head",
+    )
     train.add_argument("--backbone-lr-scale", type=float, help="backbone learning rate = lr x this")
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto, cpu, cuda or cuda:N")

@@ -51,6 +51,7 @@ from cxrcore.models.card import (  # noqa: F401  (re-exported: the card side of 
     read_card,
     weights_path,
 )
+from cxrcore.models.detector import CXRDetector
 from cxrcore.models.model_card import GENERATED, CardError, ModelCard, card_from_dict
 from cxrcore.models.registry import CXRModel, create_from_spec
 from cxrcore.models.spec import ModelSpec
@@ -63,16 +64,19 @@ logger = logging.getLogger(__name__)
 class Checkpoint:
     """A model ready to use on images: the model (eval mode), its typed card, and its file (if any)."""
 
-    model: CXRModel
+    model: CXRModel | CXRDetector
     card: ModelCard
     path: Path | None = None
 
     def __post_init__(self) -> None:
-        """The card must describe this model."""
+        """The card must describe this model, task included."""
         if self.card.spec != self.model.spec:
             raise CheckpointError(
                 f"the card's spec {self.card.spec} does not describe the model ({self.model.spec})"
             )
+        task = "detect" if isinstance(self.model, CXRDetector) else "classify"
+        if self.card.task != task:
+            raise CheckpointError(f"the card says task {self.card.task!r} but the model is a {task} model")
 
     @property
     def spec(self) -> ModelSpec:
@@ -124,12 +128,14 @@ class Checkpoint:
         return None if self.path is None else file_fingerprint(self.path)
 
 
-def as_checkpoint(model: Checkpoint | CXRModel) -> Checkpoint:
+def as_checkpoint(model: Checkpoint | CXRModel | CXRDetector) -> Checkpoint:
     """A Checkpoint as it is, or a bare model wrapped with a default card (preprocessing at its size)."""
     if isinstance(model, Checkpoint):
         return model
+    if isinstance(model, CXRDetector):
+        return Checkpoint(model, ModelCard.for_spec(model.spec, task="detect"))
     if not isinstance(model, CXRModel):
-        raise TypeError(f"expected a Checkpoint or a CXRModel, got {type(model).__name__}")
+        raise TypeError(f"expected a Checkpoint, a CXRModel or a CXRDetector, got {type(model).__name__}")
     return Checkpoint(model, ModelCard.for_spec(model.spec))
 
 
@@ -144,7 +150,9 @@ def _package_versions() -> dict[str, str]:
     }
 
 
-def _full_card(model: CXRModel, card: ModelCard | Mapping[str, Any] | None, half: bool) -> ModelCard:
+def _full_card(
+    model: CXRModel | CXRDetector, card: ModelCard | Mapping[str, Any] | None, half: bool
+) -> ModelCard:
     """The caller's card (typed, or a partial mapping) with the fields set from the model and environment.
 
     Raises:
@@ -160,6 +168,7 @@ def _full_card(model: CXRModel, card: ModelCard | Mapping[str, Any] | None, half
             if ignored:
                 logger.warning("model card keys %s are set by save_checkpoint; given values ignored", ignored)
             given = {k: v for k, v in given.items() if k not in GENERATED}
+            given.setdefault("task", "detect" if isinstance(model, CXRDetector) else "classify")
             typed = card_from_dict({**given, "spec": model.spec.to_dict()})
     except CardError as exc:
         raise CheckpointError(f"cannot write model card: {exc}") from exc
@@ -206,7 +215,7 @@ def _restore_sidecar(sidecar: Path, previous: bytes | None) -> None:
 
 def save_checkpoint(
     path: str | Path,
-    model: CXRModel,
+    model: CXRModel | CXRDetector,
     card: ModelCard | Mapping[str, Any] | None = None,
     *,
     half: bool = False,
@@ -293,7 +302,7 @@ def migrate_checkpoint(path: str | Path) -> bool:
     return True
 
 
-def _model_from_card(card: ModelCard, weights: Path) -> CXRModel:
+def _model_from_card(card: ModelCard, weights: Path) -> CXRModel | CXRDetector:
     """An uninitialised (meta-device) model built from the card's spec."""
     try:
         with torch.device("meta"):

@@ -38,7 +38,7 @@ from cxrcore.preprocess import PreprocessConfig
 logger = logging.getLogger(__name__)
 
 CARD_VERSION = 2
-TASKS: tuple[str, ...] = ("classify",)  # a detection task adds "detect" here (see the README)
+TASKS: tuple[str, ...] = ("classify", "detect")  # image-level labels; boxes (cxrcore.models.detector)
 WEIGHTS_DTYPES: tuple[str, ...] = ("float32", "float16")
 
 # Written by save_checkpoint from the model and the environment; a caller's values are ignored.

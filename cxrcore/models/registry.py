@@ -13,13 +13,17 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from cxrcore.hints import unknown_choice
+from cxrcore.models.model_card import TASKS
 from cxrcore.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from cxrcore.models.detector import CXRDetector
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ class _Entry:
     builder: Builder
     input_size: int
     summary: str
+    task: str = "classify"
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -155,13 +160,22 @@ class CXRModel(nn.Module):
         return f"architecture={self.spec.architecture!r}, num_labels={self.spec.num_labels}"
 
 
-def register_model(name: str, *, input_size: int, summary: str) -> Callable[[Builder], Builder]:
-    """Decorator registering a builder under ``name`` with its default input size and a one-line summary."""
+def register_model(
+    name: str, *, input_size: int, summary: str, task: str = "classify"
+) -> Callable[[Builder], Builder]:
+    """Decorator registering a builder under ``name`` with its default input size, summary and task.
+
+    A classifier's builder returns ``(net, classifier, cam_layer, pooling)``; a detector's
+    (``task="detect"``) returns the torchvision detector, which ``create_model`` wraps in a
+    ``CXRDetector`` (see ``cxrcore.models.detector``).
+    """
+    if task not in TASKS:
+        raise ValueError(unknown_choice("task", task, TASKS))
 
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = _Entry(name=name, builder=builder, input_size=int(input_size), summary=summary)
+        _REGISTRY[name] = _Entry(name, builder, int(input_size), summary, task)
         return builder
 
     return decorate
@@ -170,6 +184,11 @@ def register_model(name: str, *, input_size: int, summary: str) -> Callable[[Bui
 def _ensure_builtins() -> None:
     """Import the built-in entries (they register themselves on import)."""
     from cxrcore.models import zoo  # noqa: F401
+
+    if not any(entry.task == "detect" for entry in _REGISTRY.values()):
+        from cxrcore.models.detector import register_detectors
+
+        register_detectors()
 
 
 def _lookup(name: str) -> _Entry:
@@ -181,10 +200,17 @@ def _lookup(name: str) -> _Entry:
     raise ValueError(unknown_choice("model", name, names, cutoff=0.5))
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
+def list_models(task: str | None = None) -> list[str]:
+    """Names of the registered models, sorted: every one, or those of one task (``TASKS``)."""
     _ensure_builtins()
-    return sorted(_REGISTRY)
+    if task is not None and task not in TASKS:
+        raise ValueError(unknown_choice("task", task, TASKS))
+    return sorted(name for name, entry in _REGISTRY.items() if task is None or entry.task == task)
+
+
+def model_task(name: str) -> str:
+    """The task of a registered model: "classify" or "detect"."""
+    return _lookup(name).task
 
 
 def _resolve_labels(num_labels: int | None, labels: Sequence[str] | None) -> tuple[str, ...]:
@@ -212,8 +238,8 @@ def create_model(
     mean: float = 0.5,
     std: float = 0.25,
     **kwargs: Any,
-) -> CXRModel:
-    """Build a registered model with random initialisation.
+) -> CXRModel | CXRDetector:
+    """Build a registered model (a classifier, or a ``CXRDetector`` for a detector) with random weights.
 
     Labels default to ``("label_0", ...)`` when only ``num_labels`` is given. Extra keyword arguments
     go to the builder (e.g. ``drop_rate`` for timm models); they are not recorded in the spec, so they
@@ -225,6 +251,14 @@ def create_model(
     entry = _lookup(name)
     names = _resolve_labels(num_labels, labels)
     size = entry.input_size if input_size is None else int(input_size)
+    if entry.task == "detect":
+        from cxrcore.models.detector import CXRDetector
+
+        net = entry.builder(num_labels=len(names), in_chans=int(in_chans), input_size=size, **kwargs)
+        spec = ModelSpec(
+            architecture=name, labels=names, input_size=size, in_chans=int(in_chans), mean=mean, std=std
+        )
+        return CXRDetector(net, spec)
     net, classifier, cam_layer, pooling = entry.builder(
         num_labels=len(names), in_chans=int(in_chans), input_size=size, **kwargs
     )
@@ -242,7 +276,7 @@ def create_model(
     return CXRModel(net, spec)
 
 
-def create_from_spec(spec: ModelSpec) -> CXRModel:
+def create_from_spec(spec: ModelSpec) -> CXRModel | CXRDetector:
     """Rebuild a model (random weights) from a spec, e.g. one read from a checkpoint's card."""
     model = create_model(
         spec.architecture,
@@ -280,6 +314,7 @@ def model_info(name: str) -> dict[str, Any]:
         "name": entry.name,
         "summary": entry.summary,
         "input_size": entry.input_size,
+        "task": entry.task,
         "pooling": pooling,
         "classifier": classifier,
         "cam_layer": cam_layer,

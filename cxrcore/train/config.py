@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cxrcore.hints import unknown_choice
+from cxrcore.models.model_card import TASKS
 from cxrcore.preprocess import FIT_MODES
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -33,7 +34,8 @@ class TrainConfig:
     """Everything that defines a training run; two runs with equal configs and data give equal weights."""
 
     dataset: str
-    model: str = "resnet18"
+    model: str = "resnet18"  # with task "detect", a backbone name means its Faster R-CNN
+    task: str = "classify"  # or "detect": a box detector (cxrcore.train.detect_loop)
     labels: tuple[str, ...] = ()  # empty: every label of the dataset
     label_mode: str = "multi"
     input_size: int = 0  # 0: the model's default input size (or the repurposed checkpoint's)
@@ -71,6 +73,7 @@ class TrainConfig:
             ("loss", self.loss, LOSSES),
             ("label_mode", self.label_mode, LABEL_MODES),
             ("fit", self.fit, FIT_MODES),
+            ("task", self.task, TASKS),
         ):
             if value not in options:
                 raise ValueError(unknown_choice(name, value, options))

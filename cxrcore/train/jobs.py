@@ -83,6 +83,17 @@ def _check_model(name: str) -> None:
 def check_config(ws: Workspace, cfg: TrainConfig, resume: bool = False) -> TrainConfig:
     """Refuse a run that cannot start (unknown dataset or model, missing checkpoint); make paths absolute."""
     known = ws.get_dataset(cfg.dataset).labels  # an unknown dataset fails here, with close matches
+    if cfg.task == "detect":
+        from cxrcore.train.detect_loop import dataset_classes
+        from cxrcore.train.setup import resolve_model
+
+        known = dataset_classes(ws, cfg.dataset)
+        if not known:
+            raise JobError(f"dataset {cfg.dataset!r} has no boxes: a detector needs boxes to learn from")
+        try:
+            cfg = resolve_model(cfg)
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
     unknown = list(label_fit(cfg.labels, known).missing)
     if unknown:
         raise JobError(f"unknown label(s) {unknown} for {cfg.dataset!r}; valid labels: {', '.join(known)}")

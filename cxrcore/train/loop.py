@@ -306,5 +306,9 @@ class Trainer:
 
 
 def run_training(cfg: TrainConfig, ws: Workspace, reporter: Reporter, resume: bool = False) -> RunResult:
-    """Train a model as the config says and return where its checkpoints are."""
-    return Trainer(cfg, ws, reporter, resume=resume).run()
+    """Train a classifier, or a detector when ``task="detect"``, and return where its checkpoints are."""
+    if cfg.task == "detect":
+        from cxrcore.train.detect_loop import DetectTrainer
+
+        return DetectTrainer(setup.resolve_model(cfg), ws, reporter, resume=resume).run()
+    return Trainer(setup.resolve_model(cfg), ws, reporter, resume=resume).run()

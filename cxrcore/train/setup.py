@@ -14,7 +14,7 @@ from cxrcore.data.augment import Augment
 from cxrcore.data.cache import PreprocessCache
 from cxrcore.data.split import split_rows
 from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
-from cxrcore.models import CXRModel, create_model, load_checkpoint, model_info, read_card
+from cxrcore.models import CXRModel, create_model, list_models, load_checkpoint, model_info, read_card
 from cxrcore.preprocess import NormStats, PreprocessConfig, compute_norm_stats
 from cxrcore.store import Workspace
 from cxrcore.train.config import TrainConfig
@@ -76,12 +76,32 @@ def build_model(cfg: TrainConfig, labels: list[str], input_size: int, norm: Norm
     return model
 
 
+def resolve_model(cfg: TrainConfig) -> TrainConfig:
+    """The config with a registry name that fits its task: a detector run may name just its backbone.
+
+    Raises:
+        ValueError: the model's task is not the run's (e.g. a detector asked to classify).
+    """
+    from cxrcore.models.detector import DEFAULT_KIND, DETECTOR_BACKBONES, detector_name
+    from cxrcore.models.registry import model_task
+
+    if cfg.task == "detect" and cfg.model in DETECTOR_BACKBONES:
+        cfg = cfg.replace(model=detector_name(DEFAULT_KIND, cfg.model))
+    task = model_task(cfg.model)
+    if task != cfg.task:
+        valid = ", ".join(list_models(task=cfg.task))
+        raise ValueError(f"{cfg.model!r} is a {task} model, not a {cfg.task} one; valid options: {valid}")
+    return cfg
+
+
 def resolve_input_size(cfg: TrainConfig) -> int:
     """The configured size, else the checkpoint's (repurposing), else the model's default."""
     if cfg.input_size:
         return cfg.input_size
     if cfg.init != "random":
-        return read_card(cfg.init).input_size
+        card = read_card(cfg.init)
+        if card.task == cfg.task:  # a classifier's input size says nothing about a detector's
+            return card.input_size
     return int(model_info(cfg.model)["input_size"])
 
 
