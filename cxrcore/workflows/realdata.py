@@ -41,6 +41,9 @@ REAL_DATASET = "cxr-real"
 SOURCE_DATASET = "cxr-source"  # the same images labelled by source: the shortcut check
 PRETRAIN_DATASET = "cxr-pretrain"  # NIH + TBX11K on the normal-vs-abnormal proxy task
 TRANSFER_TARGET = "kermany"  # paediatric pneumonia: the repurposing target, unseen in pretraining
+# The lesion detector's set: NIH official boxes (nih14_boxes and nih14), RSNA opacity boxes as Pneumonia,
+# TBX11K tuberculosis boxes, JSRT nodule squares; films without boxes are negatives.
+DETECT_DATASET = "cxr-detect"
 
 REGISTER_COMMANDS: tuple[str, ...] = (
     "data register nih --source nih14 --labels-csv $CXR_DATA_DIR/nih14/Data_Entry_2017_v2020.csv.gz"
@@ -56,6 +59,13 @@ REGISTER_COMMANDS: tuple[str, ...] = (
     f"data merge {SOURCE_DATASET} --source-task --from nih,kermany,tbx --fractions 0.7,0.1,0.2 --seed 0",
     f"data merge {PRETRAIN_DATASET} --proxy --from nih,tbx --fractions 0.8,0.2,0.0 --seed 0",
     f"data split {TRANSFER_TARGET} --fractions 0.6,0.1,0.3 --seed 0",
+    # The lesion detector's data: every real image with boxes, and NIH films without boxes as negatives.
+    "data register nihbox --source nih14 --labels-csv $CXR_DATA_DIR/nih14/Data_Entry_2017_v2020.csv.gz"
+    " --images-dir $CXR_DATA_DIR/nih14_boxes/images --bbox-csv $CXR_DATA_DIR/nih14/BBox_List_2017.csv.gz",
+    "data register jsrt --source boxes-csv --boxes-csv $CXR_DATA_DIR/jsrt/boxes.csv"
+    " --images-dir $CXR_DATA_DIR/jsrt/images",
+    f"data merge {DETECT_DATASET} --normals-negative --from nihbox,nih,tbx,jsrt --boxes-from rsna=Pneumonia"
+    " --fractions 0.7,0.1,0.2 --seed 0",
 )
 
 
