@@ -139,6 +139,8 @@ def test_rsna_groups_pool_counts_within_an_image() -> None:
     assert rsna_score(preds, gts).score == 0.5  # two entries, two images
     pooled = rsna_score(preds, gts, groups=["img", "img"])
     assert pooled.score == pytest.approx(2 / 3) and pooled.n_images == 1  # TP 2 / (TP 2 + FP 1)
+    later = rsna_score([*preds, NONE], [*gts, _gt((0, 0, 9, 9))], groups=["b", "b", "a"])
+    np.testing.assert_allclose(later.per_image, [2 / 3, 0.0])  # groups in order of first appearance
 
 
 def test_rsna_without_anything_to_count_is_nan_with_warning() -> None:

@@ -73,13 +73,13 @@ def _ranked_entries(
 
 
 def _check_groups(groups: ArrayLike | None, n: int) -> np.ndarray:
-    """Image number of each entry: ``groups`` as integer codes, or one image per entry."""
+    """Image number of each entry: ``groups`` as codes in order of first appearance, or one per entry."""
     if groups is None:
         return np.arange(n)
     values = np.asarray(groups)
     if values.shape != (n,):
         raise ValueError(f"groups must name the image of each of the {n} entries; got shape {values.shape}")
-    return np.unique(values, return_inverse=True)[1].reshape(-1)
+    return np.asarray(pd.factorize(values)[0])
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class RsnaScore:
 
     score: float  # mean over the counted images; NaN when no image was counted
     n_images: int  # images counted: those with truth or a prediction
-    per_image: np.ndarray  # per image (or group), in order; NaN for skipped images
+    per_image: np.ndarray  # per image (group, in order of first appearance); NaN for skipped images
 
 
 def rsna_score(

@@ -131,8 +131,8 @@ def detection_report(
     detections scoring >= ``score_threshold``; see ``localisation.mask_rcnn_table``); COCO mAP@[.5:.95];
     the RSNA score of the detections >= ``score_threshold``; FROC sensitivity at each false-positive rate
     and their mean, the CPM (see ``detection.froc`` for ``froc_iou``, ``froc_hit`` and ``froc_duplicates``).
-    The "overall" row pools every class, a detection matching only truth of its own class. A class without
-    truth boxes gets NaN scores (RSNA aside) and a warning.
+    The "overall" row pools the classes of the table, a detection matching only truth of its own class. A
+    class without truth boxes gets NaN scores (RSNA aside) and a warning.
     """
     ids = check_image_ids(image_ids)
     det = validate_detections(detections)
