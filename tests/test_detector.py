@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cxrcore.data.augment import Augment, keep_boxes, warp_boxes
-from cxrcore.data.index import DETECTION_COLUMNS
+from cxrcore.data.detections import DETECTION_COLUMNS
 from cxrcore.models import create_model, list_models, load_checkpoint, model_info, save_checkpoint
 from cxrcore.models.checkpoint import Checkpoint, as_checkpoint
 from cxrcore.models.detection import detect, outputs_to_frame

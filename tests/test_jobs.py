@@ -220,7 +220,9 @@ def test_submit_refuses_bad_requests(ws: Workspace, monkeypatch: pytest.MonkeyPa
         jobs.JobError, match=r"unknown label\(s\) \['Nodules'\] for 'demo-phantoms'; valid labels: Nod"
     ):
         jobs.submit(ws, tiny(labels=("Nodule", "Nodules")))
-    with pytest.raises(jobs.JobError, match=r"unknown model 'tiny2'; valid options: .*\btiny\b"):
+    with pytest.raises(
+        jobs.JobError, match=r"unknown model 'tiny2'; did you mean 'tiny'\? valid options: .*\btiny\b"
+    ):
         jobs.submit(ws, tiny(model="tiny2"))
     with pytest.raises(FileNotFoundError, match=r"checkpoint to repurpose not found: nowhere\.safetensors"):
         jobs.submit(ws, tiny(init="nowhere.safetensors"))

@@ -23,8 +23,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "path", "patient_id")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("view", "sex", "age", "split", "source")
 META_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 BOX_COLUMNS: tuple[str, ...] = ("image_id", "label", "x", "y", "w", "h")
-# A detector's output: the boxes frame plus a score in [0, 1] (cxrcore.models.detection).
-DETECTION_COLUMNS: tuple[str, ...] = (*BOX_COLUMNS, "score")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 # Models are fitted on train; thresholds, ensembles and the best epoch are chosen on valid; test scores.
 TRAIN_SPLIT, VALID_SPLIT, TEST_SPLIT = SPLITS

@@ -24,10 +24,11 @@ import torch
 from cxrcore import jsonsafe
 from cxrcore.atomic import atomic_path
 from cxrcore.data.cache import PreprocessCache
+from cxrcore.data.detections import empty_detections
 from cxrcore.data.split import split_rows
 from cxrcore.io.reader import image_size
 from cxrcore.models.checkpoint import Checkpoint, file_fingerprint, load_checkpoint, read_card
-from cxrcore.models.detection import detector_of, empty_detections, outputs_to_frame
+from cxrcore.models.detection import detector_of, outputs_to_frame
 from cxrcore.models.lock import model_guard
 from cxrcore.store import Workspace
 

@@ -14,19 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrcore.data.index import DETECTION_COLUMNS
+from cxrcore.data.detections import DETECTION_COLUMNS, empty_detections
 from cxrcore.models.checkpoint import Checkpoint
 from cxrcore.models.detector import CXRDetector
 from cxrcore.models.lock import model_guard
 from cxrcore.preprocess import boxes_from_input, prepare
 
 DEFAULT_SCORE_THRESHOLD = 0.5  # boxes shown on the pages by default; evaluation keeps every box
-
-
-def empty_detections() -> pd.DataFrame:
-    """A detections frame with no rows."""
-    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in DETECTION_COLUMNS})
-    return frame.astype({"image_id": "object", "label": "object"})
 
 
 def detector_of(checkpoint: Checkpoint) -> CXRDetector:
@@ -56,6 +50,8 @@ def outputs_to_frame(
     height, width = original
     moved = boxes_from_input(xywh, width, height, checkpoint.preprocess)
     classes = outputs["labels"].detach().cpu().numpy()[keep]
+    inside = (moved[:, 2] > 0) & (moved[:, 3] > 0)  # boxes wholly in the padding vanish when moved back
+    moved, classes, kept_scores = moved[inside], classes[inside], scores[keep][inside]
     return pd.DataFrame(
         {
             "image_id": image_id,
@@ -64,7 +60,7 @@ def outputs_to_frame(
             "y": moved[:, 1],
             "w": moved[:, 2],
             "h": moved[:, 3],
-            "score": scores[keep].astype(np.float64),
+            "score": kept_scores.astype(np.float64),
         },
         columns=list(DETECTION_COLUMNS),
     )

@@ -69,35 +69,24 @@ def max_jobs() -> int:
     return int(value)
 
 
-def _check_model(name: str) -> None:
-    """Refuse an unknown model name early, with the names that exist, when the registry is there."""
-    try:
-        from cxrcore.models import list_models
-    except ImportError:  # the training process reports it instead
-        return
-    names = list(list_models())
-    if names and name not in names:
-        raise JobError(f"unknown model {name!r}; valid options: {', '.join(names)}")
-
-
 def check_config(ws: Workspace, cfg: TrainConfig, resume: bool = False) -> TrainConfig:
     """Refuse a run that cannot start (unknown dataset or model, missing checkpoint); make paths absolute."""
     known = ws.get_dataset(cfg.dataset).labels  # an unknown dataset fails here, with close matches
+    from cxrcore.train.setup import resolve_model
+
+    try:
+        cfg = resolve_model(cfg)
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
     if cfg.task == "detect":
         from cxrcore.train.detect_loop import dataset_classes
-        from cxrcore.train.setup import resolve_model
 
         known = dataset_classes(ws, cfg.dataset)
         if not known:
             raise JobError(f"dataset {cfg.dataset!r} has no boxes: a detector needs boxes to learn from")
-        try:
-            cfg = resolve_model(cfg)
-        except ValueError as exc:
-            raise JobError(str(exc)) from None
     unknown = list(label_fit(cfg.labels, known).missing)
     if unknown:
         raise JobError(f"unknown label(s) {unknown} for {cfg.dataset!r}; valid labels: {', '.join(known)}")
-    _check_model(cfg.model)
     if cfg.init != INIT_RANDOM:
         init = Path(cfg.init).expanduser().resolve()
         if not init.is_file():
