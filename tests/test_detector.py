@@ -183,3 +183,36 @@ def test_training_refuses_a_detector_for_classification_and_a_dataset_without_bo
 
     assert main(["train", "--dataset", DEMO_DATASET, "--model", "faster_rcnn_resnet18", "--epochs", "1"]) != 0
     assert "is a detect model, not a classify one" in capsys.readouterr().err
+
+
+def _saved_detector(ws, name: str, seed: int) -> str:
+    torch.manual_seed(seed)
+    model = create_model("faster_rcnn_resnet18", labels=["Effusion", "Nodule", "Opacity"], input_size=96)
+    return str(save_checkpoint(ws.home / "runs" / name, model, {"detector": {"kind": "faster_rcnn"}}))
+
+
+@pytest.mark.slow
+def test_cli_evaluates_a_detector_with_heat_map_boxes_beside_it_and_fuses_detectors(demo_ws, capsys) -> None:
+    import json
+    from pathlib import Path
+
+    from cxrcore.cli import main
+    from cxrcore.workflows.demo import DEMO_DATASET
+
+    first, second = _saved_detector(demo_ws, "det-a", 0), _saved_detector(demo_ws, "det-b", 1)
+    tiny = str(Path(__file__).resolve().parents[1] / "checkpoints" / "demo-tiny.safetensors")
+    args = ["evaluate", first, "--dataset", DEMO_DATASET, "--bootstrap", "20", "--heatmaps", tiny, "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["task"] == "detect" and out["n_images"] > 0
+    classes = [row["class"] for row in out["boxes"]]
+    assert classes[-1] == "overall" and set(classes[:-1]) <= {"Effusion", "Nodule", "Opacity"}
+    assert {"mAP@0.5", "rsna", "froc@1", "cpm", "coco_mAP"} <= set(out["boxes"][0])
+    assert [row["label"] for row in out["image_level"]][-2:] == ["macro", "micro"]
+    sources = {row["source"] for row in out["heat_map_comparison"]}
+    assert sources == {"det-a", "demo-tiny (CRM boxes)"}
+    assert main(["ensemble", first, second, "--dataset", DEMO_DATASET, "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)["table"]
+    assert [row["model"] for row in table] == ["det-a", "det-b", "weighted box fusion", "NMS", "soft-NMS"]
+    assert main(["ensemble", first, tiny, "--dataset", DEMO_DATASET]) != 0
+    assert "classifiers or of detectors, not both" in capsys.readouterr().err

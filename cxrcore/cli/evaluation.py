@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
 
-from cxrcore.cli.output import emit
+from cxrcore.cli.output import EXIT_ERROR, emit
+from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD
 from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT
+from cxrcore.evaluate.box_fusion import FUSION_METHODS
 from cxrcore.evaluate.classification import (
     DEFAULT_THRESHOLD_RULE,
     N_BOOT,
@@ -20,6 +23,17 @@ from cxrcore.evaluate.ensemble import METHOD_NAMES, METHODS, check_method
 from cxrcore.store import Workspace
 
 SHOWN = ["n", "positives", "auroc", "auroc_lo", "auroc_hi", "ap", "threshold", "sensitivity", "specificity"]
+DETECTION_SHOWN = [
+    "n_boxes",
+    "mAP@0.25",
+    "mAP@0.5",
+    "mAR@0.5",
+    "F1@0.5",
+    "mAP@0.75",
+    "coco_mAP",
+    "rsna",
+    "cpm",
+]
 
 
 class _Bar:
@@ -61,8 +75,74 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_detector(path: str) -> bool:
+    """Whether a checkpoint file holds a detector (read from its card, without loading weights)."""
+    from cxrcore.models.card import read_card
+
+    return read_card(path).task == "detect"
+
+
+def cmd_evaluate_detector(args: argparse.Namespace) -> int:
+    """Box metrics and image-level AUROC of a detector on a split; heat-map boxes beside it on request."""
+    from cxrcore.evaluate.detector_eval import compare_box_sources, evaluate_detector
+
+    ws = Workspace()
+    bar = _Bar("detecting")
+    try:
+        result = evaluate_detector(
+            args.checkpoint,
+            ws,
+            args.dataset,
+            args.split,
+            score_threshold=args.score_threshold,
+            n_boot=args.bootstrap,
+            progress=bar,
+        )
+        compared = None
+        if args.heatmaps:
+            compared = compare_box_sources(
+                [args.checkpoint], args.heatmaps, ws, args.dataset, args.split, method=args.heatmap_method,
+                score_threshold=args.score_threshold,
+            )  # fmt: skip
+    finally:
+        bar.close()
+    payload: dict[str, Any] = {
+        "checkpoint": args.checkpoint,
+        "task": "detect",
+        "dataset": args.dataset,
+        "split": args.split,
+        "n_images": len(result.stored.image_ids),
+        "score_threshold": args.score_threshold,
+        "boxes": result.report.reset_index().to_dict(orient="records"),
+        "image_level": result.image_level.reset_index(names="label").to_dict(orient="records"),
+    }
+    if compared is not None:
+        payload["heat_map_comparison"] = compared.to_dict(orient="records")
+
+    def text() -> str:
+        head = (
+            f"{args.checkpoint} on {args.dataset}/{args.split}: {payload['n_images']} images; "
+            f"mAR / F1 / RSNA at score >= {args.score_threshold}"
+        )
+        cols = [c for c in DETECTION_SHOWN if c in result.report.columns]
+        parts = [head, result.report[cols].to_string(float_format=lambda v: f"{v:.3f}")]
+        parts += ["\nimage level (highest box score per class)"]
+        shown = [c for c in SHOWN if c in result.image_level.columns and c != "threshold"]
+        parts.append(result.image_level[shown].to_string(float_format=lambda v: f"{v:.3f}"))
+        if compared is not None:
+            overall = compared[compared["class"] == "overall"].set_index("source")
+            parts += ["\nthe same metrics, overall, for heat-map boxes on the same images"]
+            parts.append(overall[cols].to_string(float_format=lambda v: f"{v:.3f}"))
+        return "\n".join(parts)
+
+    emit(payload, args.json, text)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Metrics of a checkpoint on a split, thresholds chosen on the validation split."""
+    if _is_detector(args.checkpoint):
+        return cmd_evaluate_detector(args)
     from cxrcore.evaluate.report import evaluate_checkpoint
 
     bar = _Bar("predicting")
@@ -108,8 +188,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble_detectors(args: argparse.Namespace) -> int:
+    """Detectors and their fused boxes compared on a split, by the detection report's overall row."""
+    from cxrcore.evaluate.detector_eval import compare_detector_ensembles
+
+    given = args.methods if args.methods != ",".join(METHODS) else ",".join(FUSION_METHODS)
+    methods = [m.strip() for m in given.split(",") if m.strip()]
+    bars: dict[str, _Bar] = {}
+    try:
+        table = compare_detector_ensembles(
+            args.checkpoints,
+            Workspace(),
+            args.dataset,
+            args.split,
+            methods=methods,
+            score_threshold=args.score_threshold,
+            progress=lambda name, done, total: bars.setdefault(name, _Bar(name))(done, total),
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    payload = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "task": "detect",
+        "table": table.to_dict("records"),
+    }
+    cols = ["model", "kind", *[c for c in DETECTION_SHOWN if c in table.columns]]
+    emit(payload, args.json, lambda: table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """Members and ensembles (fitted on validation) compared on a split."""
+    tasks = {_is_detector(path) for path in args.checkpoints}
+    if tasks == {True}:
+        return cmd_ensemble_detectors(args)
+    if len(tasks) > 1:
+        print("error: an ensemble is of classifiers or of detectors, not both", file=sys.stderr)
+        return EXIT_ERROR
     from cxrcore.evaluate.report import MEAN_ROW, best_marks, compare_ensembles
 
     methods = [check_method(m.strip()) for m in args.methods.split(",") if m.strip()]
@@ -190,6 +307,22 @@ def add_evaluation_commands(groups: Any) -> None:
     ev.add_argument(
         "--by", help="also report within each value of this index column (e.g. source, for merged datasets)"
     )
+    ev.add_argument(
+        "--score-threshold",
+        type=float,
+        default=DEFAULT_SCORE_THRESHOLD,
+        help="detectors: boxes scoring at least this count for mAR, F1 and the RSNA score "
+        f"(default {DEFAULT_SCORE_THRESHOLD}; mAP and FROC sweep every score)",
+    )
+    ev.add_argument(
+        "--heatmaps",
+        nargs="+",
+        metavar="CLASSIFIER",
+        help="detectors: also score these classifiers' heat-map boxes on the same images, in one table",
+    )
+    ev.add_argument(
+        "--heatmap-method", default="crm", help="the map --heatmaps draws boxes from (cam or crm)"
+    )
     ev.set_defaults(func=cmd_evaluate)
     ens = groups.add_parser("ensemble", help="compare checkpoints and their ensembles")
     ens.add_argument("checkpoints", nargs="+")
@@ -199,6 +332,13 @@ def add_evaluation_commands(groups: Any) -> None:
         "--methods",
         default=",".join(METHODS),
         help="comma-separated ensemble methods: "
-        + "; ".join(f"{method} = {name}" for method, name in METHOD_NAMES.items()),
+        + "; ".join(f"{method} = {name}" for method, name in METHOD_NAMES.items())
+        + f"; for detectors: {', '.join(FUSION_METHODS)} (default all)",
+    )
+    ens.add_argument(
+        "--score-threshold",
+        type=float,
+        default=DEFAULT_SCORE_THRESHOLD,
+        help=f"detectors: the score from which boxes count for mAR, F1, RSNA ({DEFAULT_SCORE_THRESHOLD})",
     )
     ens.set_defaults(func=cmd_ensemble)

@@ -14,6 +14,7 @@ import pandas as pd
 from cxrcore.data.index import BOX_COLUMNS, DatasetError
 
 DETECTION_COLUMNS: tuple[str, ...] = (*BOX_COLUMNS, "score")
+DEFAULT_SCORE_THRESHOLD = 0.5  # boxes the pages show and mAR / F1 count by default; AP and FROC sweep all
 _COORDS = ("x", "y", "w", "h")
 _EXAMPLES = 3  # bad rows quoted in an error message
 

@@ -34,6 +34,7 @@ from cxrcore.hints import unknown_choice
 log = logging.getLogger(__name__)
 
 FUSION_METHODS: tuple[str, ...] = ("wbf", "nms", "soft_nms")
+FUSION_NAMES = {"wbf": "weighted box fusion", "nms": "NMS", "soft_nms": "soft-NMS"}
 DEFAULT_IOU_THRESHOLD = 0.55  # the WBF paper's default matching IoU
 SOFT_NMS_SIGMA = 0.5
 SOFT_NMS_MIN_SCORE = 0.001  # soft-NMS drops boxes whose decayed score falls below this

@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrcore.data.detections import DETECTION_COLUMNS, empty_detections
+from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD, DETECTION_COLUMNS, empty_detections
 from cxrcore.models.checkpoint import Checkpoint
 from cxrcore.models.detector import CXRDetector
 from cxrcore.models.lock import model_guard
 from cxrcore.preprocess import boxes_from_input, prepare
 
-DEFAULT_SCORE_THRESHOLD = 0.5  # boxes shown on the pages by default; evaluation keeps every box
+__all__ = ["DEFAULT_SCORE_THRESHOLD", "detect", "detector_of", "outputs_to_frame"]
 
 
 def detector_of(checkpoint: Checkpoint) -> CXRDetector:
