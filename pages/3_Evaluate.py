@@ -7,6 +7,8 @@ import streamlit as st
 
 from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT
 from cxrcore.evaluate.classification import N_BOOT, TARGET_RULES, THRESHOLD_RULE_NAMES, THRESHOLD_RULES
+from cxrcore.models.card import read_card
+from cxrcore.ui import detect_eval
 from cxrcore.ui import evaluate as ev
 from cxrcore.ui.page import guarded, labels_fit, select_checkpoint, select_dataset, setup_page
 
@@ -17,6 +19,11 @@ checkpoint = select_checkpoint(ws)
 
 if dataset is None or checkpoint is None:
     st.info("Pick a dataset and a model in the sidebar (the demo prepares both: `make run`).")
+    st.stop()
+if read_card(checkpoint).task == "detect":
+    split = st.selectbox("Split", SPLIT_CHOICES, index=SPLIT_CHOICES.index(TEST_SPLIT), key="eval_split")
+    with guarded("evaluate the detector"):
+        detect_eval.detector_section(ws, checkpoint, dataset, split)
     st.stop()
 if not labels_fit(ws, dataset, checkpoint):
     st.stop()

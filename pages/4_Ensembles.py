@@ -12,6 +12,7 @@ from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT
 from cxrcore.evaluate.ensemble import METHOD_NAMES, METHODS
 from cxrcore.evaluate.report import MEAN_ROW, TABLE_METRICS, best_marks
 from cxrcore.models.catalog import list_checkpoints
+from cxrcore.ui import detect_eval
 from cxrcore.ui import evaluate as ev
 from cxrcore.ui.data import csv_download
 from cxrcore.ui.page import guarded, select_dataset, setup_page
@@ -28,10 +29,24 @@ titles = {str(e.path): e.title for e in entries}
 # Default members: up to three checkpoints (no "last" ones) sharing the labels of the first one that fits
 # the dataset.
 known = ws.get_dataset(dataset).labels
-fitting = [e for e in entries if e.label_fit(known).ok and e.path.stem != "last"]
+fitting = [
+    e for e in entries if e.info.get("task") != "detect" and e.label_fit(known).ok and e.path.stem != "last"
+]
 same_labels = [e for e in fitting if e.info["labels"] == fitting[0].info["labels"]] if fitting else []
 default = [str(e.path) for e in same_labels[:3]]
 members = st.multiselect("Members", list(titles), default=default, format_func=titles.get)
+detectors = {str(e.path) for e in entries if e.info.get("task") == "detect"}
+if members and set(members) <= detectors:
+    split = st.selectbox("Scored on", SPLIT_CHOICES, index=SPLIT_CHOICES.index(TEST_SPLIT), key="ens_split")
+    if len(members) < 2:
+        st.info("Pick at least two detectors.")
+        st.stop()
+    with guarded("compare the detectors"):
+        detect_eval.ensemble_section(ws, [Path(m) for m in members], dataset, split)
+    st.stop()
+if set(members) & detectors:
+    st.error("An ensemble is of classifiers or of detectors: pick members of one kind.")
+    st.stop()
 methods = st.multiselect("Methods", METHODS, default=list(METHODS), format_func=METHOD_NAMES.get)
 split = st.selectbox("Scored on", SPLIT_CHOICES, index=SPLIT_CHOICES.index(TEST_SPLIT), key="ens_split")
 if len(members) < 2 or not methods:

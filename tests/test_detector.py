@@ -210,9 +210,15 @@ def test_cli_evaluates_a_detector_with_heat_map_boxes_beside_it_and_fuses_detect
     assert {"mAP@0.5", "rsna", "froc@1", "cpm", "coco_mAP"} <= set(out["boxes"][0])
     assert [row["label"] for row in out["image_level"]][-2:] == ["macro", "micro"]
     sources = {row["source"] for row in out["heat_map_comparison"]}
-    assert sources == {"det-a", "demo-tiny (CRM boxes)"}
+    assert sources == {"runs/det-a", "checkpoints/demo-tiny (CRM boxes)"}
     assert main(["ensemble", first, second, "--dataset", DEMO_DATASET, "--json"]) == 0
     table = json.loads(capsys.readouterr().out)["table"]
-    assert [row["model"] for row in table] == ["det-a", "det-b", "weighted box fusion", "NMS", "soft-NMS"]
+    assert [row["model"] for row in table] == [
+        "runs/det-a",
+        "runs/det-b",
+        "weighted box fusion",
+        "NMS",
+        "soft-NMS",
+    ]
     assert main(["ensemble", first, tiny, "--dataset", DEMO_DATASET]) != 0
     assert "classifiers or of detectors, not both" in capsys.readouterr().err

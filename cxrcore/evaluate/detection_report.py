@@ -164,3 +164,30 @@ def detection_report(
     table = pd.DataFrame.from_dict(rows, orient="index").loc[:, list(report_columns(fp_rates))]
     table.index.name = "class"
     return table
+
+
+def froc_curves(
+    detections: pd.DataFrame,
+    truth: pd.DataFrame,
+    image_ids: Sequence[str],
+    classes: Sequence[str],
+    *,
+    iou_threshold: float = 0.5,
+) -> dict[str, pd.DataFrame]:
+    """The FROC curve (``threshold, fp_per_image, sensitivity``) of each class with boxes, and overall."""
+    ids = check_image_ids(image_ids)
+    det = validate_detections(detections)
+    gt = validate_boxes(truth)
+    curves: dict[str, pd.DataFrame] = {}
+    all_preds: list = []
+    all_gts: list = []
+    for name in classes:
+        preds = _per_image(det[(det["label"] == name) & det["image_id"].isin(ids)], ids, scored=True)
+        gts = _per_image(gt[(gt["label"] == name) & gt["image_id"].isin(ids)], ids, scored=False)
+        all_preds += preds
+        all_gts += gts
+        if any(len(g) for g in gts):
+            curves[name] = froc(preds, gts, n_images=len(ids), iou_threshold=iou_threshold).curve
+    if any(len(g) for g in all_gts):
+        curves[OVERALL] = froc(all_preds, all_gts, n_images=len(ids), iou_threshold=iou_threshold).curve
+    return curves

@@ -28,6 +28,7 @@ from cxrcore.evaluate.detect_predict import StoredDetections, detect_split
 from cxrcore.evaluate.detection import box_labels, image_scores
 from cxrcore.evaluate.detection_report import OVERALL, detection_report
 from cxrcore.evaluate.map_localisation import FRAME, map_to_frame
+from cxrcore.evaluate.report import member_name
 from cxrcore.explain.boxes import BOX_THRESHOLD, boxes_from_heatmap
 from cxrcore.explain.engine import DEFAULT_SMOOTH, explain
 from cxrcore.io import ImageReadError, read_image
@@ -140,12 +141,12 @@ def compare_box_sources(
     """
     tables = []
     for path in detectors:
-        name = Path(path).stem
+        name = member_name(path, [])
         done = (lambda d, t, n=name: progress(n, d, t)) if progress else None
         result = evaluate_detector(path, ws, dataset, split, score_threshold=score_threshold, progress=done)
         tables.append(result.report.assign(source=name, kind="detector"))
     for path in classifiers:
-        name = f"{Path(path).stem} ({method.upper()} boxes)"
+        name = f"{member_name(path, [])} ({method.upper()} boxes)"
         done = (lambda d, t, n=name: progress(n, d, t)) if progress else None
         frame, ids = heatmap_detections(path, ws, dataset, split, method=method, progress=done)
         truth = _truth(ws, dataset, ids, sorted(set(frame["label"])))
@@ -184,7 +185,7 @@ def compare_detector_ensembles(
         raise ValueError("an ensemble needs at least two detectors")
     stored = []
     for path in detectors:
-        done = (lambda d, t, n=Path(path).stem: progress(n, d, t)) if progress else None
+        done = (lambda d, t, n=member_name(path, []): progress(n, d, t)) if progress else None
         stored.append(detect_split(path, ws, dataset, split, progress=done))
     classes = check_members([s.classes for s in stored])
     ids = stored[0].image_ids
@@ -194,10 +195,11 @@ def compare_detector_ensembles(
         raise ValueError(f"no image of the {split} split of {dataset!r} has boxes of {list(classes)}")
     rows_index = split_rows(ws.load_dataset(dataset).index, split).set_index("image_id")
     sizes = {str(i): image_size(rows_index.loc[i, "path"]) for i in ids}
-    rows = []
+    rows: list[dict] = []
     for path, member in zip(detectors, stored, strict=True):
         report = detection_report(member.table, truth, ids, present, score_threshold=score_threshold)
-        rows.append({"model": Path(path).stem, "kind": "member", **report.loc[OVERALL].to_dict()})
+        name = member_name(path, [r["model"] for r in rows])
+        rows.append({"model": name, "kind": "member", **report.loc[OVERALL].to_dict()})
     for method in methods:
         fused = fuse_detections([s.table for s in stored], method, weights=weights, image_sizes=sizes)
         report = detection_report(fused, truth, ids, present, score_threshold=score_threshold)
