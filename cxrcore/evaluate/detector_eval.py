@@ -185,7 +185,8 @@ def compare_detector_ensembles(
         raise ValueError("an ensemble needs at least two detectors")
     stored = []
     for path in detectors:
-        done = (lambda d, t, n=member_name(path, []): progress(n, d, t)) if progress else None
+        name = member_name(path, [])
+        done = (lambda d, t, n=name: progress(n, d, t)) if progress else None
         stored.append(detect_split(path, ws, dataset, split, progress=done))
     classes = check_members([s.classes for s in stored])
     ids = stored[0].image_ids
