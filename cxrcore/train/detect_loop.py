@@ -178,7 +178,12 @@ class DetectTrainer:
         self.model.to(self.device)
         self.optimizer = setup.build_optimizer(self.cfg, self.model)
         self.schedule = setup.build_schedule(self.cfg, self.optimizer)
-        self.net = DistributedDataParallel(self.model) if self.dist.enabled else self.model
+        # Proposals without a box of some class leave parts of the heads unused in a step.
+        self.net = (
+            DistributedDataParallel(self.model, find_unused_parameters=True)
+            if self.dist.enabled
+            else self.model
+        )
         if self.cfg.batch_size % self.dist.world_size:
             raise ValueError(
                 f"batch size {self.cfg.batch_size} is not divisible by {self.dist.world_size} processes"

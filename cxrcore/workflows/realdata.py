@@ -177,6 +177,15 @@ def register_real_datasets(
     return done
 
 
+# The bundled lesion detector (bench/real_detector.py): a Faster R-CNN whose DenseNet-121 trunk is the
+# bundled classifier's, frozen ("head only"), at 256 px, for a budget that fits 2 CPU cores.
+DETECT_TRAIN: tuple[str, str] = (
+    "real-detector",
+    f"train --task detect --dataset {DETECT_DATASET} --model faster_rcnn_densenet121"
+    " --init checkpoints/real-densenet121.safetensors --freeze-backbone --input-size 256 --epochs 8"
+    " --steps-per-epoch 150 --batch-size 4 --lr 5e-4 --seed 0 --run-name real-detector",
+)
+
 # The training runs behind the bundled real-data model and the README's Results tables, in order.
 # (run name, command); ``$CXR_HOME`` stands for the workspace folder.
 TRAIN_COMMANDS: tuple[tuple[str, str], ...] = (
