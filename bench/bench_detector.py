@@ -46,15 +46,15 @@ class Budget(LogReporter):
     """Stops the run after the last epoch that can finish (validation included) within the time budget."""
 
     def __init__(self, seconds: float) -> None:
-        self.started = time.perf_counter()
-        self.deadline = self.started + seconds
-        self.last = self.started
+        self.t0 = time.perf_counter()
+        self.deadline = self.t0 + seconds
+        self.last = self.t0
         self.over = False
 
     def epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
         now = time.perf_counter()
         shown = {k: v for k, v in record.items() if not k.endswith("label")}
-        print(f"epoch {epoch} at {now - self.started:.0f} s: {json.dumps(shown)}", file=sys.stderr)
+        print(f"epoch {epoch} at {now - self.t0:.0f} s: {json.dumps(shown)}", file=sys.stderr)
         self.over = now + (now - self.last) > self.deadline  # the next epoch would end past the budget
         self.last = now
 
