@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from conftest import write_png
+from conftest import DETECTOR_CLASSES, save_detector, write_png
 from page_harness import page, run, run_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -21,10 +21,10 @@ from streamlit.testing.v1 import AppTest
 from cxrcore.data.adapters import load_source
 from cxrcore.explain.panel import beside_first_row, detection_tile, panel_png
 from cxrcore.io import read_image
-from cxrcore.models import create_model, load_checkpoint, save_checkpoint
+from cxrcore.models import load_checkpoint
 from cxrcore.models.catalog import BUNDLED_DIR
 from cxrcore.models.detection import DEFAULT_SCORE_THRESHOLD, detect
-from cxrcore.models.detector import BOX_FORMAT, DETECTOR_BACKBONES, DETECTOR_KINDS
+from cxrcore.models.detector import DETECTOR_BACKBONES, DETECTOR_KINDS
 from cxrcore.store import Workspace
 from cxrcore.train import jobs
 from cxrcore.train.config import DETECT_DEFAULTS
@@ -34,38 +34,8 @@ from cxrcore.ui.charts import loss_figure, score_figure
 from cxrcore.workflows.demo import DEMO_DATASET
 
 TRAIN, EXPLAIN, MODELS = "pages/2_Train.py", "pages/5_Explain.py", "pages/6_Models.py"
-CLASSES = ["Effusion", "Nodule", "Opacity"]  # the demo phantoms' box labels, sorted
+CLASSES = list(DETECTOR_CLASSES)
 CLASSIFIER = "demo-localiser"  # a bundled classifier of the demo labels; the only one the pages see here
-
-
-def save_detector(home: Path, name: str = "det") -> Path:
-    """A small untrained Faster R-CNN (96 px) saved as a workspace run, with a card as training writes it."""
-    torch.manual_seed(0)
-    model = create_model("faster_rcnn_resnet18", labels=CLASSES, input_size=96)
-    ap = {"Effusion": 0.25, "Nodule": 0.1, "Opacity": 0.4}
-    record = {"epoch": 1, "train_loss": 1.5, "val_map50": 0.25, "val_ap50_per_label": ap, "val_auroc": 0.6}
-    card = {
-        "task": "detect",
-        "dataset": {"name": DEMO_DATASET, "synthetic": True},
-        "history": [record],
-        "epoch": 1,
-        "selected_by": "val_map50",
-        "metrics": {**record, "val_auroc_per_label": dict.fromkeys(CLASSES, 0.6)},
-        "detector": {
-            "kind": "faster_rcnn",
-            "backbone": "resnet18",
-            "classes": CLASSES,
-            "box_format": BOX_FORMAT,
-            "input_size": 96,
-            "training": "complete",
-            "init": "random",
-            "augment": True,
-            "train_images": 180,
-            "train_boxes": 211,
-            "seconds": 42.0,
-        },
-    }
-    return save_checkpoint(home / "runs" / name / "best", model, card)
 
 
 @pytest.fixture
@@ -264,3 +234,29 @@ def test_the_registry_table_has_a_task_column(ws: Workspace) -> None:
     assert registry.loc["resnet18", "task"] == "classify"
     assert list(registry.columns[:2]) == ["task", "summary"]
     assert {f"{k}_{b}" for k in DETECTOR_KINDS for b in DETECTOR_BACKBONES} <= set(registry.index)
+
+
+@pytest.mark.slow  # trains a detector for two steps in a background job and follows it on the page
+def test_a_detector_job_shows_its_validation_map_live(ws: Workspace) -> None:
+    at = run_page(TRAIN)
+    at.radio(key="train_task").set_value("detect")
+    run(at)
+    at.number_input(key="train_det_size").set_value(96)
+    at.number_input(key="train_det_epochs").set_value(1)
+    at.number_input(key="train_det_batch_size").set_value(2)
+    at.number_input(key="train_steps").set_value(2)
+    next(b for b in at.button if b.label == "Launch").click()
+    run(at)
+    deadline = time.monotonic() + 180
+    while (job := jobs.get_job(ws, 1)).active:
+        assert time.monotonic() < deadline, jobs.log_tail(ws, 1)
+        time.sleep(0.5)
+    assert job.status == "finished", job.error
+    at = run_page(TRAIN)  # a new session: the finished job from the database alone
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Val mAP@0.5"] == f"{job.metrics['val_map50']:.3f}"
+    assert "Val image AUROC" in metrics and "Val AUROC" not in metrics
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert len(titles) == 3 and any("Validation mAP@0.5" in t for t in titles)
+    table = at.dataframe[0].value
+    assert table["task"].tolist() == ["detect"] and table["val_map50"].iloc[0] == job.metrics["val_map50"]
