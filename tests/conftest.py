@@ -120,7 +120,9 @@ def trained_ws(trained_home: Path, workspace_home: Path) -> Workspace:
 DETECTOR_CLASSES = ("Effusion", "Nodule", "Opacity")  # the demo phantoms' box labels, sorted
 
 
-def save_detector(home: Path, name: str = "det", input_size: int = 96) -> Path:
+def save_detector(
+    home: Path, name: str = "det", input_size: int = 96, classes: tuple[str, ...] = DETECTOR_CLASSES
+) -> Path:
     """An untrained Faster R-CNN (small input) saved as a workspace run, with a card as training writes it.
 
     Its boxes are real network outputs of random weights: enough to draw, list and filter them.
@@ -131,8 +133,8 @@ def save_detector(home: Path, name: str = "det", input_size: int = 96) -> Path:
     from cxrcore.models.detector import BOX_FORMAT
 
     torch.manual_seed(0)
-    model = create_model("faster_rcnn_resnet18", labels=list(DETECTOR_CLASSES), input_size=input_size)
-    ap = {"Effusion": 0.25, "Nodule": 0.1, "Opacity": 0.4}
+    model = create_model("faster_rcnn_resnet18", labels=list(classes), input_size=input_size)
+    ap = dict(zip(classes, (0.25, 0.1, 0.4, 0.3), strict=False))
     record = {"epoch": 1, "train_loss": 1.5, "val_map50": 0.25, "val_ap50_per_label": ap, "val_auroc": 0.6}
     card = {
         "task": "detect",
@@ -140,11 +142,11 @@ def save_detector(home: Path, name: str = "det", input_size: int = 96) -> Path:
         "history": [record],
         "epoch": 1,
         "selected_by": "val_map50",
-        "metrics": {**record, "val_auroc_per_label": dict.fromkeys(DETECTOR_CLASSES, 0.6)},
+        "metrics": {**record, "val_auroc_per_label": dict.fromkeys(classes, 0.6)},
         "detector": {
             "kind": "faster_rcnn",
             "backbone": "resnet18",
-            "classes": list(DETECTOR_CLASSES),
+            "classes": list(classes),
             "box_format": BOX_FORMAT,
             "input_size": input_size,
             "training": "complete",

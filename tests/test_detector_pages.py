@@ -182,6 +182,15 @@ def test_explain_draws_the_detectors_boxes_and_the_threshold_does_not_run_it_aga
     assert len(at.get("image")) == 3 * 3 and detected[0] == 1
 
 
+def test_a_detector_of_the_classifiers_labels_is_no_ensemble_member(ws: Workspace) -> None:
+    classifier = load_checkpoint(BUNDLED_DIR / f"{CLASSIFIER}.safetensors")
+    save_detector(ws.home, classes=classifier.labels)  # the same names in the same order
+    at = _upload(ws)
+    at.toggle(key="explain_show_ensemble").set_value(True)
+    run(at)
+    assert "No other checkpoint with the same labels." in _texts(at)
+
+
 def test_the_detector_tile_draws_boxes_and_joins_the_panel_png() -> None:
     pixels = np.full((100, 200), 0.5, np.float32)
     boxes = pd.DataFrame(
