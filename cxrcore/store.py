@@ -341,6 +341,12 @@ class Workspace:
         boxes = pd.read_parquet(folder / "boxes.parquet")
         return IndexedDataset(index=index, boxes=boxes, notes=record.notes)
 
+    def box_labels(self, name: str) -> list[str]:
+        """The finding names that have boxes in a registered dataset, sorted (empty: it has no boxes)."""
+        self.get_dataset(name)  # an unknown name fails here, with close matches
+        boxes = pd.read_parquet(self.dataset_dir(name) / "boxes.parquet", columns=["label"])
+        return sorted(boxes["label"].astype(str).unique())
+
     def save_split(self, name: str, index: pd.DataFrame, **how: Any) -> DatasetRecord:
         """Store a new split of a registered dataset (same images) and how it was made."""
         record = self.get_dataset(name)

@@ -10,6 +10,7 @@ from cxrcore.explain.engine import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHOD
 from cxrcore.explain.panel import panel_png, panel_tiles
 from cxrcore.preprocess import boxes_to_input
 from cxrcore.ui import charts
+from cxrcore.ui import detections as ud
 from cxrcore.ui import explain as ux
 from cxrcore.ui.models import load_model
 from cxrcore.ui.page import guarded, select_checkpoint, select_dataset, setup_page
@@ -18,7 +19,7 @@ ws = setup_page("Explain")
 st.title("Explain")
 st.caption("For research and teaching only: these maps show what a model responds to, not a diagnosis.")
 dataset = select_dataset(ws)
-checkpoint = select_checkpoint(ws)
+checkpoint = select_checkpoint(ws, task="classify")
 if checkpoint is None:
     st.info("No model yet: `make run` prepares the demo models, or train one on the Train page.")
     st.stop()
@@ -61,7 +62,7 @@ with guarded("explain the image"):
         f"{options.box_threshold:.0%} of each map's peak, scored by peak heat x probability."
     )
     rows = panel_tiles(result, labels, [*DEFAULT_METHODS, *extra], options, truth)
-    ux.show_panel(rows)
+    rows = ud.detector_panel(ws, choice, pixels, rows, options.tile)  # shows the panel (+ a detector's boxes)
     st.download_button(
         "Download the panel (PNG)",
         panel_png(rows),

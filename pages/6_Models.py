@@ -1,5 +1,6 @@
-"""Models: the bundled and workspace checkpoints with their model cards; import foreign weights, delete a
-workspace checkpoint, export one to ONNX."""
+"""Models: the bundled and workspace checkpoints (classifiers and lesion detectors) with their model cards;
+import foreign weights, delete a workspace checkpoint, export a classifier to ONNX; the registered
+architectures."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ else:
     left, right = st.columns(2)
     with left, guarded("export the model"):
         st.subheader("ONNX export")
-        if st.button("Prepare ONNX file", key="onnx_prepare"):
+        if entry.info.get("task") == "detect":
+            st.caption("ONNX export is offered for classifiers; a detector's weights stay in safetensors.")
+        elif st.button("Prepare ONNX file", key="onnx_prepare"):
             data = um.onnx_bytes(chosen, um.file_fingerprint(chosen))
             st.download_button(
                 f"Download {entry.path.stem}.onnx ({len(data) / 1e6:.1f} MB)",
@@ -56,3 +59,7 @@ with guarded("import the weights"):
     imported = um.import_form(ws.home)
     if imported is not None:
         st.success(f"Imported as {imported.parent.name}/{imported.name}; it is now in the list above.")
+
+if st.toggle("Show the registered architectures", value=False, key="models_registry"):
+    with guarded("list the registered architectures"):
+        st.dataframe(um.registry_table(), hide_index=True, width="stretch")

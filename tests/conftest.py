@@ -115,3 +115,46 @@ def trained_ws(trained_home: Path, workspace_home: Path) -> Workspace:
 
     shutil.copytree(trained_home, workspace_home)
     return Workspace()
+
+
+DETECTOR_CLASSES = ("Effusion", "Nodule", "Opacity")  # the demo phantoms' box labels, sorted
+
+
+def save_detector(
+    home: Path, name: str = "det", input_size: int = 96, classes: tuple[str, ...] = DETECTOR_CLASSES
+) -> Path:
+    """An untrained Faster R-CNN (small input) saved as a workspace run, with a card as training writes it.
+
+    Its boxes are real network outputs of random weights: enough to draw, list and filter them.
+    """
+    import torch
+
+    from cxrcore.models import create_model, save_checkpoint
+    from cxrcore.models.detector import BOX_FORMAT
+
+    torch.manual_seed(0)
+    model = create_model("faster_rcnn_resnet18", labels=list(classes), input_size=input_size)
+    ap = dict(zip(classes, (0.25, 0.1, 0.4, 0.3), strict=False))
+    record = {"epoch": 1, "train_loss": 1.5, "val_map50": 0.25, "val_ap50_per_label": ap, "val_auroc": 0.6}
+    card = {
+        "task": "detect",
+        "dataset": {"name": "demo-phantoms", "synthetic": True},
+        "history": [record],
+        "epoch": 1,
+        "selected_by": "val_map50",
+        "metrics": {**record, "val_auroc_per_label": dict.fromkeys(classes, 0.6)},
+        "detector": {
+            "kind": "faster_rcnn",
+            "backbone": "resnet18",
+            "classes": list(classes),
+            "box_format": BOX_FORMAT,
+            "input_size": input_size,
+            "training": "complete",
+            "init": "random",
+            "augment": True,
+            "train_images": 180,
+            "train_boxes": 211,
+            "seconds": 42.0,
+        },
+    }
+    return save_checkpoint(home / "runs" / name / "best", model, card)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from browser_harness import PAGES, ROOT, browser_missing, chromium_page, dashboard, errors_on, wait_until_idle
+from conftest import save_detector
 from io_corpus import dicom_bytes, dicom_dataset
 
 pytestmark = [
@@ -101,3 +102,19 @@ def test_every_page_and_uploads_in_chromium(trained_home: Path, tmp_path: Path) 
         errors = errors_on(page)
         assert len(errors) == 1 and "Cannot read 'broken.png'" in errors[0]
         assert page.locator('[data-testid="stPlotlyChart"]').count() == 0
+
+
+def test_explain_draws_a_lesion_detectors_boxes_in_chromium(trained_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "workspace"
+    shutil.copytree(trained_home, home)
+    save_detector(home)  # a small Faster R-CNN in the workspace: the Explain page picks it by default
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with dashboard(home) as (url, _), chromium_page() as page:
+        page.goto(f"{url}/Explain")
+        wait_until_idle(page)
+        _upload(page, _png_file(home), ARTIFACTS / "explain-detector.png")
+        assert errors_on(page) == []
+        main = page.locator('[data-testid="stMain"]').inner_text()
+        assert "Faster R-CNN:" in main and "box(es) scoring 0.50 or more" in main
+        assert page.locator('[data-testid="stImage"]').count() >= 3 * 3 + 1  # the maps and the detector's
+        assert "No lesion detector yet" not in main

@@ -123,3 +123,30 @@ def panel_png(rows: Sequence[Sequence[Tile]], gap: int = 4) -> bytes:
             canvas[i * (height + gap) : i * (height + gap) + h, x : x + w] = tile.rgb
             x += w + gap
     return to_png_bytes(canvas)
+
+
+def detection_tile(
+    pixels: np.ndarray,
+    detections: pd.DataFrame,
+    classes: Sequence[str],
+    tile: int = PanelOptions.tile,
+    caption: str = "Lesion detector",
+) -> Tile:
+    """The image with a detector's boxes, each with its class and score, ``tile`` pixels wide.
+
+    ``detections`` (label, x, y, w, h, score) are in the pixel space of ``pixels``, the grey [0, 1]
+    image the detector ran on; colours follow the order of the detector's ``classes``.
+    """
+    boxes = detections.loc[:, ["label", "x", "y", "w", "h", "score"]].reset_index(drop=True)
+    rgb = _resize(to_rgb(pixels), tile)
+    rgb = draw_boxes(rgb, boxes, label_colours(list(classes)), scale=tile / pixels.shape[1])
+    return Tile("Lesion detector", "detector", rgb, caption, boxes)
+
+
+def beside_first_row(rows: Sequence[Sequence[Tile]], tile: Tile) -> list[list[Tile]]:
+    """The panel's rows with one more tile at the end of the first (e.g. a detector's boxes)."""
+    out = [list(row) for row in rows]
+    if not out:
+        return [[tile]]
+    out[0].append(tile)
+    return out

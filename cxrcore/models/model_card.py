@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 CARD_VERSION = 2
 TASKS: tuple[str, ...] = ("classify", "detect")  # image-level labels; boxes (cxrcore.models.detector)
+TASK_NAMES = {"classify": "Classifier", "detect": "Lesion detector"}  # each task in words, for the pages
 WEIGHTS_DTYPES: tuple[str, ...] = ("float32", "float16")
 
 # Written by save_checkpoint from the model and the environment; a caller's values are ignored.

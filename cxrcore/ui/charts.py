@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -171,24 +173,68 @@ def bar_figure(values: pd.Series, title: str, fmt: str = ".3f") -> go.Figure:
 
 
 def history_figure(history: pd.DataFrame) -> go.Figure:
-    """Training and validation loss and validation AUROC per epoch."""
+    """Training and validation loss, and validation AUROC (and a detector's mAP@0.5), per epoch.
+
+    A column a run did not record (a detector has no validation loss) is left out.
+    """
     fig = go.Figure()
-    for column, axis in (("train_loss", "y"), ("val_loss", "y"), ("val_auroc", "y2")):
-        if column in history.columns:
+    series = (("train_loss", "y"), ("val_loss", "y"), ("val_map50", "y2"), ("val_auroc", "y2"))
+    for column, axis in series:
+        if column in history.columns and history[column].notna().any():
             fig.add_trace(
                 go.Scatter(
                     x=history["epoch"],
                     y=history[column],
-                    name=column.replace("_", " "),
+                    name=column.replace("_", " ").replace("map50", "mAP@0.5"),
                     yaxis=axis,
                     mode="lines+markers",
                 )
             )
+    scores = "validation mAP@0.5 / AUROC" if "val_map50" in history.columns else "validation AUROC"
     fig.update_layout(
         xaxis_title="epoch",
         yaxis={"title": "loss"},
-        yaxis2={"title": "validation AUROC", "overlaying": "y", "side": "right", "range": [0, 1]},
+        yaxis2={"title": scores, "overlaying": "y", "side": "right", "range": [0, 1]},
         height=360,
         legend={"orientation": "h"},
     )
+    return fig
+
+
+def loss_figure(history: list[dict[str, Any]]) -> go.Figure:
+    """Training and validation loss per epoch of a run's records; a loss never recorded is left out."""
+    epochs = [h["epoch"] for h in history]
+    fig = go.Figure()
+    for key, name, colour in (("train_loss", "train", NEGATIVE), ("val_loss", "validation", POSITIVE)):
+        values = [h.get(key) for h in history]
+        if all(v is None for v in values):  # a detector run records no validation loss
+            continue
+        fig.add_scatter(x=epochs, y=values, name=name, mode="lines+markers", line_color=colour)
+    fig.update_layout(title="Loss", xaxis_title="epoch", yaxis_title="loss", height=320)
+    fig.update_xaxes(dtick=1)
+    return fig
+
+
+def score_figure(
+    history: list[dict[str, Any]], key: str, per_label_key: str, title: str, chance: float | None = None
+) -> go.Figure:
+    """A validation score per epoch of a run's records: the macro mean, each label's, and chance if any.
+
+    Records without the score (or a label) leave gaps; e.g. ``key="val_map50"`` and
+    ``per_label_key="val_ap50_per_label"`` for a detector, ``"val_auroc"`` for a classifier.
+    """
+    epochs = [h["epoch"] for h in history]
+    fig = go.Figure()
+    labels = list((history[-1].get(per_label_key) or {}) if history else {})
+    for label in labels:
+        values = [(h.get(per_label_key) or {}).get(label) for h in history]
+        fig.add_scatter(x=epochs, y=values, name=label, mode="lines", line={"dash": "dot", "width": 1})
+    fig.add_scatter(
+        x=epochs, y=[h.get(key) for h in history], name="macro", mode="lines+markers", line_width=3
+    )
+    if chance is not None:
+        fig.add_hline(y=chance, line_dash="dash", line_color="grey", annotation_text="chance")
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=title.split()[-1], height=320)
+    fig.update_yaxes(range=[0, 1])
+    fig.update_xaxes(dtick=1)
     return fig

@@ -284,7 +284,9 @@ def ensemble_section(
     others = {
         str(e.path): e.title
         for e in list_checkpoints(ws.home)
-        if e.path != checkpoint.path and list(e.info["labels"]) == list(checkpoint.labels)
+        if e.path != checkpoint.path
+        and e.info.get("task") == "classify"  # a detector of the same classes has no maps to average
+        and list(e.info["labels"]) == list(checkpoint.labels)
     }
     if not others:
         st.caption("No other checkpoint with the same labels.")

@@ -80,7 +80,7 @@ def datasets_table(ws: Workspace) -> None:
 
 
 def jobs_table(running: list[JobRecord]) -> None:
-    """Queued and running training jobs with their progress."""
+    """Queued and running training jobs with their progress (a detector's by its validation mAP@0.5)."""
     rows = [
         {
             "job": j.id,
@@ -89,10 +89,14 @@ def jobs_table(running: list[JobRecord]) -> None:
             "status": j.status,
             "epoch": f"{j.epoch}/{j.total_epochs or '?'}",
             "val AUROC": (j.metrics or {}).get("val_auroc"),
+            "val mAP@0.5": (j.metrics or {}).get("val_map50") if j.config.get("task") == "detect" else None,
         }
         for j in running
     ]
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    frame = pd.DataFrame(rows)
+    if not any(j.config.get("task") == "detect" for j in running):
+        frame = frame.drop(columns="val mAP@0.5")
+    st.dataframe(frame, hide_index=True)
     page_link("pages/2_Train.py", "Follow them on the Train page")
 
 

@@ -73,13 +73,20 @@ def _keep_dataset_choice() -> None:
 _CHECKPOINT_WIDGET = "sidebar_checkpoint"
 
 
-def select_checkpoint(ws: Workspace) -> Path | None:
-    """Sidebar picker of checkpoints (bundled real-data ones first); the choice is kept across pages."""
-    from cxrcore.models.catalog import list_checkpoints
+def select_checkpoint(ws: Workspace, task: str | None = None) -> Path | None:
+    """Sidebar picker of checkpoints (bundled real-data ones first); the choice is kept across pages.
 
-    entries = list_checkpoints(ws.home)
+    ``task`` ("classify" or "detect") lists only the models of that task; a choice of another task
+    made on another page is kept for the pages that list it.
+    """
+    from cxrcore.models.catalog import list_checkpoints
+    from cxrcore.models.model_card import TASK_NAMES
+
+    every = list_checkpoints(ws.home)
+    entries = [e for e in every if task is None or e.info.get("task") == task]
     if not entries:
-        st.sidebar.info("No checkpoint yet: train one on the Train page.")
+        what = "checkpoint" if task is None or not every else TASK_NAMES[task].lower()
+        st.sidebar.info(f"No {what} yet: train one on the Train page.")
         return None
     paths = [str(e.path) for e in entries]
     titles = {str(e.path): e.title for e in entries}
@@ -92,7 +99,8 @@ def select_checkpoint(ws: Workspace) -> Path | None:
         key=_CHECKPOINT_WIDGET,
         on_change=_keep_checkpoint_choice,
     )
-    st.session_state[state.CHECKPOINT] = choice
+    if current in paths or current not in {str(e.path) for e in every}:
+        st.session_state[state.CHECKPOINT] = choice
     chosen = next(e for e in entries if str(e.path) == choice)
     if chosen.synthetic:
         st.sidebar.caption("This model was trained on synthetic phantoms, not real X-rays.")

@@ -1,4 +1,8 @@
-"""Train page widgets: the training form, the jobs table, and a job's live progress, curves and log."""
+"""Train page widgets: the task choice, the classifier form, the jobs table, a job's live progress and log.
+
+The lesion-detector form is in ``cxrcore.ui.detector_form``; a job's progress shows what its task
+records (a detector has validation mAP@0.5 per class instead of a validation loss).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from cxrcore.data.index import TRAIN_SPLIT, VALID_SPLIT
+from cxrcore.models.model_card import TASK_NAMES, TASKS
 from cxrcore.store import DatasetRecord, Workspace
 from cxrcore.train import jobs
 from cxrcore.train.config import (
@@ -23,7 +27,7 @@ from cxrcore.train.config import (
     TRAIN_DEFAULTS,
     TrainConfig,
 )
-from cxrcore.ui.charts import NEGATIVE, POSITIVE
+from cxrcore.ui.charts import loss_figure, score_figure
 from cxrcore.ui.page import guarded, page_link
 
 REFRESH_S = 2.0  # the jobs section redraws this often while a job is queued or running
@@ -31,16 +35,33 @@ IDLE_REFRESH_S = 5.0  # ... and this often otherwise, to show jobs started elsew
 LOG_LINES = 40
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB_WIDGET = "train_job"  # the job shown in the progress panel
+TASK_WIDGET = "train_task"
 _NEWEST_SEEN = "train_newest_job"  # newest job id this session has shown; a newer one gets picked
 
 
-def available_models() -> list[str]:
-    """Registered model names; empty when the model registry cannot be imported."""
+def available_models(task: str = "classify") -> list[str]:
+    """Registered model names of a task; empty when the model registry cannot be imported."""
     try:
         from cxrcore.models import list_models
     except ImportError:
         return []
-    return list(list_models())
+    return list(list_models(task=task))
+
+
+def task_choice() -> str:
+    """What to train: a classifier or a lesion detector (the form below shows that task's settings)."""
+    return str(
+        st.radio(
+            "Task",
+            TASKS,
+            index=TASKS.index(TRAIN_DEFAULTS["task"]),
+            format_func=TASK_NAMES.__getitem__,
+            horizontal=True,
+            key=TASK_WIDGET,
+            help="A classifier gives each label a probability; a lesion detector draws scored boxes and "
+            "learns from a dataset's boxes.",
+        )
+    )
 
 
 def repurpose_checkpoints(ws: Workspace) -> list[str]:
@@ -52,7 +73,8 @@ def repurpose_checkpoints(ws: Workspace) -> list[str]:
     return [str(e.path) for e in runs + [e for e in entries if e.source == "bundled"]]
 
 
-def _short_path(path: str, ws: Workspace) -> str:
+def short_path(path: str, ws: Workspace) -> str:
+    """A checkpoint path shown relative to the workspace or the repository when it lies inside one."""
     for root, name in ((ws.home, "workspace"), (REPO_ROOT, "")):
         try:
             return str(Path(name) / Path(path).relative_to(root))
@@ -92,7 +114,7 @@ def _settings(record: DatasetRecord, models: list[str], ws: Workspace) -> dict[s
     init = st.selectbox(
         "Initialisation",
         [INIT_RANDOM, *repurpose_checkpoints(ws)],
-        format_func=lambda p: "Random" if p == INIT_RANDOM else f"Repurpose {_short_path(p, ws)}",
+        format_func=lambda p: "Random" if p == INIT_RANDOM else f"Repurpose {short_path(p, ws)}",
         key="train_init",
     )
     return {
@@ -109,8 +131,8 @@ def _settings(record: DatasetRecord, models: list[str], ws: Workspace) -> dict[s
     }
 
 
-def _advanced() -> dict[str, Any]:
-    """Less common settings, drawn in an expander inside the form."""
+def advanced_settings(freeze_choice: bool = True) -> dict[str, Any]:
+    """Less common settings, drawn in an expander inside a form (the freeze box unless asked elsewhere)."""
     with st.expander("Advanced"):
         c1, c2, c3 = st.columns(3)
         steps = c1.number_input(
@@ -120,9 +142,9 @@ def _advanced() -> dict[str, Any]:
             TRAIN_DEFAULTS["max_steps_per_epoch"],
             key="train_steps",
         )
-        freeze = c2.checkbox(
-            "Freeze backbone (repurposing)", value=TRAIN_DEFAULTS["freeze_backbone"], key="train_freeze"
-        )
+        freeze = TRAIN_DEFAULTS["freeze_backbone"]
+        if freeze_choice:
+            freeze = c2.checkbox("Freeze backbone (repurposing)", value=freeze, key="train_freeze")
         scale = c3.number_input(
             "Backbone LR scale",
             0.0,
@@ -150,7 +172,7 @@ def _advanced() -> dict[str, Any]:
         run_name = c3.text_input(
             "Run name (blank: automatic)", value=TRAIN_DEFAULTS["run_name"], key="train_run_name"
         )
-    return {
+    chosen = {
         "max_steps_per_epoch": int(steps),
         "freeze_backbone": freeze,
         "backbone_lr_scale": float(scale),
@@ -161,25 +183,35 @@ def _advanced() -> dict[str, Any]:
         "clahe": clahe,
         "run_name": run_name.strip(),
     }
+    if not freeze_choice:
+        del chosen["freeze_backbone"]
+    return chosen
 
 
-def train_form(ws: Workspace, record: DatasetRecord) -> TrainConfig | None:
-    """The training form for a dataset; returns the config when Launch is pressed with valid settings."""
+def split_counts(record: DatasetRecord) -> dict[str, int] | None:
+    """Images per split of a dataset that can be trained on; None, with a warning, without train / valid."""
     counts = (record.split or {}).get("counts", {})
     if not counts.get(TRAIN_SPLIT) or not counts.get(VALID_SPLIT):
         st.warning(f"{record.name} needs a patient-level split with train and valid images: build one first.")
         page_link("pages/1_Dataset_Explorer.py", "Open the dataset explorer")
         return None
-    models = available_models()
-    if not models:
-        st.warning("No models are registered, so nothing can be trained.")
-        return None
     st.caption(
         f"Trains on the {TRAIN_SPLIT} split ({counts[TRAIN_SPLIT]:,} images), "
         f"validates on {VALID_SPLIT} ({counts[VALID_SPLIT]:,})."
     )
+    return counts
+
+
+def train_form(ws: Workspace, record: DatasetRecord) -> TrainConfig | None:
+    """The training form for a dataset; returns the config when Launch is pressed with valid settings."""
+    if split_counts(record) is None:
+        return None
+    models = available_models()
+    if not models:
+        st.warning("No models are registered, so nothing can be trained.")
+        return None
     with st.form("train_form"):
-        values = {**_settings(record, models, ws), **_advanced()}
+        values = {**_settings(record, models, ws), **advanced_settings()}
         submitted = st.form_submit_button("Launch", type="primary")
     if not submitted:
         return None
@@ -190,8 +222,12 @@ def train_form(ws: Workspace, record: DatasetRecord) -> TrainConfig | None:
 
 
 def jobs_table(records: list[jobs.JobRecord]) -> None:
-    """Every job, newest first."""
+    """Every job, newest first; with a task and a validation mAP@0.5 column once a detector job is listed."""
     frame = pd.DataFrame([j.summary() for j in records])
+    if any(job_task(j) == "detect" for j in records):
+        frame.insert(2, "task", [job_task(j) for j in records])
+        maps = [(j.metrics or {}).get("val_map50") if job_task(j) == "detect" else None for j in records]
+        frame.insert(frame.columns.get_loc("val_auroc") + 1, "val_map50", maps)
     st.dataframe(frame, hide_index=True, key="jobs_table")
 
 
@@ -215,37 +251,6 @@ def pick_job(records: list[jobs.JobRecord]) -> int:
     return int(st.selectbox("Job", ids, format_func=names.get, key=JOB_WIDGET))
 
 
-def loss_figure(history: list[dict[str, Any]]) -> go.Figure:
-    """Training and validation loss per epoch."""
-    epochs = [h["epoch"] for h in history]
-    fig = go.Figure()
-    for key, name, colour in (("train_loss", "train", NEGATIVE), ("val_loss", "validation", POSITIVE)):
-        fig.add_scatter(
-            x=epochs, y=[h.get(key) for h in history], name=name, mode="lines+markers", line_color=colour
-        )
-    fig.update_layout(title="Loss", xaxis_title="epoch", yaxis_title="loss", height=320)
-    fig.update_xaxes(dtick=1)
-    return fig
-
-
-def auroc_figure(history: list[dict[str, Any]]) -> go.Figure:
-    """Validation AUROC per epoch: the macro mean, each label, and chance (0.5)."""
-    epochs = [h["epoch"] for h in history]
-    fig = go.Figure()
-    labels = list((history[-1].get("val_auroc_per_label") or {}) if history else {})
-    for label in labels:
-        values = [(h.get("val_auroc_per_label") or {}).get(label) for h in history]
-        fig.add_scatter(x=epochs, y=values, name=label, mode="lines", line={"dash": "dot", "width": 1})
-    fig.add_scatter(
-        x=epochs, y=[h.get("val_auroc") for h in history], name="macro", mode="lines+markers", line_width=3
-    )
-    fig.add_hline(y=0.5, line_dash="dash", line_color="grey", annotation_text="chance")
-    fig.update_layout(title="Validation AUROC", xaxis_title="epoch", yaxis_title="AUROC", height=320)
-    fig.update_yaxes(range=[0, 1])
-    fig.update_xaxes(dtick=1)
-    return fig
-
-
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -267,23 +272,43 @@ def _status_line(job: jobs.JobRecord) -> None:
         st.error(f"Job {job.id} failed: {first}")
 
 
+# Per task, the validation scores a job's records hold: key, per-label key, words, chance level.
+_SCORES: dict[str, tuple[tuple[str, str, str, float | None], ...]] = {
+    "classify": (("val_auroc", "val_auroc_per_label", "Val AUROC", 0.5),),
+    "detect": (
+        ("val_map50", "val_ap50_per_label", "Val mAP@0.5", None),
+        ("val_auroc", "val_auroc_per_label", "Val image AUROC", 0.5),
+    ),
+}
+
+
+def job_task(job: jobs.JobRecord) -> str:
+    """The job's task ("classify" for runs configured before detectors existed)."""
+    return str(job.config.get("task") or "classify")
+
+
 def _progress(job: jobs.JobRecord) -> None:
-    """Metrics, progress bar and the loss and AUROC curves of a job."""
-    cols = st.columns(5)
+    """Metrics, progress bar and the loss and validation-score curves of a job (per its task)."""
+    scores = _SCORES.get(job_task(job), _SCORES["classify"])
+    cols = st.columns(4 + len(scores))
     cols[0].metric("Status", job.status)
     cols[1].metric("Epoch", f"{job.epoch}/{job.total_epochs}" if job.total_epochs else "–")
     cols[2].metric("Loss", _fmt(job.loss))
-    cols[3].metric("Val AUROC", _fmt(job.val_auroc, 3))
-    cols[4].metric(
+    for column, (key, _, words, _) in zip(cols[3:-1], scores, strict=True):
+        column.metric(words, _fmt((job.metrics or {}).get(key), 3))
+    cols[-1].metric(
         "ETA", jobs.format_eta(job.eta_s) if job.status == "running" and job.eta_s is not None else "–"
     )
     if job.active:
         step = f"step {job.step}/{job.steps_per_epoch}" if job.steps_per_epoch else "starting"
         st.progress(job.progress, text=f"epoch {job.epoch}/{job.total_epochs or '?'}, {step}")
     if job.history:
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(loss_figure(job.history), key=f"loss_{job.id}")
-        c2.plotly_chart(auroc_figure(job.history), key=f"auroc_{job.id}")
+        columns = st.columns(1 + len(scores))
+        columns[0].plotly_chart(loss_figure(job.history), key=f"loss_{job.id}")
+        for column, (key, per_label, words, chance) in zip(columns[1:], scores, strict=True):
+            title = words.replace("Val", "Validation")
+            figure = score_figure(job.history, key, per_label, title, chance)
+            column.plotly_chart(figure, key=f"{key}_{job.id}")
 
 
 def job_panel(ws: Workspace, job: jobs.JobRecord) -> None:

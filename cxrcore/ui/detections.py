@@ -1,0 +1,148 @@
+"""Lesion detectors on the Explain page: a detector's boxes beside the maps, with their table and CSV.
+
+The Explain page runs a detector once per (image as shown, detector weights) in a session and keeps
+every box it returns (``cxrcore.models.detection``); the score threshold only filters those boxes, so
+moving it never runs the network again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from cxrcore.data.index import DETECTION_COLUMNS
+from cxrcore.explain.panel import Tile, beside_first_row, detection_tile
+from cxrcore.models.catalog import CheckpointEntry, list_checkpoints
+from cxrcore.models.checkpoint import Checkpoint
+from cxrcore.models.detection import DEFAULT_SCORE_THRESHOLD, detect
+from cxrcore.models.detector import KIND_NAMES, parse_name
+from cxrcore.store import Workspace
+from cxrcore.ui import state
+from cxrcore.ui.data import csv_download
+from cxrcore.ui.explain import ImageChoice, _digest, _model_key, _session_memo, show_panel
+from cxrcore.ui.models import load_model
+from cxrcore.ui.page import guarded
+
+DETECTOR_WIDGET = "explain_detector"
+THRESHOLD_WIDGET = "explain_detector_threshold"
+NO_DETECTOR = "none"
+HINT = (
+    "No lesion detector yet: train one on the Train page (task *Lesion detector*, on a dataset with "
+    "boxes such as the demo phantoms), or `python -m cxrcore train --task detect --dataset NAME`."
+)
+
+
+@dataclass(frozen=True)
+class DetectorView:
+    """What the Explain page shows of a detector: its checkpoint, the threshold, the boxes above it."""
+
+    checkpoint: Checkpoint
+    threshold: float
+    boxes: pd.DataFrame  # DETECTION_COLUMNS, in the image's own pixels, best first
+
+    @property
+    def kind(self) -> str:
+        """The detector's kind in words (Faster R-CNN, ...)."""
+        return KIND_NAMES[parse_name(self.checkpoint.spec.architecture)[0]]
+
+
+def detector_checkpoints(ws_home: str | Path) -> list[CheckpointEntry]:
+    """The checkpoints of lesion detectors (bundled first, then the workspace's runs, newest first)."""
+    return [e for e in list_checkpoints(ws_home) if e.info.get("task") == "detect"]
+
+
+def cached_detections(checkpoint: Checkpoint, pixels: np.ndarray) -> pd.DataFrame:
+    """Every box ``detect`` keeps, once per (image as shown, detector weights) in this session."""
+    key = (_model_key(checkpoint), _digest(pixels))
+    return _session_memo(state.DETECTIONS, key, lambda: detect(checkpoint, pixels))
+
+
+def _controls(ws: Workspace) -> tuple[str | None, float]:
+    """The detector picker ("none" or a detector checkpoint) and the score threshold."""
+    entries = detector_checkpoints(ws.home)
+    if not entries:
+        st.caption(HINT)
+        return None, DEFAULT_SCORE_THRESHOLD
+    titles = {NO_DETECTOR: "none", **{str(e.path): e.title for e in entries}}
+    left, right = st.columns(2)
+    chosen = left.selectbox(
+        "Lesion detector",
+        list(titles),
+        index=1,
+        format_func=titles.__getitem__,
+        key=DETECTOR_WIDGET,
+        help="Boxes from a detector trained on boxes, drawn beside the classifier's maps.",
+    )
+    threshold = right.slider(
+        "Detector score threshold",
+        0.0,
+        1.0,
+        DEFAULT_SCORE_THRESHOLD,
+        0.05,
+        key=THRESHOLD_WIDGET,
+        disabled=chosen == NO_DETECTOR,
+        help="Boxes scoring at least this are drawn and listed; moving it does not run the detector again.",
+    )
+    return (None if chosen == NO_DETECTOR else chosen), float(threshold)
+
+
+def detector_view(ws: Workspace, pixels: np.ndarray) -> DetectorView | None:
+    """The picked detector's boxes on the image above the chosen score (None: no detector picked)."""
+    path, threshold = _controls(ws)
+    if path is None:
+        return None
+    checkpoint = load_model(path)
+    with st.spinner("Running the lesion detector..."):
+        found = cached_detections(checkpoint, pixels)
+    shown = found[found["score"] >= threshold].reset_index(drop=True)
+    return DetectorView(checkpoint, threshold, shown)
+
+
+def detector_tile(view: DetectorView, pixels: np.ndarray, tile: int) -> Tile:
+    """The image with the detector's boxes above the threshold, for the panel and its PNG."""
+    caption = f"{view.kind}: {len(view.boxes)} box(es) scoring {view.threshold:.2f} or more"
+    return detection_tile(pixels, view.boxes, view.checkpoint.labels, tile, caption)
+
+
+def boxes_table(view: DetectorView, image_name: str) -> None:
+    """The shown boxes (class, score, x, y, w, h in the image's pixels) and their CSV."""
+    if view.boxes.empty:
+        st.caption(f"No box scores {view.threshold:.2f} or more; lower the threshold to see weaker ones.")
+        return
+    table = view.boxes.rename(columns={"label": "class"})[["class", "score", "x", "y", "w", "h"]]
+    st.dataframe(
+        table.round({"score": 3, "x": 1, "y": 1, "w": 1, "h": 1}),
+        hide_index=True,
+    )
+    frame = view.boxes.assign(image_id=image_name)[list(DETECTION_COLUMNS)]
+    name = f"{Path(image_name).stem}-detections"
+    csv_download(frame.set_index("image_id"), name, "Download the boxes (CSV)")
+
+
+def detector_panel(
+    ws: Workspace, choice: ImageChoice, pixels: np.ndarray, rows: list[list[Tile]], tile: int
+) -> list[list[Tile]]:
+    """The panel with a detector's boxes beside the maps, and its boxes table; the rows to download.
+
+    Without a detector (none trained, or "none" picked) the panel is shown as it is; a detector that
+    fails says so in one line and leaves the maps in place.
+    """
+    view = None
+    with guarded("run the lesion detector"):
+        view = detector_view(ws, pixels)
+    if view is None:
+        show_panel(rows)
+        return rows
+    side = detector_tile(view, pixels, tile)
+    maps, right = st.columns([max(len(r) for r in rows), 1])
+    with maps:
+        show_panel(rows)
+    with right:
+        st.markdown("**Lesion detector**")
+        st.image(side.rgb, caption=side.caption, width="stretch")
+    boxes_table(view, choice.name)
+    return beside_first_row(rows, side)
