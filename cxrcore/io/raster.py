@@ -75,6 +75,7 @@ def _decode(fp: BinaryIO, src: Source, fmt: str, max_pixels: int) -> tuple[np.nd
             if fmt == JPEG and mode in ("RGB", "YCbCr"):
                 im.draft("L", im.size)  # the luma plane only: BT.601 grey at no colour-conversion cost
             im.load()
+            nonfinite = _count_nonfinite(im)
             pixels = _to_grey(im, mode, notes)
     meta = {
         "format": fmt,
@@ -84,8 +85,17 @@ def _decode(fp: BinaryIO, src: Source, fmt: str, max_pixels: int) -> tuple[np.nd
         "pixel_spacing": None,
         "window": None,
         "notes": notes,
+        "nonfinite_pixels": nonfinite,
     }
     return pixels, meta
+
+
+def _count_nonfinite(im: Image.Image) -> int:
+    """How many pixels of a float ("F") image are NaN or infinite (other modes hold integers only)."""
+    if im.mode != "F":
+        return 0
+    values = np.asarray(im)
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
 def _to_grey(im: Image.Image, mode: str, notes: list[str]) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -40,7 +41,9 @@ def read_image(
         ``(pixels, meta)``: a C-contiguous float32 array of shape (H, W) with values in [0, 1], and a
         dict with ``format``, ``original_size`` (width, height), ``bit_depth``, ``photometric``,
         ``pixel_spacing`` ((row_mm, col_mm) or None), ``window`` (None or center/width/source) and
-        ``notes`` (list of str); DICOM adds ``transfer_syntax``, ``modality`` and ``frames``.
+        ``notes`` (list of str), ``nonfinite_pixels`` (how many pixels were NaN or infinite in the
+        file; they are shown as 0, and ``cxrcore.io.quality`` refuses such images); DICOM adds
+        ``transfer_syntax``, ``modality`` and ``frames``.
 
     Raises:
         ImageReadError: the only exception raised: missing, empty, truncated or unrecognised file,
@@ -60,6 +63,7 @@ def read_image(
     except Exception as exc:  # a safety net: nothing but ImageReadError may escape
         log.debug("unexpected %s while reading a %s image", type(exc).__name__, fmt)
         raise ImageReadError(f"{src.name}: the {_label(fmt)} image could not be decoded") from exc
+    pixels = _finite(pixels, meta)
     log.debug(
         "read %s %dx%d (%s) in %.1f ms",
         meta["format"], *meta["original_size"], meta["photometric"], (time.perf_counter() - start) * 1e3,
@@ -84,6 +88,18 @@ def image_size(source: ImageSource) -> tuple[int, int]:
     except Exception as exc:  # a safety net: nothing but ImageReadError may escape
         log.debug("unexpected %s while sizing a %s image", type(exc).__name__, fmt)
         raise ImageReadError(f"{src.name}: the {_label(fmt)} header could not be read") from exc
+
+
+def _finite(pixels: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Keep the [0, 1] contract: NaN or infinite values left by a conversion become 0, and are counted."""
+    meta.setdefault("nonfinite_pixels", 0)
+    if math.isfinite(float(pixels.sum(dtype=np.float64))):
+        return pixels
+    bad = ~np.isfinite(pixels)
+    meta["nonfinite_pixels"] += int(bad.sum())
+    pixels = pixels.copy() if not pixels.flags.writeable else pixels
+    pixels[bad] = 0.0
+    return np.clip(pixels, 0.0, 1.0, out=pixels)
 
 
 def _format(src: Source) -> str:
