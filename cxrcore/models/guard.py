@@ -25,7 +25,7 @@ from PIL import Image
 from sklearn.covariance import LedoitWolf
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cxrcore.atomic import atomic_path
+from cxrcore.atomic import atomic_path, write_error
 from cxrcore.io.quality import MAX_ASPECT, MIN_STD, assess_image  # noqa: F401  (re-exported)
 from cxrcore.models.card import GUARD_SUFFIX, guard_path  # noqa: F401  (re-exported)
 from cxrcore.models.checkpoint import Checkpoint, load_checkpoint
@@ -124,9 +124,12 @@ def save_guard(guard: Guard, checkpoint: str | Path) -> Path:
         "n_valid": str(guard.n_valid),
     }
     with atomic_path(target) as tmp:
-        safetensors.numpy.save_file(
-            {"mean": guard.mean, "precision": guard.precision}, str(tmp), metadata=meta
-        )
+        try:
+            safetensors.numpy.save_file(
+                {"mean": guard.mean, "precision": guard.precision}, str(tmp), metadata=meta
+            )
+        except safetensors.SafetensorError as exc:  # a full disk or a size limit, seen from Rust
+            raise write_error(target, exc) from exc
     return target
 
 
