@@ -26,6 +26,9 @@ from cxrcore.io.source import (
 log = logging.getLogger(__name__)
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview
+# What the safety nets let through. Decoders written in Rust (pylibjpeg-rle) report a damaged frame by
+# a panic, which PyO3 raises as PanicException, a BaseException: it is caught and worded like the rest.
+_PASS_THROUGH = (ImageReadError, KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 def read_image(
@@ -58,9 +61,9 @@ def read_image(
             pixels, meta = read_dicom(src, fmt, max_pixels)
         else:
             pixels, meta = read_raster(src, fmt, max_pixels)
-    except ImageReadError:
+    except _PASS_THROUGH:
         raise
-    except Exception as exc:  # a safety net: nothing but ImageReadError may escape
+    except BaseException as exc:  # a safety net: nothing but ImageReadError may escape (see _PASS_THROUGH)
         log.debug("unexpected %s while reading a %s image", type(exc).__name__, fmt)
         raise ImageReadError(f"{src.name}: the {_label(fmt)} image could not be decoded") from exc
     pixels = _finite(pixels, meta)
@@ -80,14 +83,15 @@ def image_size(source: ImageSource) -> tuple[int, int]:
     src = load_source(source)
     fmt = _format(src)
     try:
-        if fmt in (DICOM, DICOM_RAW):
-            return dicom_size(src, fmt)
-        return raster_size(src, fmt)
-    except ImageReadError:
+        width, height = dicom_size(src, fmt) if fmt in (DICOM, DICOM_RAW) else raster_size(src, fmt)
+    except _PASS_THROUGH:
         raise
-    except Exception as exc:  # a safety net: nothing but ImageReadError may escape
+    except BaseException as exc:  # a safety net: nothing but ImageReadError may escape (see _PASS_THROUGH)
         log.debug("unexpected %s while sizing a %s image", type(exc).__name__, fmt)
         raise ImageReadError(f"{src.name}: the {_label(fmt)} header could not be read") from exc
+    if width <= 0 or height <= 0:  # a header may claim anything; an image has pixels
+        raise ImageReadError(f"{src.name}: the {_label(fmt)} header claims {width}x{height} pixels")
+    return int(width), int(height)
 
 
 def _finite(pixels: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
