@@ -3,6 +3,10 @@
 A file is written to a uniquely named temporary file in the target's folder (the same file system,
 so the rename is atomic) and moved into place with ``os.replace``; on any failure the temporary file
 is removed and the target is untouched. Several processes may write the same target at once.
+
+A write that fails for want of room or rights (a full disk, a file-size limit, a read-only folder)
+raises ``WriteError``: an ``OSError`` whose message names the file, says why, and says that the
+previous file is unchanged. The command line prints it as one line, the dashboard as one message.
 """
 
 from __future__ import annotations
@@ -12,6 +16,27 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+class WriteError(OSError):
+    """A file could not be written (full disk, size limit, read-only folder); the previous one is intact."""
+
+
+def write_error(target: Path, exc: BaseException) -> WriteError:
+    """A ``WriteError`` naming ``target`` and the reason ``exc`` gives (its errno kept when it has one)."""
+    if isinstance(exc, WriteError):
+        return exc
+    number = getattr(exc, "errno", None)
+    if isinstance(number, int) and number > 0:
+        reason = os.strerror(number)  # "No space left on device", not a library's wrapping of it
+    else:
+        reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
+    error = WriteError(
+        f"could not write {target}: {reason} (is the disk full or the folder read-only?); "
+        f"the previous {target.name}, if there was one, is unchanged"
+    )
+    error.errno = getattr(exc, "errno", None)
+    return error
 
 
 def _read_umask() -> int:
@@ -45,13 +70,23 @@ def temp_beside(target: Path) -> Path:
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write; it replaces ``target`` when the block ends without error."""
+    """Yield a temporary path to write; it replaces ``target`` when the block ends without error.
+
+    Raises:
+        WriteError: the folder or the temporary file could not be made, or an ``OSError`` was raised
+            while writing or renaming; ``target`` is as it was.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_beside(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_beside(target)
+    except OSError as exc:
+        raise write_error(target, exc) from exc
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as exc:
+        raise write_error(target, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import sys
 
+from cxrcore.atomic import WriteError
 from cxrcore.data.index import DatasetError
 from cxrcore.io import ImageReadError
 from cxrcore.labels import LabelError
 from cxrcore.store import WorkspaceError
+from cxrcore.stored_files import StoredFileError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ImageReadError,
     DatasetError,
     LabelError,
     WorkspaceError,
+    StoredFileError,
     FileNotFoundError,
+    WriteError,  # a full disk or a read-only folder: the user frees room or fixes the rights
 )
 LAZY_USER_ERRORS = (
     ("cxrcore.models.checkpoint", "CheckpointError"),

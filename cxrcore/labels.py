@@ -102,7 +102,8 @@ def check_label_matrix(values: pd.DataFrame) -> None:
         outside = col.notna() & ~col.isin((0.0, 1.0))
         if not_numeric.any() or outside.any():
             examples = values[column][not_numeric | outside].unique()[:3]
-            bad.append(f"{column!r} (e.g. {', '.join(map(repr, examples))})")
+            shown = [v.item() if hasattr(v, "item") else v for v in examples]  # 7.0, not np.float64(7.0)
+            bad.append(f"{column!r} (e.g. {', '.join(map(repr, shown))})")
     if bad:
         raise LabelError("label values must be 1, 0 or empty (NaN); found others in " + "; ".join(bad))
 

@@ -3,13 +3,19 @@
 Layout::
 
     $CXR_HOME/cxr.sqlite              registered datasets, background jobs, stored predictions
-    $CXR_HOME/datasets/<name>/        index.parquet and boxes.parquet of each registered dataset
+    $CXR_HOME/datasets/<name>/v-<id>/ index.parquet and boxes.parquet of each registered dataset
     $CXR_HOME/cache/                  preprocessed-image cache
     $CXR_HOME/jobs/<id>/              a background job's config.json and train.log
     $CXR_HOME/runs/<run name>/        a training run's checkpoints and resumable state
     $CXR_HOME/predictions/<key>.parquet  stored predictions of a checkpoint over a dataset split
 
 The schema is versioned with ``PRAGMA user_version``; each migration runs once, in order.
+
+Registering a dataset (or a new split of one) writes its files into a new version folder first and
+then points the database row at it in one transaction: a registration interrupted at any moment
+leaves the previous version registered and whole (or, for a new name, nothing registered); older
+version folders are removed after the commit. Rows from before version folders point at
+``datasets/<name>/`` itself.
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ from typing import Any
 import pandas as pd
 
 from cxrcore import jsonsafe
-from cxrcore.atomic import atomic_path
 from cxrcore.data.index import (
     IndexedDataset,
     index_fingerprint,
@@ -38,8 +43,11 @@ from cxrcore.data.index import (
     validate_index,
 )
 from cxrcore.hints import did_you_mean
+from cxrcore.stored_files import StoredFileError, commit_version, read_stored_frame
 
 DB_NAME = "cxr.sqlite"
+# SQLite's words for a database it cannot write (as opposed to one another process has locked).
+_UNWRITABLE = ("readonly", "read-only", "unable to open database", "disk is full", "disk I/O error")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -121,6 +129,12 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection, Path], None], ...] = (
     CREATE INDEX predictions_by_dataset ON predictions (dataset, split);
     """,
     _refingerprint,
+    # The version folder (under datasets/<name>/) holding a dataset's files; NULL: the folder itself.
+    "ALTER TABLE datasets ADD COLUMN files TEXT;",
+)
+_DATASET_COLUMNS = (
+    "name, adapter, arguments, fingerprint, n_images, n_patients, labels, notes, split, created_at, "
+    "updated_at, files"
 )
 
 
@@ -150,12 +164,6 @@ def default_home() -> Path:
     return Path(os.environ.get("CXR_HOME") or "workspace").resolve()
 
 
-def _atomic_parquet(frame: pd.DataFrame, target: Path) -> None:
-    """Write a Parquet file so that readers only ever see a complete file."""
-    with atomic_path(target) as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
 class Workspace:
     """The SQLite workspace and its folders."""
 
@@ -168,16 +176,28 @@ class Workspace:
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection in WAL mode; commits on success, rolls back on error, always closes."""
-        db = sqlite3.connect(self.db_path, timeout=30)
+        """A connection in WAL mode; commits on success, rolls back on error, always closes.
+
+        A database that cannot be written (read-only folder or file, full disk) raises WorkspaceError
+        saying so, instead of SQLite's bare "attempt to write a readonly database".
+        """
         try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            with db:
-                yield db
-        finally:
-            db.close()
+            db = sqlite3.connect(self.db_path, timeout=30)
+            try:
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                with db:
+                    yield db
+            finally:
+                db.close()
+        except sqlite3.OperationalError as exc:
+            if not any(words in str(exc) for words in _UNWRITABLE):
+                raise
+            raise WorkspaceError(
+                f"the workspace database {self.db_path} cannot be written ({exc}); check that the folder "
+                f"{self.home} is writable and its disk is not full"
+            ) from exc
 
     @staticmethod
     def _migrate(db: sqlite3.Connection, home: Path) -> None:
@@ -270,28 +290,33 @@ class Workspace:
             )
         index = validate_index(dataset.index)
         boxes = validate_boxes(dataset.boxes, index)
-        folder = self.dataset_dir(name)
-        _atomic_parquet(index, folder / "index.parquet")
-        _atomic_parquet(boxes, folder / "boxes.parquet")
         now = time.time()
         split = self._split_info(index)
-        with self.connect() as db:
+        row = (
+            name,
+            adapter,
+            jsonsafe.dumps(arguments, sort_keys=True, default=str),
+            index_fingerprint(index),
+            len(index),
+            int(index["patient_id"].nunique()),
+            jsonsafe.dumps(label_columns(index)),
+            jsonsafe.dumps(dataset.notes, default=str),
+            jsonsafe.dumps(split) if split else None,
+            now,
+            now,
+        )
+
+        def record(db: sqlite3.Connection, files: str) -> None:
+            if not replace and db.execute("SELECT 1 FROM datasets WHERE name = ?", (name,)).fetchone():
+                raise WorkspaceError(f"a dataset named {name!r} was registered meanwhile (use replace)")
+            marks = ",".join("?" * (len(row) + 1))
             db.execute(
-                "INSERT OR REPLACE INTO datasets VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    name,
-                    adapter,
-                    jsonsafe.dumps(arguments, sort_keys=True, default=str),
-                    index_fingerprint(index),
-                    len(index),
-                    int(index["patient_id"].nunique()),
-                    jsonsafe.dumps(label_columns(index)),
-                    jsonsafe.dumps(dataset.notes, default=str),
-                    jsonsafe.dumps(split) if split else None,
-                    now,
-                    now,
-                ),
+                f"INSERT OR REPLACE INTO datasets ({_DATASET_COLUMNS}) VALUES ({marks})", (*row, files)
             )
+
+        commit_version(
+            self.dataset_dir(name), {"index.parquet": index, "boxes.parquet": boxes}, self.connect, record
+        )
         return self.get_dataset(name)
 
     @staticmethod
@@ -304,6 +329,10 @@ class Workspace:
     def _row(self, name: str) -> sqlite3.Row | None:
         with self.connect() as db:
             return db.execute("SELECT * FROM datasets WHERE name = ?", (name,)).fetchone()
+
+    def _files_dir(self, name: str, files: str | None) -> Path:
+        """The folder of a dataset's current files (its version folder, or the dataset folder itself)."""
+        return self.dataset_dir(name) / files if files else self.dataset_dir(name)
 
     def get_dataset(self, name: str) -> DatasetRecord:
         """The record of a registered dataset; an unknown name lists close matches."""
@@ -335,11 +364,18 @@ class Workspace:
 
     def load_dataset(self, name: str) -> IndexedDataset:
         """The stored index and boxes of a registered dataset."""
-        record = self.get_dataset(name)
-        folder = self.dataset_dir(name)
-        index = pd.read_parquet(folder / "index.parquet")
-        boxes = pd.read_parquet(folder / "boxes.parquet")
-        return IndexedDataset(index=index, boxes=boxes, notes=record.notes)
+        remedy = f"register the dataset {name!r} again (with replace)"
+        missing: FileNotFoundError | None = None
+        for _ in range(3):  # a registration in another process may replace the files meanwhile
+            record = self.get_dataset(name)
+            folder = self._files_dir(name, self._row(name)["files"])
+            try:
+                index = read_stored_frame(folder / "index.parquet", f"index of {name!r}", remedy)
+                boxes = read_stored_frame(folder / "boxes.parquet", f"boxes of {name!r}", remedy)
+                return IndexedDataset(index=index, boxes=boxes, notes=record.notes)
+            except FileNotFoundError as exc:
+                missing = exc
+        raise StoredFileError(f"the stored files of {name!r} are missing ({missing}); {remedy}") from missing
 
     def box_labels(self, name: str) -> list[str]:
         """The finding names that have boxes in a registered dataset, sorted (empty: it has no boxes)."""
@@ -355,12 +391,18 @@ class Workspace:
             raise WorkspaceError(
                 f"the split index for {name!r} does not hold the same images as the registered one"
             )
-        _atomic_parquet(index, self.dataset_dir(name) / "index.parquet")
-        with self.connect() as db:
+        boxes = self._files_dir(name, self._row(name)["files"]) / "boxes.parquet"
+        split = jsonsafe.dumps(self._split_info(index, **how))
+
+        def update(db: sqlite3.Connection, files: str) -> None:
             db.execute(
-                "UPDATE datasets SET split = ?, updated_at = ? WHERE name = ?",
-                (jsonsafe.dumps(self._split_info(index, **how)), time.time(), name),
+                "UPDATE datasets SET split = ?, updated_at = ?, files = ? WHERE name = ?",
+                (split, time.time(), files, name),
             )
+
+        commit_version(
+            self.dataset_dir(name), {"index.parquet": index, "boxes.parquet": boxes}, self.connect, update
+        )
         return self.get_dataset(name)
 
     def delete_dataset(self, name: str) -> None:

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "cxrcore.preprocess": 0,  # resize, CLAHE, normalisation; data's cache prepares images with it
     "cxrcore.data": 0,  # index contract, adapters, splits, phantoms; reads images through io
     "cxrcore.store": 0,  # the workspace database: stores data's index contract (imports data.index)
+    "cxrcore.stored_files": 0,  # version folders committed with a database row; damaged-file messages
     "cxrcore.errors": 0,  # user-fixable errors: imports this layer's, looks higher ones up by name
     "cxrcore.hints": 0,  # the one "did you mean" helper for unknown names; imports nothing of cxrcore
     "cxrcore.jsonsafe": 0,  # the one JSON sanitiser (NaN and inf become null); imports nothing of cxrcore

@@ -46,12 +46,21 @@ def test_older_workspace_gets_location_independent_fingerprints(tmp_path: Path) 
     record = ws.register_dataset(
         "tiny", "folder", {"root": "x"}, load_source("folder", root=_folder_dataset(tmp_path / "d"))
     )
+    version = next(ws.dataset_dir("tiny").iterdir())
+    for stored in version.iterdir():  # the files where workspaces before version folders kept them
+        stored.rename(ws.dataset_dir("tiny") / stored.name)
+    version.rmdir()
     with sqlite3.connect(ws.db_path) as db:  # as a workspace written before the data migration
+        db.execute("ALTER TABLE datasets DROP COLUMN files")
         db.execute("UPDATE datasets SET fingerprint = 'old-absolute-paths'")
         db.execute("PRAGMA user_version = 3")
     reopened = Workspace(tmp_path / "ws")
-    assert reopened.schema_version == len(MIGRATIONS) == 4
+    assert reopened.schema_version == len(MIGRATIONS) == 5
     assert reopened.get_dataset("tiny").fingerprint == record.fingerprint
+    assert len(reopened.load_dataset("tiny").index) == record.n_images  # read from the older layout
+    reopened.save_split("tiny", reopened.load_dataset("tiny").index)  # moves it into a version folder
+    assert [p.name[:2] for p in reopened.dataset_dir("tiny").iterdir()] == ["v-"]
+    assert len(reopened.load_dataset("tiny").index) == record.n_images
 
 
 def test_workspace_names_duplicates_and_unknowns(tmp_path: Path) -> None:

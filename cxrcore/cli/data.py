@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,7 +15,7 @@ from cxrcore.data.index import SPLITS
 from cxrcore.data.leakage import leakage_against, leakage_by_split
 from cxrcore.data.split import DEFAULT_FRACTIONS
 from cxrcore.data.stats import dataset_statistics
-from cxrcore.io import read_image
+from cxrcore.io import assess_image, read_image
 from cxrcore.store import Workspace
 from cxrcore.workflows.datasets import (
     comma_names,
@@ -27,15 +29,19 @@ from cxrcore.workflows.datasets import (
 
 
 def cmd_image_info(args: argparse.Namespace) -> int:
-    """Describe one image file (size, range, photometric interpretation, format)."""
+    """Describe one image file (size, range, photometric interpretation, format, quality verdict)."""
     pixels, meta = read_image(args.file)
+    quality = assess_image(pixels, meta, Path(args.file).name)
     info = {
         **meta,
         "shape": list(pixels.shape),
         "min": float(pixels.min()),
         "max": float(pixels.max()),
         "mean": float(pixels.mean()),
+        "quality": quality.to_dict(),
     }
+    for problem in ([quality.refusal] if quality.refused else []) + list(quality.warnings):
+        print(f"warning: {problem}", file=sys.stderr)
     emit(info, args.json, lambda: "\n".join(f"{k:>20}: {v}" for k, v in info.items()))
     return 0
 

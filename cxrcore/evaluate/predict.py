@@ -38,6 +38,7 @@ from cxrcore.models.model_card import ModelCard
 from cxrcore.models.registry import CXRModel
 from cxrcore.preprocess import PreprocessConfig
 from cxrcore.store import Workspace
+from cxrcore.stored_files import StoredFileError, read_stored_frame
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,23 @@ def truth_for(rows: pd.DataFrame, model_labels: Sequence[str], card: ModelCard) 
         if name in fit.shared:
             truth[:, j] = rows[name].to_numpy(dtype=np.float32)
     return truth
+
+
+def read_stored_predictions(target: Path, labels: Sequence[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A stored prediction table and its metadata; StoredFileError naming the file when either is damaged."""
+    remedy = "it is not used, and predicting again (--refresh) replaces it"
+    table = read_stored_frame(target, "prediction table", remedy)
+    side = target.with_suffix(".json")
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoredFileError(f"the stored prediction metadata {side} is damaged ({exc}); {remedy}") from exc
+    wanted = ["image_id", *(f"{kind}:{name}" for name in labels for kind in ("true", "logit", "prob"))]
+    lacking = [c for c in wanted if c not in table.columns]
+    if lacking or not isinstance(meta, dict) or meta.get("n_images") != len(table):
+        what = f"lacks columns {lacking[:3]}" if lacking else "does not match its metadata"
+        raise StoredFileError(f"the stored prediction table {target} {what}; {remedy}")
+    return table, meta
 
 
 def prediction_key(checkpoint: Path, ws: Workspace, dataset: str, split: str, pcfg: PreprocessConfig) -> str:
@@ -171,9 +189,11 @@ def predict(
     target = ws.predictions_dir / f"{key}.parquet"
     labels = card.labels
     if target.exists() and target.with_suffix(".json").exists() and not refresh:
-        table = pd.read_parquet(target)
-        meta = json.loads(target.with_suffix(".json").read_text())
-        return Predictions(table, labels, meta, from_cache=True)
+        try:
+            table, meta = read_stored_predictions(target, labels)
+            return Predictions(table, labels, meta, from_cache=True)
+        except StoredFileError as exc:  # a damaged table is never used: it is predicted anew
+            log.warning("%s", exc)
     start = time.perf_counter()
     model = (loaded or load_checkpoint(checkpoint)).model
     rows = split_rows(ws.load_dataset(dataset).index, split)

@@ -75,6 +75,7 @@ def _decode(fp: BinaryIO, src: Source, fmt: str, max_pixels: int) -> tuple[np.nd
             if fmt == JPEG and mode in ("RGB", "YCbCr"):
                 im.draft("L", im.size)  # the luma plane only: BT.601 grey at no colour-conversion cost
             im.load()
+            nonfinite = _count_nonfinite(im)
             pixels = _to_grey(im, mode, notes)
     meta = {
         "format": fmt,
@@ -84,8 +85,17 @@ def _decode(fp: BinaryIO, src: Source, fmt: str, max_pixels: int) -> tuple[np.nd
         "pixel_spacing": None,
         "window": None,
         "notes": notes,
+        "nonfinite_pixels": nonfinite,
     }
     return pixels, meta
+
+
+def _count_nonfinite(im: Image.Image) -> int:
+    """How many pixels of a float ("F") image are NaN or infinite (other modes hold integers only)."""
+    if im.mode != "F":
+        return 0
+    values = np.asarray(im)
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
 def _to_grey(im: Image.Image, mode: str, notes: list[str]) -> np.ndarray:
@@ -117,13 +127,15 @@ def _wide_to_unit(arr: np.ndarray, mode: str, notes: list[str]) -> np.ndarray:
     """Map 32-bit integer or float pixels to [0, 1]: as 16-bit when they fit, else by their own range."""
     if mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
         return np.multiply(arr, _INV_65535, dtype=np.float32)
-    values = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    # float64: the span of float32 values near +-3.4e38 overflows float32; signalling NaNs cast quietly
+    with np.errstate(invalid="ignore"):
+        values = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
     if mode == "F" and lo >= 0.0 and hi <= 1.0:
-        return np.ascontiguousarray(values)
+        return np.ascontiguousarray(values, dtype=np.float32)
     notes.append(f"{mode} pixels scaled by their own range [{lo:g}, {hi:g}]")
-    scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
-    return np.multiply(values - np.float32(lo), scale, dtype=np.float32)
+    scale = 1.0 / (hi - lo) if hi > lo else 0.0
+    return np.multiply(values - lo, scale).astype(np.float32)
 
 
 @contextmanager

@@ -37,7 +37,7 @@ import torch
 
 import cxrcore
 from cxrcore import jsonsafe
-from cxrcore.atomic import target_mode, temp_beside
+from cxrcore.atomic import target_mode, temp_beside, write_error
 from cxrcore.models.card import (  # noqa: F401  (re-exported: the card side of a checkpoint)
     CARD_METADATA_KEY,
     CARD_SUFFIX,
@@ -232,6 +232,8 @@ def save_checkpoint(
 
     Raises:
         CheckpointError: the card does not fit the model, or a card value cannot be written as JSON.
+        WriteError: the files could not be written (full disk, read-only folder); the previous
+            checkpoint at ``path``, if any, is unchanged and loadable.
     """
     full = _full_card(model, card, half)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -250,9 +252,9 @@ def _write(path: str | Path, tensors: dict[str, torch.Tensor], card: dict[str, A
         text = jsonsafe.dumps(card)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot write model card: {exc}") from exc
-    weights.parent.mkdir(parents=True, exist_ok=True)
     temps: list[Path] = []
     try:
+        weights.parent.mkdir(parents=True, exist_ok=True)
         tmp_weights = temp_beside(weights)
         temps.append(tmp_weights)
         safetensors.torch.save_file(tensors, str(tmp_weights), metadata={CARD_METADATA_KEY: text})
@@ -275,6 +277,8 @@ def _write(path: str | Path, tensors: dict[str, torch.Tensor], card: dict[str, A
         except BaseException:
             _restore_sidecar(sidecar, previous)
             raise
+    except (OSError, safetensors.SafetensorError) as exc:  # a full disk, a size limit, a read-only folder
+        raise write_error(weights, exc) from exc
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)

@@ -4,8 +4,9 @@ The score is the Mahalanobis distance of the image's pooled last-layer features 
 training split (mean and a shrunk covariance, Ledoit-Wolf), fitted when a checkpoint is trained and
 stored beside it as ``<checkpoint>.guard.safetensors`` (tensors only, threshold in the metadata).
 The threshold is a high quantile of the validation split's distances, so about 1% of real
-validation images would be flagged. Cheap checks catch what needs no model: a colour photograph,
-an extreme aspect ratio, a near-constant image.
+validation images would be flagged. Cheap checks catch what needs no model: a colour photograph, and
+the warnings of ``cxrcore.io.quality`` (an extreme aspect ratio, a nearly uniform image, a nearly
+empty histogram); images that quality check refuses never reach a model.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from PIL import Image
 from sklearn.covariance import LedoitWolf
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cxrcore.atomic import atomic_path
+from cxrcore.atomic import atomic_path, write_error
+from cxrcore.io.quality import MAX_ASPECT, MIN_STD, assess_image  # noqa: F401  (re-exported)
 from cxrcore.models.card import GUARD_SUFFIX, guard_path  # noqa: F401  (re-exported)
 from cxrcore.models.checkpoint import Checkpoint, load_checkpoint
 from cxrcore.models.lock import model_lock
@@ -33,8 +35,6 @@ from cxrcore.models.registry import CXRModel
 log = logging.getLogger(__name__)
 
 QUANTILE = 0.99  # share of validation images under the threshold
-MAX_ASPECT = 2.5  # width / height (or its inverse) beyond which no chest radiograph is framed
-MIN_STD = 0.02  # grey standard deviation (on [0, 1]) under which the image is nearly constant
 MAX_COLOURFULNESS = 15.0  # Hasler & Suesstrunk colourfulness above which a picture is a colour photo
 
 
@@ -124,9 +124,12 @@ def save_guard(guard: Guard, checkpoint: str | Path) -> Path:
         "n_valid": str(guard.n_valid),
     }
     with atomic_path(target) as tmp:
-        safetensors.numpy.save_file(
-            {"mean": guard.mean, "precision": guard.precision}, str(tmp), metadata=meta
-        )
+        try:
+            safetensors.numpy.save_file(
+                {"mean": guard.mean, "precision": guard.precision}, str(tmp), metadata=meta
+            )
+        except safetensors.SafetensorError as exc:  # a full disk or a size limit, seen from Rust
+            raise write_error(target, exc) from exc
     return target
 
 
@@ -168,13 +171,7 @@ def colourfulness(data: bytes) -> float | None:
 
 def cheap_checks(pixels: np.ndarray, data: bytes | None = None) -> list[str]:
     """Reasons an image is not a chest radiograph that need no model."""
-    reasons = []
-    height, width = pixels.shape
-    aspect = max(width / height, height / width)
-    if aspect > MAX_ASPECT:
-        reasons.append(f"its aspect ratio is extreme ({width} x {height} pixels)")
-    if float(pixels.std()) < MIN_STD:
-        reasons.append("it is nearly uniform (almost no contrast)")
+    reasons = list(assess_image(pixels).warnings)
     colour = colourfulness(data) if data is not None else None
     if colour is not None and colour > MAX_COLOURFULNESS:
         reasons.append(f"it is a colour picture (colourfulness {colour:.0f}; radiographs are grey)")

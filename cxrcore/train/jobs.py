@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrcore import jsonsafe
+from cxrcore.atomic import write_bytes_atomic
 from cxrcore.labels import label_fit
 from cxrcore.store import Workspace, WorkspaceError
 from cxrcore.train.config import INIT_RANDOM, TrainConfig  # no PyTorch: listing jobs stays light
@@ -112,8 +113,7 @@ def submit(ws: Workspace, cfg: TrainConfig, resume: bool = False, start: bool = 
         job_id = int(cursor.lastrowid)
         folder = job_dir(ws, job_id)
         db.execute("UPDATE jobs SET log_path = ? WHERE id = ?", (str(folder / "train.log"), job_id))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(jsonsafe.dumps(cfg.to_dict(), indent=2))
+    write_bytes_atomic(folder / "config.json", jsonsafe.dumps(cfg.to_dict(), indent=2).encode())
     log.info("job %d queued: %s on %s", job_id, cfg.model, cfg.dataset)
     if start:
         schedule(ws)

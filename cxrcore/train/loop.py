@@ -26,10 +26,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from cxrcore import jsonsafe
-from cxrcore.atomic import atomic_path
+from cxrcore.atomic import atomic_path, write_bytes_atomic, write_error
 from cxrcore.data.torch_dataset import CXRDataset
 from cxrcore.evaluate.metrics import auroc_per_label, macro_mean
 from cxrcore.models import CXRModel, save_checkpoint
+from cxrcore.models.card import CheckpointError
 from cxrcore.models.guard import fit_checkpoint_guard
 from cxrcore.models.model_card import DatasetRecord, ModelCard
 from cxrcore.store import Workspace
@@ -74,7 +75,10 @@ def default_run_name(cfg: TrainConfig) -> str:
 
 def _atomic_torch_save(obj: dict[str, Any], target: Path) -> None:
     with atomic_path(target) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # PyTorch's writer reports a full disk as a RuntimeError
+            raise write_error(target, exc) from exc
 
 
 def _score(record: dict[str, Any]) -> float:
@@ -146,7 +150,8 @@ class Trainer:
             self._load_resume_state()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(jsonsafe.dumps(self.cfg.to_dict(), indent=2))
+            settings = jsonsafe.dumps(self.cfg.to_dict(), indent=2).encode()
+            write_bytes_atomic(self.run_dir / "config.json", settings)
 
     def _wrap_distributed(self) -> DistributedDataParallel:
         """DDP over the model; on GPUs batch norm statistics are synchronised across processes.
@@ -169,7 +174,14 @@ class Trainer:
         path = self.run_dir / "resume.pt"
         if not path.exists():
             raise FileNotFoundError(f"no resumable state in {self.run_dir} (nothing finished an epoch yet)")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # UnpicklingError for refused objects, others for damaged files
+            raise CheckpointError(
+                f"cannot resume from {path}: only tensors and plain containers are read "
+                f"(torch.load weights_only=True), and this file is not one ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:160] if str(exc) else ''})"
+            ) from exc
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None:

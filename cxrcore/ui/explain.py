@@ -24,7 +24,8 @@ from cxrcore.explain.engine import (
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.internals import channel_activations, first_layer_filters
 from cxrcore.explain.panel import PanelOptions, Tile
-from cxrcore.io import UPLOAD_TYPES, ImageReadError, read_image
+from cxrcore.io import MAX_UPLOAD_MB, UPLOAD_TYPES, ImageReadError, assess_image, read_image
+from cxrcore.io import read_upload as read_upload_bytes
 from cxrcore.models.catalog import list_checkpoints
 from cxrcore.models.checkpoint import Checkpoint
 from cxrcore.models.guard import assess
@@ -49,9 +50,9 @@ class ImageChoice:
 
 
 def read_upload(name: str, data: bytes) -> ImageChoice | None:
-    """Read an upload in memory; an unreadable file shows the reader's message and nothing else."""
+    """Read an upload in memory; a too large or unreadable file shows the reader's message, nothing else."""
     try:
-        pixels, meta = read_image(data)
+        pixels, meta = read_upload_bytes(data)
     except ImageReadError as exc:
         st.error(f"Cannot read {name!r}: {exc}")
         return None
@@ -83,7 +84,8 @@ def image_source(ws: Workspace, dataset: str | None) -> ImageChoice | None:
     where = st.radio("Image", choices, horizontal=True, key="explain_source")
     if where == "Upload a file":
         upload = st.file_uploader(
-            "Chest X-ray (PNG, JPEG or DICOM); it stays in memory and is never stored",
+            f"Chest X-ray (PNG, JPEG or DICOM, up to {MAX_UPLOAD_MB} MB); "
+            "it stays in memory and is never stored",
             type=UPLOAD_TYPES,
             key="explain_upload",
         )
@@ -98,10 +100,15 @@ def image_source(ws: Workspace, dataset: str | None) -> ImageChoice | None:
 
 
 def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray) -> bool:
-    """Warn before any prediction when the image does not look like the model's training images.
+    """Refuse an image with nothing to see, and warn before any prediction when the image does not look
+    like the model's training images.
 
     Returns whether to go on and show the predictions.
     """
+    quality = assess_image(choice.pixels, choice.meta, repr(choice.name))
+    if quality.refused:
+        st.error(quality.refusal)
+        return False
     key = (_model_key(checkpoint), _digest(choice.pixels, choice.data, pixels))
     verdict = _session_memo(
         state.GUARD_VERDICTS, key, lambda: assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)

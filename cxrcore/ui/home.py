@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cxrcore.io import UPLOAD_TYPES
+from cxrcore.io import MAX_UPLOAD_MB, UPLOAD_TYPES
 from cxrcore.models.card import describe_checkpoint
 from cxrcore.store import Workspace
 from cxrcore.train.job_reporter import JobRecord
@@ -46,7 +46,11 @@ def model_summary(checkpoint: Path | None) -> None:
 
 def quick_upload() -> None:
     """Upload an X-ray (or take a synthetic phantom) and go straight to the Explain page."""
-    upload = st.file_uploader("PNG, JPEG or DICOM; kept in memory only", type=UPLOAD_TYPES, key="home_upload")
+    upload = st.file_uploader(
+        f"PNG, JPEG or DICOM, up to {MAX_UPLOAD_MB} MB; kept in memory only",
+        type=UPLOAD_TYPES,
+        key="home_upload",
+    )
     if upload is not None:
         st.session_state[state.UPLOAD] = (upload.name, upload.getvalue())
         st.switch_page(EXPLAIN_PAGE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -50,8 +51,20 @@ def _pick(frame: pd.DataFrame, given: str | None, candidates: tuple[str, ...], w
 
 
 def _resolve(paths: pd.Series, root: Path) -> tuple[pd.Series, pd.Series]:
-    """Absolute paths and a mask of rows whose file exists."""
-    resolved = paths.astype(str).map(lambda p: str(Path(p) if Path(p).is_absolute() else root / p))
+    """Absolute paths and a mask of rows whose file exists; DatasetError if any lies outside ``root``.
+
+    Paths are normalised without following links ("a/../../b" leaves the root, a linked folder under
+    the root does not), so a table cannot index files elsewhere on the machine.
+    """
+    base = os.path.normpath(os.path.abspath(root))
+    resolved = paths.astype(str).map(lambda p: os.path.normpath(os.path.join(base, p)))
+    outside = ~resolved.map(lambda p: p == base or p.startswith(base + os.sep))
+    if outside.any():
+        first = paths[outside].iloc[0]
+        raise DatasetError(
+            f"{int(outside.sum())} image path(s) lie outside the dataset folder {base} (first: {first!r}); "
+            "give paths inside it, or name a root folder that holds them"
+        )
     exists = resolved.map(lambda p: Path(p).is_file())
     return resolved, exists
 
@@ -95,7 +108,13 @@ def load_csv(
         label_names = [c for c in numeric if c not in used and c not in META_COLUMNS]
     missing = [c for c in label_names if c not in table.columns]
     if missing or not label_names:
-        raise DatasetError(f"label columns {missing or '(none found)'} not in {Path(csv_path).name}")
+        numbers = set(table.select_dtypes("number").columns)
+        text = [c for c in table.columns if c not in used | numbers and c not in META_COLUMNS]
+        hint = f"; columns with values other than numbers: {text[:10]}" if text else ""
+        raise DatasetError(
+            f"label columns {missing or '(none found)'} not in {Path(csv_path).name} (labels are "
+            f"columns of 1, 0 or empty){hint}"
+        )
     labels = apply_uncertainty(table[label_names], uncertainty)
     notes: dict[str, object] = {"dropped_missing_image": int((~exists).sum())}
     if not patient_col:
