@@ -379,8 +379,7 @@ class Workspace:
 
     def box_labels(self, name: str) -> list[str]:
         """The finding names that have boxes in a registered dataset, sorted (empty: it has no boxes)."""
-        self.get_dataset(name)  # an unknown name fails here, with close matches
-        boxes = pd.read_parquet(self.dataset_dir(name) / "boxes.parquet", columns=["label"])
+        boxes = self.load_dataset(name).boxes  # an unknown name fails here, with close matches
         return sorted(boxes["label"].astype(str).unique())
 
     def save_split(self, name: str, index: pd.DataFrame, **how: Any) -> DatasetRecord:

@@ -12,6 +12,7 @@ from cxrcore.data.split import DEFAULT_FRACTIONS, parse_fractions
 from cxrcore.evaluate.classification import DEFAULT_THRESHOLD_RULE, N_BOOT, THRESHOLD_RULES
 from cxrcore.evaluate.ensemble import METHODS
 from cxrcore.labels import UNCERTAINTY_POLICIES
+from cxrcore.models.model_card import TASKS
 from cxrcore.preprocess import FIT_MODES
 from cxrcore.train.config import AMP_MODES, LABEL_MODES, LOSSES, OPTIMIZERS, SCHEDULES
 
@@ -50,6 +51,7 @@ def _option(command: tuple[str, ...], flag: str) -> argparse.Action:
         (("train",), "--schedule", SCHEDULES),
         (("train",), "--amp", AMP_MODES),
         (("train",), "--fit", FIT_MODES),
+        (("train",), "--task", TASKS),
     ],
 )
 def test_choices_are_the_engine_constants(command: tuple[str, ...], flag: str, vocabulary: tuple) -> None:
@@ -88,7 +90,7 @@ def test_every_option_with_choices_is_checked_here() -> None:
         ("predict", "--split"), ("evaluate", "--split"), ("ensemble", "--split"), ("evaluate", "--threshold"),
         ("ensemble", "--threshold"), ("data register", "--uncertainty"), ("train", "--label-mode"),
         ("train", "--loss"), ("train", "--optimizer"), ("train", "--schedule"), ("train", "--amp"),
-        ("train", "--fit"),
+        ("train", "--fit"), ("train", "--task"),
     }  # fmt: skip
     with_choices = {
         (" ".join(command), action.option_strings[0])

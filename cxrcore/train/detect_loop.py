@@ -68,8 +68,7 @@ class BoxData:
 
 def dataset_classes(ws: Workspace, name: str) -> list[str]:
     """The finding names that have boxes in a registered dataset, sorted."""
-    boxes = ws.load_dataset(name).boxes
-    return sorted(boxes["label"].astype(str).unique())
+    return ws.box_labels(name)
 
 
 def build_box_data(cfg: TrainConfig, ws: Workspace, input_size: int, masks: bool) -> BoxData:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cxrcore.data.index import DETECTION_COLUMNS
+from cxrcore.data.detections import DETECTION_COLUMNS
 from cxrcore.explain.panel import Tile, beside_first_row, detection_tile
 from cxrcore.models.catalog import CheckpointEntry, list_checkpoints
 from cxrcore.models.checkpoint import Checkpoint
