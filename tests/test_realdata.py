@@ -14,6 +14,7 @@ from cxrcore.models.card import read_card
 from cxrcore.models.catalog import BUNDLED_DIR, list_checkpoints
 from cxrcore.store import Workspace
 from cxrcore.workflows.realdata import (
+    DETECT_DATASET,
     REAL_DATASET,
     REGISTER_COMMANDS,
     SOURCE_DATASET,
@@ -43,7 +44,7 @@ def test_the_bundled_real_data_model_is_the_default(workspace_home: Path) -> Non
 @pytest.mark.realdata
 def test_real_datasets_register_as_the_recipe_says(data_dir: Path, workspace_home: Path) -> None:
     commands = register_real_datasets(data_dir)
-    assert len(commands) == 8 and all(c.startswith("python -m cxrcore ") for c in commands)
+    assert len(commands) == 11 and all(c.startswith("python -m cxrcore ") for c in commands)
     ws = Workspace()
     records = {r.name: r for r in ws.list_datasets()}
     assert records["nih"].n_images == 524 and records["tbx"].n_images == 400
@@ -58,6 +59,11 @@ def test_real_datasets_register_as_the_recipe_says(data_dir: Path, workspace_hom
     assert ws.load_dataset(SOURCE_DATASET).labels == ["kermany", "nih14", "tbx11k"]
     card = read_card(BUNDLED)
     assert records[REAL_DATASET].fingerprint == card.how_made["data_fingerprint"]
+    # The lesion detector's set: every real image with boxes, NIH films without boxes as negatives.
+    assert records["nihbox"].n_images == 554 and records["jsrt"].n_images == 200
+    detect = ws.load_dataset(DETECT_DATASET)
+    assert len(detect.index) == 1678 and len(detect.boxes) == 1408
+    assert "Infiltration" in set(detect.boxes["label"]) and "Infiltrate" not in set(detect.boxes["label"])
 
 
 def _stored(ws: Workspace) -> dict[str, tuple[dict, pd.DataFrame, pd.DataFrame]]:
@@ -86,7 +92,7 @@ def test_the_recipe_registers_and_reports_what_its_commands_do(
     assert capsys.readouterr().out == ""  # the engine prints nothing itself
     assert "".join(f"{line}\n" for line in reported) == printed
     in_process = _stored(Workspace())
-    assert list(in_process) == list(by_commands) and len(in_process) == 7
+    assert list(in_process) == list(by_commands) and len(in_process) == 10
     for name, (fields, index, boxes) in by_commands.items():
         assert in_process[name][0] == fields, name
         pd.testing.assert_frame_equal(in_process[name][1], index)
