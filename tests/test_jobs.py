@@ -262,7 +262,7 @@ def test_cli_train_background_jobs_list_show_cancel(
         (["train", *args, "--lr", "-1"], "error: lr must be positive, got -1.0"),
         (
             ["train", "--dataset", DEMO_DATASET, "--model", "tiny3"],
-            "error: unknown model 'tiny3'; valid options: ",
+            "error: unknown model 'tiny3'; did you mean 'tiny'? valid options: ",
         ),
     ):
         assert main(argv) == 2, argv
