@@ -21,6 +21,7 @@ from cxrcore.evaluate.detector_eval import DetectorEvaluation, compare_detector_
 from cxrcore.models.checkpoint import file_fingerprint
 from cxrcore.store import Workspace
 from cxrcore.ui.data import csv_download
+from cxrcore.ui.evaluate import _StreamlitProgress
 
 # The report's columns shown on the page, in order, with the words people read.
 SHOWN = {
@@ -40,19 +41,11 @@ SHOWN = {
 def _ensure_detections(ws: Workspace, checkpoints: list[Path], dataset: str, split: str) -> None:
     """Make (or find) each detector's stored boxes on the split, with a progress bar while one runs."""
     for checkpoint in checkpoints:
-        bar = None
-
-        def progress(done: int, total: int, name: str = checkpoint.parent.name) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = st.progress(0.0, text=f"Detecting with {name} on the {split} split")
-            bar.progress(done / max(total, 1), text=f"Detecting with {name}: {done}/{total} images")
-
+        bar = _StreamlitProgress(f"Detecting with {checkpoint.parent.name} on the {split} split")
         try:
-            detect_split(checkpoint, ws, dataset, split, progress=progress)
+            detect_split(checkpoint, ws, dataset, split, progress=bar)
         finally:
-            if bar is not None:
-                bar.empty()
+            bar.clear()
 
 
 @st.cache_data(show_spinner="Scoring the boxes...", max_entries=16)
