@@ -12,6 +12,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cxrcore.cli.output import EXIT_ERROR, emit
+from cxrcore.models.readout import CALIBRATION_CHOICES
 from cxrcore.preprocess import FIT_MODES
 from cxrcore.store import Workspace
 from cxrcore.train import jobs  # light: no PyTorch until a training command needs it
@@ -174,7 +175,13 @@ _TRAIN_OPTIONS = (
 
 
 # Settings with a fixed vocabulary, given as --name VALUE (None: keep the config's value).
-_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "amp": AMP_MODES, "fit": FIT_MODES}
+_CHOICES = {
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "amp": AMP_MODES,
+    "fit": FIT_MODES,
+    "calibrate": CALIBRATION_CHOICES,  # fitted on the validation split when training ends
+}
 
 
 def _default(name: str) -> str:

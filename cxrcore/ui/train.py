@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cxrcore.data.index import TRAIN_SPLIT, VALID_SPLIT
+from cxrcore.models.readout import CALIBRATION_CHOICES, CALIBRATION_NAMES
 from cxrcore.store import DatasetRecord, Workspace
 from cxrcore.train import jobs
 from cxrcore.train.config import (
@@ -150,6 +151,13 @@ def _advanced() -> dict[str, Any]:
         run_name = c3.text_input(
             "Run name (blank: automatic)", value=TRAIN_DEFAULTS["run_name"], key="train_run_name"
         )
+        calibrate = st.selectbox(
+            "Calibration (fitted on validation when training ends, with per-label thresholds)",
+            CALIBRATION_CHOICES,
+            index=_default_index(CALIBRATION_CHOICES, "calibrate"),
+            format_func=CALIBRATION_NAMES.get,
+            key="train_calibrate",
+        )
     return {
         "max_steps_per_epoch": int(steps),
         "freeze_backbone": freeze,
@@ -160,6 +168,7 @@ def _advanced() -> dict[str, Any]:
         "hflip": hflip,
         "clahe": clahe,
         "run_name": run_name.strip(),
+        "calibrate": calibrate,
     }
 
 
