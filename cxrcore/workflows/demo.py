@@ -122,6 +122,11 @@ def train_demo_models(
             "hardware": hardware(),
             "data": f"{DEMO_TRAIN_IMAGES} synthetic phantoms (seed {DEMO_TRAIN_SEED}), not real patients",
         }
-        target = bundle_checkpoint(result.best_checkpoint, out_dir / f"{name}.safetensors", how_made)
+        target = bundle_checkpoint(
+            result.best_checkpoint,
+            out_dir / f"{name}.safetensors",
+            how_made,
+            calibrate_on=(ws, DEMO_TRAIN_DATASET),  # the models' own validation phantoms
+        )
         written.append(target)
     return written
