@@ -27,7 +27,9 @@ if record.notes.get("synthetic"):
 left, mid, right = st.columns(3)
 split = left.selectbox("Split", SPLIT_CHOICES, index=SPLIT_CHOICES.index(TEST_SPLIT), key="eval_split")
 rule = mid.selectbox(
-    "Operating point (chosen on validation)", THRESHOLD_RULES, format_func=THRESHOLD_RULE_NAMES.get
+    "Operating point (chosen on validation, else the model card's)",
+    THRESHOLD_RULES,
+    format_func=THRESHOLD_RULE_NAMES.get,
 )
 target = None
 if rule in TARGET_RULES:
@@ -39,6 +41,7 @@ with guarded("evaluate the model"):
     n = len(result.predictions.table)
     st.caption(
         f"{n} images of the {split} split · AUROC 95% CI from {N_BOOT:,} stratified bootstrap resamples"
+        f" · thresholds: {result.threshold_source}"
         + (" · predictions reused from the workspace" if result.predictions.from_cache else "")
     )
     chosen = st.multiselect("Labels", labels, default=labels[:6], key="eval_labels")
@@ -51,6 +54,6 @@ with guarded("evaluate the model"):
         st.dataframe(result.summary.round(4), width="stretch")
         ev.downloads(result, f"{checkpoint.parent.name}-{dataset}-{split}")
     with tab_cal:
-        ev.calibration_section(result.predictions, chosen)
+        ev.calibration_section(result.predictions, chosen, checkpoint)
     with tab_op:
         ev.threshold_tool(result)

@@ -260,8 +260,15 @@ def before_after(
     y_true: np.ndarray, logits: np.ndarray, calibration: dict[str, Any] | None, labels: Sequence[str]
 ) -> pd.DataFrame:
     """ECE and Brier score per label of the plain sigmoid ("before") and of the calibration ("after")."""
-    before = calibration_scores(y_true, expit(logits), labels)
-    after = calibration_scores(y_true, calibrate_logits(calibration, labels, logits), labels)
+    return compare_scores(y_true, expit(logits), calibrate_logits(calibration, labels, logits), labels)
+
+
+def compare_scores(
+    y_true: np.ndarray, before_prob: np.ndarray, after_prob: np.ndarray, labels: Sequence[str]
+) -> pd.DataFrame:
+    """Known images, positives, and ECE and Brier score of two sets of probabilities, per label and mean."""
+    before = calibration_scores(y_true, before_prob, labels)
+    after = calibration_scores(y_true, after_prob, labels)
     table = before[["n", "positives"]].copy()
     for column in ("ece", "brier"):
         table[f"{column}_before"] = before[column]
@@ -277,6 +284,7 @@ __all__ = [
     "before_after",
     "brier_score",
     "calibration_scores",
+    "compare_scores",
     "default_method",
     "expected_calibration_error",
     "fit_calibration",

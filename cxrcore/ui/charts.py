@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -112,8 +114,11 @@ def curve_figure(
     return fig
 
 
-def reliability_figure(curves: dict[str, pd.DataFrame]) -> go.Figure:
-    """Reliability diagram: mean predicted probability against the observed fraction of positives."""
+def reliability_figure(curves: dict[str, pd.DataFrame], dashed: Collection[str] = ()) -> go.Figure:
+    """Reliability diagram: mean predicted probability against the observed fraction of positives.
+
+    Curves named in ``dashed`` (e.g. the uncalibrated ones) are drawn dashed.
+    """
     fig = go.Figure(
         go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="ideal")
     )
@@ -125,6 +130,7 @@ def reliability_figure(curves: dict[str, pd.DataFrame]) -> go.Figure:
                 y=frame["fraction_positive"],
                 mode="lines+markers",
                 name=name,
+                line={"dash": "dash"} if name in dashed else None,
                 customdata=frame["count"],
                 hovertemplate="predicted %{x:.2f}<br>observed %{y:.2f}<br>%{customdata} images",
             )
