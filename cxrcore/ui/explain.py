@@ -27,7 +27,7 @@ from cxrcore.explain.panel import PanelOptions, Tile
 from cxrcore.io import UPLOAD_TYPES, ImageReadError, read_image
 from cxrcore.models.catalog import list_checkpoints
 from cxrcore.models.checkpoint import Checkpoint
-from cxrcore.models.guard import assess
+from cxrcore.models.guard import Verdict, assess
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.models import load_model
@@ -97,15 +97,20 @@ def image_source(ws: Workspace, dataset: str | None) -> ImageChoice | None:
     return _from_dataset(ws, dataset) if dataset else None
 
 
+def guard_verdict(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray) -> Verdict:
+    """The upload guard's verdict on the image as shown, once per image and model in this session."""
+    key = (_model_key(checkpoint), _digest(choice.pixels, choice.data, pixels))
+    return _session_memo(
+        state.GUARD_VERDICTS, key, lambda: assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)
+    )
+
+
 def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray) -> bool:
     """Warn before any prediction when the image does not look like the model's training images.
 
     Returns whether to go on and show the predictions.
     """
-    key = (_model_key(checkpoint), _digest(choice.pixels, choice.data, pixels))
-    verdict = _session_memo(
-        state.GUARD_VERDICTS, key, lambda: assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)
-    )
+    verdict = guard_verdict(checkpoint, choice, pixels)
     if not verdict.suspicious:
         if verdict.score is not None:
             st.caption(

@@ -126,7 +126,8 @@ def train_demo_models(
             result.best_checkpoint,
             out_dir / f"{name}.safetensors",
             how_made,
-            calibrate_on=(ws, DEMO_TRAIN_DATASET),  # the models' own validation phantoms
+            # Calibrated on the models' own validation phantoms, scored on their test phantoms.
+            evaluate_on={"workspace": ws, "dataset": DEMO_TRAIN_DATASET, "split": "test"},
         )
         written.append(target)
     return written
