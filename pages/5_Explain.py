@@ -23,9 +23,9 @@ if checkpoint is None:
     st.info("No model yet: `make run` prepares the demo models, or train one on the Train page.")
     st.stop()
 
-choice = ux.image_source(ws, dataset)
+choice = ux.image_source(ws, dataset, checkpoint)
 if choice is None:
-    st.info("Upload a chest X-ray, or pick an image of the selected dataset.")
+    st.info("Upload one chest X-ray or several, or pick an image of the selected dataset.")
     st.stop()
 
 with guarded("explain the image"):

@@ -241,7 +241,7 @@ def readings_figure(readings: pd.DataFrame) -> go.Figure:
         y=names,
         mode="markers",
         name="threshold",
-        marker={"symbol": "line-ns-open", "size": 20, "line": {"width": 3, "color": "black"}},
+        marker={"symbol": "line-ns-open", "size": 16, "color": "black", "line": {"width": 3}},
         hoverinfo="skip",
     )
     fig = go.Figure([bars, ticks])

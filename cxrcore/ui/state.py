@@ -8,3 +8,4 @@ GALLERY_SEED = "cxr.gallery_seed"  # reshuffles the sample gallery
 UPLOAD = "cxr.upload"  # (file name, bytes) of an image uploaded on the home page, shown on Explain
 EXPLANATIONS = "cxr.explanations"  # the last few Explain results of this session, by image and settings
 GUARD_VERDICTS = "cxr.guard_verdicts"  # the last few upload-guard verdicts of this session, by image, model
+BATCH_REVIEWS = "cxr.batch_reviews"  # the last few reviews of several uploads (gallery and reports)

@@ -210,6 +210,48 @@ def review_batch(
     return BatchReview(checkpoint.name, checkpoint.card, tuple(reviews), created)
 
 
+def guard_text(image: ImageReview) -> str:
+    """The guard's verdict in words."""
+    verdict = image.verdict
+    if verdict is None:
+        return "not run"
+    word = "FLAGGED: " + "; ".join(verdict.reasons) if verdict.suspicious else "passed"
+    if verdict.score is None:
+        return f"{word} (cheap checks only; no feature statistics stored)"
+    return f"{word} (distance {verdict.score:.1f}, threshold {verdict.threshold:.1f})"
+
+
+def called_text(image: ImageReview, most: int | None = None) -> str:
+    """The labels called positive with their probabilities (the ``most`` most probable), or "none"."""
+    rows = image.readings[image.readings["call"] == "above"]
+    shown = ", ".join(f"{r.label} {r.probability:.2f}" for r in rows.head(most).itertuples()) or "none"
+    return shown + (f" and {len(rows) - most} more" if most is not None and len(rows) > most else "")
+
+
+def gallery_table(review: BatchReview, sort_by: str) -> pd.DataFrame:
+    """The reviewed images, most probable for ``sort_by`` first: thumbnail (PNG), file, findings, guard."""
+    rows = []
+    for position, image in enumerate(review.images):
+        if not image.ok:
+            continue
+        reading = image.readings.set_index("label").loc[sort_by]
+        rows.append(
+            {
+                "position": position,
+                "thumbnail": image.thumbnail,
+                "file": image.name,
+                f"{sort_by} probability": round(float(reading["probability"]), 3),
+                f"{sort_by} call": reading["call"],
+                "called positive": called_text(image, most=3),
+                "guard": guard_text(image),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values(f"{sort_by} probability", ascending=False, kind="stable").reset_index(drop=True)
+
+
 def _box_text(box: dict[str, float] | None) -> str:
     """x, y, w, h rounded to whole pixels, or empty."""
     return "" if box is None else " ".join(str(round(box[k])) for k in ("x", "y", "w", "h"))

@@ -24,7 +24,7 @@ from cxrcore.evaluate.trust import (
 )
 from cxrcore.models.readout import CALIBRATION_NAMES
 from cxrcore.notice import RESEARCH_NOTICE
-from cxrcore.workflows.batch_report import BatchReview, ImageReview
+from cxrcore.workflows.batch_report import BatchReview, ImageReview, called_text, guard_text
 
 TRUST_NOTE = (
     f"⚠ unreliable: the label's test AUROC interval reaches below {MIN_AUROC_LOWER}, fewer than "
@@ -51,23 +51,6 @@ def model_lines(review: BatchReview) -> list[tuple[str, str]]:
         ("Thresholds", s["operating_points"] or "none stored (no label is called positive)"),
         ("Test figures", s["test_split"] or "none in the model card"),
     ]
-
-
-def _called(image: ImageReview) -> str:
-    """The labels called positive with their probabilities, or a dash."""
-    rows = image.readings[image.readings["call"] == "above"]
-    return ", ".join(f"{r.label} {r.probability:.2f}" for r in rows.itertuples()) or "none"
-
-
-def guard_text(image: ImageReview) -> str:
-    """The guard's verdict in words."""
-    verdict = image.verdict
-    if verdict is None:
-        return "not run"
-    word = "FLAGGED: " + "; ".join(verdict.reasons) if verdict.suspicious else "passed"
-    if verdict.score is None:
-        return f"{word} (cheap checks only; no feature statistics stored)"
-    return f"{word} (distance {verdict.score:.1f}, threshold {verdict.threshold:.1f})"
 
 
 def reading_rows(image: ImageReview, warning: str = "⚠") -> list[list[str]]:
@@ -128,7 +111,7 @@ def html_report(review: BatchReview) -> str:
     for image in review.reviewed:
         thumb = f"<img src='{_png_uri(image.thumbnail)}' alt='thumbnail'>" if image.thumbnail else ""
         overview.append(
-            f"<tr><td>{thumb}</td><td>{esc(image.name)}</td><td>{esc(_called(image))}</td>"
+            f"<tr><td>{thumb}</td><td>{esc(image.name)}</td><td>{esc(called_text(image))}</td>"
             f"<td>{esc(guard_text(image))}</td></tr>"
         )
     parts.append("".join(overview) + "</table>")
@@ -210,7 +193,9 @@ def pdf_report(review: BatchReview) -> bytes:
     story.append(Paragraph("Overview", styles["Heading2"]))
     overview: list[list[Any]] = [["", "file", "called positive", "guard"]]
     for image in review.reviewed:
-        overview.append([_pdf_image(image.thumbnail, 2 * cm), image.name, _called(image), guard_text(image)])
+        overview.append(
+            [_pdf_image(image.thumbnail, 2 * cm), image.name, called_text(image), guard_text(image)]
+        )
     story.append(_pdf_table(overview, styles, [2.3 * cm, 4 * cm, 5.5 * cm, width - 11.8 * cm]))
     if review.failed:
         story.append(Paragraph("Files that could not be read", styles["Heading2"]))
