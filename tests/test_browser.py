@@ -88,6 +88,8 @@ def test_every_page_and_uploads_in_chromium(trained_home: Path, tmp_path: Path) 
             page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
             assert errors_on(page) == [], f"{name}: {errors_on(page)}"
             assert page.locator('[data-testid="stMain"]').inner_text().strip(), f"{name} is empty"
+        links = page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()
+        assert links[0].strip() == "Home" and "streamlit app" not in " ".join(links).lower()
         # A DICOM upload: probabilities and heat maps, no error.
         page.goto(f"{url}/Explain")
         wait_until_idle(page)

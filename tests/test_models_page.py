@@ -27,7 +27,7 @@ def ws(trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_home_shows_the_loaded_model_datasets_and_the_notice(ws: Workspace) -> None:
-    at = run_page("streamlit_app.py")
+    at = run_page("Home.py")
     assert any("not a medical device" in w.value for w in at.warning)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Labels"] == "3" and metrics["Architecture"] in ("tiny", "resnet18")
