@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT
+from cxrcore.data.index import ALL_SPLITS, SPLIT_CHOICES, TEST_SPLIT
 from cxrcore.evaluate.classification import N_BOOT, TARGET_RULES, THRESHOLD_RULE_NAMES, THRESHOLD_RULES
+from cxrcore.evaluate.predict import split_has_images
 from cxrcore.ui import evaluate as ev
 from cxrcore.ui.page import guarded, labels_fit, select_checkpoint, select_dataset, setup_page
 
@@ -25,7 +26,12 @@ record = ws.get_dataset(dataset)
 if record.notes.get("synthetic"):
     st.caption("Synthetic demo data: computer-generated phantoms, not real patients.")
 left, mid, right = st.columns(3)
-split = left.selectbox("Split", SPLIT_CHOICES, index=SPLIT_CHOICES.index(TEST_SPLIT), key="eval_split")
+# A dataset without a split (someone else's labelled images) is scored whole, at the card's thresholds.
+default_split = TEST_SPLIT if split_has_images(ws, dataset, TEST_SPLIT) else ALL_SPLITS
+kept = st.session_state.get("eval_split")
+if kept not in (None, ALL_SPLITS) and not split_has_images(ws, dataset, kept):
+    st.session_state["eval_split"] = default_split  # a split the newly picked dataset does not have
+split = left.selectbox("Split", SPLIT_CHOICES, index=SPLIT_CHOICES.index(default_split), key="eval_split")
 rule = mid.selectbox(
     "Operating point (chosen on validation, else the model card's)",
     THRESHOLD_RULES,

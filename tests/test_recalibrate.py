@@ -143,3 +143,22 @@ def test_calibrate_refuses_a_dataset_without_validation_images(
     )
     assert "needs a target" in capsys.readouterr().err
     assert read_card(path).to_dict() == read_card(BUNDLED / "demo-tiny.safetensors").to_dict()  # untouched
+
+
+@pytest.mark.slow  # a page run with a model
+def test_the_evaluate_page_scores_an_unsplit_dataset_at_the_cards_thresholds(
+    demo_ws: Workspace, tmp_path: Path
+) -> None:
+    from page_harness import run_page
+
+    from cxrcore.ui import state
+
+    _register_unsplit(demo_ws, "someone-elses", tmp_path)
+    at = run_page("pages/3_Evaluate.py", timeout=180)
+    at.session_state[state.DATASET] = "someone-elses"
+    at.session_state[state.CHECKPOINT] = str(BUNDLED / "demo-tiny.safetensors")
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="eval_split").value == "all"
+    assert not [w.value for w in at.warning]
+    assert any("model card's operating points" in c.value for c in at.caption)
