@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP) demo
-	$(PY) -m streamlit run streamlit_app.py
+	$(PY) -m streamlit run Home.py
 
 demo: $(STAMP)
 	$(PY) -m cxrcore demo prepare

@@ -27,6 +27,7 @@ from cxrcore.models.card import read_card
 from cxrcore.store import Workspace
 from cxrcore.workflows.bundle import bundle_checkpoint, hardware
 from cxrcore.workflows.realdata import (
+    CALIBRATE_COMMAND,
     REAL_DATASET,
     REGISTER_COMMANDS,
     TRAIN_COMMANDS,
@@ -63,7 +64,7 @@ def bundle(ws: Workspace) -> Path:
     command = dict(TRAIN_COMMANDS)[BUNDLED_RUN]
     record = ws.get_dataset(REAL_DATASET)
     how_made = {
-        "commands": [f"python -m cxrcore {c}" for c in REGISTER_COMMANDS] + [f"python -m cxrcore {command}"],
+        "commands": [f"python -m cxrcore {c}" for c in (*REGISTER_COMMANDS, command, CALIBRATE_COMMAND)],
         "recipe": "bench/real_experiments.py",
         "data": "real public chest X-rays of $CXR_DATA_DIR: 524 NIH ChestX-ray14 images, 149 paediatric "
         "pneumonia images (Kermany), 400 TBX11K tuberculosis images; patient-level split 70/10/20",

@@ -28,6 +28,7 @@ LAZY_USER_ERRORS = (
     ("cxrcore.models.checkpoint", "CheckpointError"),
     ("cxrcore.models.ensemble", "EnsembleError"),
     ("cxrcore.explain.engine", "ExplainError"),
+    ("cxrcore.evaluate.recalibrate", "CalibrationError"),
     ("cxrcore.workflows.realdata", "RealDataError"),
 )
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT
+from cxrcore.data.index import ALL_SPLITS, SPLIT_CHOICES, TEST_SPLIT
 from cxrcore.evaluate.classification import N_BOOT, TARGET_RULES, THRESHOLD_RULE_NAMES, THRESHOLD_RULES
+from cxrcore.evaluate.predict import split_has_images
 from cxrcore.models.card import read_card
 from cxrcore.ui import detect_eval
 from cxrcore.ui import evaluate as ev
@@ -32,9 +33,16 @@ record = ws.get_dataset(dataset)
 if record.notes.get("synthetic"):
     st.caption("Synthetic demo data: computer-generated phantoms, not real patients.")
 left, mid, right = st.columns(3)
-split = left.selectbox("Split", SPLIT_CHOICES, index=SPLIT_CHOICES.index(TEST_SPLIT), key="eval_split")
+# A dataset without a split (someone else's labelled images) is scored whole, at the card's thresholds.
+default_split = TEST_SPLIT if split_has_images(ws, dataset, TEST_SPLIT) else ALL_SPLITS
+kept = st.session_state.get("eval_split")
+if kept not in (None, ALL_SPLITS) and not split_has_images(ws, dataset, kept):
+    st.session_state["eval_split"] = default_split  # a split the newly picked dataset does not have
+split = left.selectbox("Split", SPLIT_CHOICES, index=SPLIT_CHOICES.index(default_split), key="eval_split")
 rule = mid.selectbox(
-    "Operating point (chosen on validation)", THRESHOLD_RULES, format_func=THRESHOLD_RULE_NAMES.get
+    "Operating point (chosen on validation, else the model card's)",
+    THRESHOLD_RULES,
+    format_func=THRESHOLD_RULE_NAMES.get,
 )
 target = None
 if rule in TARGET_RULES:
@@ -46,6 +54,7 @@ with guarded("evaluate the model"):
     n = len(result.predictions.table)
     st.caption(
         f"{n} images of the {split} split · AUROC 95% CI from {N_BOOT:,} stratified bootstrap resamples"
+        f" · thresholds: {result.threshold_source}"
         + (" · predictions reused from the workspace" if result.predictions.from_cache else "")
     )
     chosen = st.multiselect("Labels", labels, default=labels[:6], key="eval_labels")
@@ -58,6 +67,6 @@ with guarded("evaluate the model"):
         st.dataframe(result.summary.round(4), width="stretch")
         ev.downloads(result, f"{checkpoint.parent.name}-{dataset}-{split}")
     with tab_cal:
-        ev.calibration_section(result.predictions, chosen)
+        ev.calibration_section(result.predictions, chosen, checkpoint)
     with tab_op:
         ev.threshold_tool(result)

@@ -26,14 +26,10 @@ if dataset is None or len(entries) < 2:
     st.stop()
 
 titles = {str(e.path): e.title for e in entries}
-# Default members: up to three checkpoints (no "last" ones) sharing the labels of the first one that fits
-# the dataset.
-known = ws.get_dataset(dataset).labels
-fitting = [
-    e for e in entries if e.info.get("task") != "detect" and e.label_fit(known).ok and e.path.stem != "last"
-]
-same_labels = [e for e in fitting if e.info["labels"] == fitting[0].info["labels"]] if fitting else []
-default = [str(e.path) for e in same_labels[:3]]
+# Opens with a ready comparison: up to three checkpoints sharing labels, trained on data like the dataset's.
+dataset, default, note = ev.ensemble_defaults(ws, dataset)
+if note:
+    st.info(note)
 members = st.multiselect("Members", list(titles), default=default, format_func=titles.get)
 detectors = {str(e.path) for e in entries if e.info.get("task") == "detect"}
 if members and set(members) <= detectors:

@@ -1,17 +1,17 @@
-"""Explain: upload a chest X-ray (PNG, JPEG, DICOM) or pick one of a dataset; see every label's probability
-and, side by side per label, where the model looked (CAM / Grad-CAM, CRM and any other method chosen)."""
+"""Explain: upload a chest X-ray (PNG, JPEG, DICOM) or pick one of a dataset; see every label's calibrated
+probability against its threshold, with how far the label can be trusted, and, side by side per label,
+where the model looked (CAM / Grad-CAM, CRM and any other method chosen)."""
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from cxrcore.explain.engine import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS
 from cxrcore.explain.panel import panel_png, panel_tiles
 from cxrcore.preprocess import boxes_to_input
-from cxrcore.ui import charts
 from cxrcore.ui import detections as ud
 from cxrcore.ui import explain as ux
+from cxrcore.ui import trust
 from cxrcore.ui.models import load_model
 from cxrcore.ui.page import guarded, select_checkpoint, select_dataset, setup_page
 
@@ -24,9 +24,9 @@ if checkpoint is None:
     st.info("No model yet: `make run` prepares the demo models, or train one on the Train page.")
     st.stop()
 
-choice = ux.image_source(ws, dataset)
+choice = ux.image_source(ws, dataset, checkpoint)
 if choice is None:
-    st.info("Upload a chest X-ray, or pick an image of the selected dataset.")
+    st.info("Upload one chest X-ray or several, or pick an image of the selected dataset.")
     st.stop()
 
 with guarded("explain the image"):
@@ -35,13 +35,12 @@ with guarded("explain the image"):
     if not ux.guard_warning(loaded, choice, pixels):
         st.stop()
     base = ux.cached_explanation(loaded, pixels, None, DEFAULT_METHODS)
-    probs = pd.Series(base.probabilities).sort_values(ascending=False)
-    st.plotly_chart(charts.bar_figure(probs, "Probability per label", ".3f"), width="stretch")
+    readings = trust.readings_section(loaded, base)  # labels called positive first
+    trust.about_section(loaded, ux.guard_verdict(loaded, choice, pixels))
+    order = readings["label"].tolist()
 
     left, right, last = st.columns([3, 2, 1])
-    labels = left.multiselect(
-        "Labels", list(probs.index), default=list(probs.index[:4]), key="explain_labels"
-    )
+    labels = left.multiselect("Labels", order, default=order[:4], key="explain_labels")
     extra = right.multiselect("More methods", EXTRA_METHODS, key="explain_methods")
     smooth = ux.smoothing_input(last, "explain_smooth")
     options = ux.panel_options()

@@ -48,7 +48,7 @@ def _free_port() -> int:
 
 @contextmanager
 def dashboard(home: Path, timeout: float = 60.0) -> Iterator[tuple[str, float]]:
-    """Start ``streamlit run streamlit_app.py`` on a free port; yields (base URL, seconds to healthy)."""
+    """Start ``streamlit run Home.py`` on a free port; yields (base URL, seconds to healthy)."""
     port = _free_port()
     env = {**os.environ, "CXR_HOME": str(home)}
     started = time.perf_counter()
@@ -58,7 +58,7 @@ def dashboard(home: Path, timeout: float = 60.0) -> Iterator[tuple[str, float]]:
             "-m",
             "streamlit",
             "run",
-            "streamlit_app.py",
+            "Home.py",
             "--server.port",
             str(port),
             "--server.address",

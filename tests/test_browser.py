@@ -1,4 +1,5 @@
-"""The whole dashboard in a real browser: every page, a DICOM and a PNG upload, a corrupt upload.
+"""The whole dashboard in a real browser: every page, a DICOM and a PNG upload, a corrupt upload, and
+three files at once whose review CSV is downloaded.
 
 Screenshots go to ``test-artifacts/`` (``CXR_TEST_ARTIFACTS`` overrides). Skipped, with the reason,
 only where Debian's Chromium or the playwright package is missing.
@@ -11,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from browser_harness import PAGES, ROOT, browser_missing, chromium_page, dashboard, errors_on, wait_until_idle
 from conftest import save_detector
@@ -43,11 +45,20 @@ def _png_file(home: Path) -> Path:
     return sorted((home / "demo" / "phantoms" / "images").glob("*.png"))[0]
 
 
+def _clear_uploads(page) -> None:
+    """Remove the files uploaded so far (the uploader keeps adding files to its list)."""
+    delete = page.locator('[data-testid="stFileChipDeleteBtn"]')
+    while delete.count():
+        delete.first.click()
+        wait_until_idle(page)
+
+
 def _upload(page, path: Path, shot: Path) -> bool:
     """Upload a file; when the upload guard warns, screenshot the warning and ask for the predictions.
 
     Returns whether the guard warned.
     """
+    _clear_uploads(page)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(path))
     wait_until_idle(page)
     anyway = page.get_by_text("Show the predictions anyway")
@@ -78,6 +89,8 @@ def test_every_page_and_uploads_in_chromium(trained_home: Path, tmp_path: Path) 
             page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
             assert errors_on(page) == [], f"{name}: {errors_on(page)}"
             assert page.locator('[data-testid="stMain"]').inner_text().strip(), f"{name} is empty"
+        links = page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()
+        assert links[0].strip() == "Home" and "streamlit app" not in " ".join(links).lower()
         # A DICOM upload: probabilities and heat maps, no error.
         page.goto(f"{url}/Explain")
         wait_until_idle(page)
@@ -102,6 +115,20 @@ def test_every_page_and_uploads_in_chromium(trained_home: Path, tmp_path: Path) 
         errors = errors_on(page)
         assert len(errors) == 1 and "Cannot read 'broken.png'" in errors[0]
         assert page.locator('[data-testid="stPlotlyChart"]').count() == 0
+        # Three files at once: a gallery of the two readable ones, a warning for the third, and the CSV.
+        _clear_uploads(page)
+        files = [str(dicom), str(_png_file(home)), str(broken)]
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(files)
+        wait_until_idle(page)
+        page.screenshot(path=str(ARTIFACTS / "explain-gallery.png"), full_page=True)
+        assert errors_on(page) == []
+        assert "Cannot read 'broken.png'" in page.inner_text("body")
+        with page.expect_download() as download:
+            page.get_by_text("Download CSV").click()
+        table = pd.read_csv(download.value.path())
+        assert table["file"].tolist() == [dicom.name, _png_file(home).name, "broken.png"]
+        assert (table["status"][:2] == "ok").all() and table["status"][2].startswith("error: ")
+        assert table.columns[table.columns.str.endswith(" probability")].size > 0
 
 
 def test_explain_draws_a_lesion_detectors_boxes_in_chromium(trained_home: Path, tmp_path: Path) -> None:

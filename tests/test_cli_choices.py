@@ -11,8 +11,10 @@ from cxrcore.data.index import SPLIT_CHOICES, SPLITS, TEST_SPLIT
 from cxrcore.data.split import DEFAULT_FRACTIONS, parse_fractions
 from cxrcore.evaluate.classification import DEFAULT_THRESHOLD_RULE, N_BOOT, THRESHOLD_RULES
 from cxrcore.evaluate.ensemble import METHODS
+from cxrcore.evaluate.operating_points import DEFAULT_RULE, STORED_RULES
 from cxrcore.labels import UNCERTAINTY_POLICIES
 from cxrcore.models.model_card import TASKS
+from cxrcore.models.readout import AUTO_METHOD, CALIBRATION_CHOICES
 from cxrcore.preprocess import FIT_MODES
 from cxrcore.train.config import AMP_MODES, LABEL_MODES, LOSSES, OPTIMIZERS, SCHEDULES
 
@@ -52,6 +54,9 @@ def _option(command: tuple[str, ...], flag: str) -> argparse.Action:
         (("train",), "--amp", AMP_MODES),
         (("train",), "--fit", FIT_MODES),
         (("train",), "--task", TASKS),
+        (("train",), "--calibrate", CALIBRATION_CHOICES),
+        (("checkpoint", "calibrate"), "--method", CALIBRATION_CHOICES),
+        (("checkpoint", "calibrate"), "--threshold", STORED_RULES),
     ],
 )
 def test_choices_are_the_engine_constants(command: tuple[str, ...], flag: str, vocabulary: tuple) -> None:
@@ -71,6 +76,8 @@ def test_choices_are_the_engine_constants(command: tuple[str, ...], flag: str, v
         (("evaluate",), "--bootstrap", N_BOOT),
         (("ensemble",), "--bootstrap", N_BOOT),
         (("ensemble",), "--methods", ",".join(METHODS)),
+        (("checkpoint", "calibrate"), "--method", AUTO_METHOD),
+        (("checkpoint", "calibrate"), "--threshold", DEFAULT_RULE),
     ],
 )
 def test_defaults_are_the_engine_defaults(command: tuple[str, ...], flag: str, default: object) -> None:
@@ -90,7 +97,8 @@ def test_every_option_with_choices_is_checked_here() -> None:
         ("predict", "--split"), ("evaluate", "--split"), ("ensemble", "--split"), ("evaluate", "--threshold"),
         ("ensemble", "--threshold"), ("data register", "--uncertainty"), ("train", "--label-mode"),
         ("train", "--loss"), ("train", "--optimizer"), ("train", "--schedule"), ("train", "--amp"),
-        ("train", "--fit"), ("train", "--task"),
+        ("train", "--fit"), ("train", "--task"), ("train", "--calibrate"),
+        ("checkpoint calibrate", "--method"), ("checkpoint calibrate", "--threshold"),
     }  # fmt: skip
     with_choices = {
         (" ".join(command), action.option_strings[0])

@@ -28,6 +28,12 @@ def test_evaluate_page_shows_curves_table_and_threshold_tool(ws: Workspace) -> N
     nodule = summary.loc["Nodule"]
     assert nodule["auroc_lo"] <= nodule["auroc"] <= nodule["auroc_hi"]
     assert "predictions" in " ".join(b.label for b in at.get("download_button")).lower()
+    # Calibration tab: the card's calibration (fitted when training ended) before and after, on test.
+    calibration = next(d.value for d in at.dataframe if "ECE after" in d.value.columns)
+    assert {"Nodule", "mean"} <= set(calibration.index)
+    assert calibration.loc["mean", "ECE after"] < calibration.loc["mean", "ECE before"]
+    assert any("calibrated by Platt scaling" in c.value for c in at.caption)
+    assert any("thresholds: Youden" in c.value for c in at.caption)
     # Moving the threshold to 1.0 predicts nothing positive: sensitivity 0.
     slider = next(s for s in at.slider if s.label == "Threshold")
     slider.set_value(1.0)
@@ -35,8 +41,11 @@ def test_evaluate_page_shows_curves_table_and_threshold_tool(ws: Workspace) -> N
     metrics = at.dataframe[-1].value
     assert metrics.loc["sensitivity", "value"] == 0.0
     # Second visit: predictions are read back from the workspace.
-    assert len(ws.list_predictions()) == 2  # test + valid
+    stored = ws.list_predictions()
+    # The test split once; the validation splits were predicted when training ended (calibration).
+    assert [p["split"] for p in stored].count("test") == 1
     at2 = run_page("pages/3_Evaluate.py")
+    assert len(ws.list_predictions()) == len(stored)
     assert any("reused" in c.value for c in at2.caption)
 
 

@@ -15,7 +15,8 @@ from cxrcore.data.index import DatasetError
 from cxrcore.data.split import split_rows
 from cxrcore.evaluate.predict import predict
 from cxrcore.evaluate.report import compare_ensembles, evaluate_checkpoint
-from cxrcore.models import load_checkpoint
+from cxrcore.models import load_checkpoint, read_card
+from cxrcore.models.readout import calibrate_logits
 from cxrcore.store import Workspace
 
 # Every test here uses trained_home: two models trained once per session (~11 s), then copied per test.
@@ -41,14 +42,18 @@ def test_predictions_match_the_model_and_are_stored_and_reused(trained_ws: Works
     # The stored logits are the model's own on the same preprocessed input.
     model = load_checkpoint(ckpt).model
     assert first.labels == model.labels
-    np.testing.assert_allclose(first.y_prob, 1 / (1 + np.exp(-first.logits)), atol=1e-12)
+    np.testing.assert_allclose(first.raw_prob, 1 / (1 + np.exp(-first.logits)), atol=1e-12)
+    # Training calibrated the checkpoint on validation: the table's probabilities are the card's.
+    card = read_card(ckpt)
+    assert card.calibration is not None and card.operating_points["thresholds"]
+    np.testing.assert_allclose(first.y_prob, calibrate_logits(card.calibration, card.labels, first.logits))
     truth = rows[list(first.labels)].to_numpy(dtype=float)
     np.testing.assert_array_equal(np.isnan(first.y_true), np.isnan(truth))
     np.testing.assert_array_equal(np.nan_to_num(first.y_true, nan=-1), np.nan_to_num(truth, nan=-1))
     again = predict(ckpt, trained_ws, DATASET, "test", progress=lambda d, t: seen.append((d, t)))
     assert again.from_cache and len(seen) == -(-len(rows) // 7)  # no forward pass the second time
     pd.testing.assert_frame_equal(again.table, first.table)
-    listed = trained_ws.list_predictions(DATASET)
+    listed = [p for p in trained_ws.list_predictions(DATASET) if p["split"] == "test"]  # valid: calibration
     assert [(p["split"], p["n_images"]) for p in listed] == [("test", len(rows))]
 
 
@@ -124,9 +129,10 @@ def test_cli_predict_evaluate_and_ensemble_print_json(
     trained_ws: Workspace, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tiny, res = str(_ckpt(trained_ws, "tiny")), str(_ckpt(trained_ws, "resnet18"))
-    assert main(["predict", tiny, "--dataset", DATASET, "--split", "valid", "--json"]) == 0
+    assert main(["predict", tiny, "--dataset", DATASET, "--split", "test", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["split"] == "valid" and info["from_cache"] is False and info["n_images"] > 0
+    assert info["split"] == "test" and info["from_cache"] is False and info["n_images"] > 0
+    assert info["calibration"] == "platt"  # fitted when training ended ("auto" after weighted BCE)
     assert main(["evaluate", tiny, "--dataset", DATASET, "--bootstrap", "100", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["threshold_rule"] == "youden" and "macro" in report["metrics"]

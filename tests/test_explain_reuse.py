@@ -106,6 +106,6 @@ def test_the_sample_phantoms_are_drawn_once_not_on_every_run(
     drawn = _count(monkeypatch, ux, "sample_phantom_png")
     at = run_page(PAGE)
     assert len(at.get("image")) == 4 and drawn[0] == 4
-    at.radio(key="explain_source").set_value("Upload a file")
+    at.radio(key="explain_source").set_value("Upload files")
     run(at)
     assert len(at.get("image")) == 4 and drawn[0] == 4

@@ -118,7 +118,9 @@ def test_cli_explain_refuses_a_degenerate_image_with_status_2(
         image = write(tmp_path / f"{name}.img", build())
         assert main(["explain", str(CHECKPOINT), str(image), "--json", "--out", str(tmp_path / "out")]) == 2
         out, err = capsys.readouterr()
-        assert out == "" and err.count("\n") == 1 and phrase in err, err
+        assert err.count("\n") == 1 and err.startswith(f"error: {image.name}: ") and phrase in err, err
+        payload = json.loads(out)
+        assert payload["reviewed"] == 0 and payload["images"] == {} and phrase in payload["failed"][0]["error"]
     assert not (tmp_path / "out").exists()  # nothing was written for a refused image
 
 
@@ -128,22 +130,21 @@ def test_cli_explain_carries_warnings_with_the_probabilities(
     image = write(tmp_path / "wide.png", _png(_noise(40, 400)))
     assert main(["explain", str(CHECKPOINT), str(image), "--json", "--out", str(tmp_path / "out")]) == 0
     out, err = capsys.readouterr()
-    payload = json.loads(out)
-    assert "its aspect ratio is extreme (400 x 40 pixels)" in payload["warnings"]
+    image_payload = json.loads(out)["images"]["wide.png"]
+    assert "its aspect ratio is extreme (400 x 40 pixels)" in image_payload["warnings"]
     assert "warning: wide.png: its aspect ratio is extreme" in err
-    assert set(payload["probabilities"]) == {"Effusion", "Nodule", "Opacity"}
-    written = json.loads((tmp_path / "out" / "wide-explained.json").read_text())
-    assert written["warnings"] == payload["warnings"]
-    assert Image.open(tmp_path / "out" / "wide-explained.png").size[0] > 320
+    assert set(image_payload["probabilities"]) == {"Effusion", "Nodule", "Opacity"}
+    assert Image.open(tmp_path / "out" / "panels" / "wide.png").size[0] > 320
+    assert "aspect ratio is extreme" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_cli_explain_of_a_chest_image_has_no_quality_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     image = write(tmp_path / "chest.png", _png(_phantom()))
-    assert main(["explain", str(CHECKPOINT), str(image), "--labels", "Nodule"]) == 0
+    assert main(["explain", str(image), "--checkpoint", str(CHECKPOINT)]) == 0
     out, err = capsys.readouterr()
-    assert "Nodule" in out and "aspect" not in err and "histogram" not in err
+    assert "Nodule: " in out and "aspect" not in err and "histogram" not in err and "warning" not in out
 
 
 def test_cli_image_info_reports_the_verdict(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "cxrcore.stored_files": 0,  # version folders committed with a database row; damaged-file messages
     "cxrcore.errors": 0,  # user-fixable errors: imports this layer's, looks higher ones up by name
     "cxrcore.hints": 0,  # the one "did you mean" helper for unknown names; imports nothing of cxrcore
+    "cxrcore.notice": 0,  # the research-use notice of every page and report; imports nothing of cxrcore
     "cxrcore.jsonsafe": 0,  # the one JSON sanitiser (NaN and inf become null); imports nothing of cxrcore
     "cxrcore.models": 1,
     "cxrcore.explain": 2,

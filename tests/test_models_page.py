@@ -27,7 +27,7 @@ def ws(trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_home_shows_the_loaded_model_datasets_and_the_notice(ws: Workspace) -> None:
-    at = run_page("streamlit_app.py")
+    at = run_page("Home.py")
     assert any("not a medical device" in w.value for w in at.warning)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Labels"] == "3" and metrics["Architecture"] in ("tiny", "resnet18")
@@ -41,6 +41,9 @@ def test_models_page_lists_cards_and_deletes_with_confirmation(ws: Workspace) ->
     assert len(table) == 4  # best and last of two runs
     assert set(table["trained on"]) == {"synthetic phantoms"}
     assert len(at.get("plotly_chart")) == 1  # the history plot
+    # Calibrated when training ended: the method, the rule and where they were fitted.
+    readout = next(m.value for m in at.markdown if m.value.startswith("**Calibration:**"))
+    assert "Platt scaling" in readout and "Youden" in readout and "demo-phantoms/valid" in readout
     delete = at.button(key="delete_button")
     assert delete.disabled  # nothing is deleted without the confirmation
     before = len(list_checkpoints(ws.home))

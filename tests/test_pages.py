@@ -17,7 +17,7 @@ def demo_workspace(demo_ws: Workspace) -> Workspace:
 
 
 def test_home_page_shows_notice_and_demo_dataset(demo_workspace: Workspace) -> None:
-    at = run_page("streamlit_app.py")
+    at = run_page("Home.py")
     assert any("not a medical device" in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert list(table["name"]) == [DEMO_DATASET]

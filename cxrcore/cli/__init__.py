@@ -14,7 +14,8 @@ Examples::
     python -m cxrcore predict CHECKPOINT --dataset demo-phantoms --split test
     python -m cxrcore evaluate CHECKPOINT --dataset demo-phantoms --split test [--json]
     python -m cxrcore ensemble CKPT_A CKPT_B --dataset demo-phantoms --methods vote,mean,weighted,stack
-    python -m cxrcore explain CHECKPOINT scan.dcm [--json] [--out DIR]
+    python -m cxrcore checkpoint calibrate CHECKPOINT --dataset demo-phantoms
+    python -m cxrcore explain scans/ --checkpoint CHECKPOINT --out review/ [--json]
 
 Errors print one line on stderr and exit with status 2.
 """
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 
 from cxrcore.cli.data import add_data_commands
 from cxrcore.cli.evaluation import add_evaluation_commands
-from cxrcore.cli.explain import add_explain_command
+from cxrcore.cli.explain import add_explain_commands
 from cxrcore.cli.models import add_model_commands
 from cxrcore.cli.output import EXIT_ERROR
 from cxrcore.cli.training import add_jobs_commands, add_train_commands
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_jobs_commands(groups)
     add_model_commands(groups)
     add_evaluation_commands(groups)
-    add_explain_command(groups)
+    add_explain_commands(groups)
     return parser
 
 

@@ -43,6 +43,8 @@ class _Bar:
         self.desc, self.bar = desc, None
 
     def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None and self.bar.total != total:  # the next split's predictions
+            self.close()
         if self.bar is None:
             self.bar = tqdm(total=total, desc=self.desc, unit="img", leave=False)
         self.bar.update(done - self.bar.n)
@@ -50,6 +52,7 @@ class _Bar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -166,6 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "split": args.split,
         "n_images": len(result.predictions.table),
         "threshold_rule": result.threshold_rule,
+        "threshold_source": result.threshold_source,
         "thresholds": result.thresholds,
         "metrics": result.summary,
     }
@@ -175,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     def text() -> str:
         head = (
             f"{args.checkpoint} on {args.dataset}/{args.split}: {payload['n_images']} images, "
-            f"thresholds by {result.threshold_rule} on the validation split"
+            f"thresholds: {result.threshold_source}"
         )
         cols = [c for c in SHOWN if c in result.summary.columns]
         tables = [head, result.summary[cols].to_string(float_format=lambda v: f"{v:.3f}")]

@@ -9,6 +9,9 @@ from typing import Any
 import pandas as pd
 
 from cxrcore.cli.output import EXIT_ERROR, emit
+from cxrcore.evaluate.operating_points import DEFAULT_RULE, STORED_RULES
+from cxrcore.models.readout import AUTO_METHOD, CALIBRATION_CHOICES
+from cxrcore.store import Workspace
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -49,6 +52,56 @@ def cmd_checkpoint_migrate(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else 0
 
 
+def cmd_checkpoint_calibrate(args: argparse.Namespace) -> int:
+    """Fit calibration and operating points on a dataset's validation split and store them in the card."""
+    from cxrcore.cli.evaluation import _Bar
+    from cxrcore.evaluate.recalibrate import calibrate_checkpoint
+
+    bar = _Bar("predicting")
+    try:
+        result = calibrate_checkpoint(
+            args.file,
+            Workspace(),
+            args.dataset,
+            method=args.method,
+            rule=args.threshold,
+            target=args.target,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    payload = {
+        "checkpoint": str(result.path),
+        "dataset": args.dataset,
+        "method": result.method,
+        "operating_points": result.operating_points,
+        "valid": result.valid,
+        "test": result.test,
+    }
+
+    def text() -> str:
+        points = result.operating_points
+        lines = [
+            f"{result.path}: {result.method} calibration and operating points ({points['description']}) "
+            f"fitted on {args.dataset}/valid and stored in the model card",
+        ]
+        for split, table in (("valid", result.valid), ("test", result.test)):
+            if table is not None:
+                lines += [f"\n{split} split: ECE and Brier score before -> after", _scores_text(table)]
+        if points["skipped"]:
+            lines.append("\nno threshold (one class on validation): " + ", ".join(points["skipped"]))
+        return "\n".join(lines)
+
+    emit(payload, args.json, text)
+    return 0
+
+
+def _scores_text(table: pd.DataFrame) -> str:
+    """A before/after table with the thresholds' labels as rows, three decimals."""
+    shown = table[["positives", "ece_before", "ece_after", "brier_before", "brier_after"]]
+    return shown.to_string(float_format=lambda v: f"{v:.3f}")
+
+
 def add_model_commands(groups: Any) -> None:
     """The models and checkpoint command groups."""
     models = groups.add_parser("models", help="the model registry").add_subparsers(
@@ -67,3 +120,22 @@ def add_model_commands(groups: Any) -> None:
     migrate = ckpt.add_parser("migrate", help="rewrite model cards in the current card version")
     migrate.add_argument("files", nargs="+", metavar="file")
     migrate.set_defaults(func=cmd_checkpoint_migrate)
+    cal = ckpt.add_parser(
+        "calibrate",
+        help="fit calibration and per-label operating points on a dataset's validation split (into the card)",
+    )
+    cal.add_argument("file")
+    cal.add_argument("--dataset", required=True, help="a registered dataset with a validation split")
+    cal.add_argument(
+        "--method",
+        default=AUTO_METHOD,
+        choices=CALIBRATION_CHOICES,
+        help="auto = Platt scaling after a class-reweighting loss (weighted BCE), temperature scaling "
+        "otherwise; none removes the calibration",
+    )
+    cal.add_argument(
+        "--threshold", default=DEFAULT_RULE, choices=STORED_RULES, help="how each label's threshold is chosen"
+    )
+    cal.add_argument("--target", type=float, help="target sensitivity or specificity for those rules")
+    cal.add_argument("--json", action="store_true")
+    cal.set_defaults(func=cmd_checkpoint_calibrate)

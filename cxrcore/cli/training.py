@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from cxrcore.cli.output import EXIT_ERROR, emit
 from cxrcore.models.model_card import TASKS
+from cxrcore.models.readout import CALIBRATION_CHOICES
 from cxrcore.preprocess import FIT_MODES
 from cxrcore.store import Workspace
 from cxrcore.train import jobs  # light: no PyTorch until a training command needs it
@@ -189,7 +190,14 @@ _TRAIN_OPTIONS = (
 
 
 # Settings with a fixed vocabulary, given as --name VALUE (None: keep the config's value).
-_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "amp": AMP_MODES, "fit": FIT_MODES, "task": TASKS}
+_CHOICES = {
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "amp": AMP_MODES,
+    "fit": FIT_MODES,
+    "task": TASKS,
+    "calibrate": CALIBRATION_CHOICES,  # fitted on the validation split when training ends
+}
 
 
 def _default(name: str) -> str:

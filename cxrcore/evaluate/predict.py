@@ -1,10 +1,12 @@
 """Batch prediction of a checkpoint over a dataset split, stored in the workspace and reused.
 
 A prediction table has one row per image: ``image_id``, ``patient_id``, then for every label of the
-model ``true:<label>`` (1 / 0 / NaN), ``logit:<label>`` and ``prob:<label>``. It is stored as Parquet
-under ``$CXR_HOME/predictions/`` and keyed by the checkpoint's content fingerprint, the dataset's
-index fingerprint and split, and the preprocessing settings, so asking again for the same thing reads
-the table instead of running the model; changing any of them makes a new table.
+model ``true:<label>`` (1 / 0 / NaN), ``logit:<label>`` and ``prob:<label>``. The logits are stored as
+Parquet under ``$CXR_HOME/predictions/``, keyed by the checkpoint's weights fingerprint (the tensors,
+not the card), the dataset's index fingerprint and split, and the preprocessing settings, so asking
+again for the same thing reads the table instead of running the model; changing any of them makes a
+new table. The probabilities are added when a table is read, calibrated as the checkpoint's card says
+(``cxrcore.models.readout``), so recalibrating a checkpoint never needs the model to run again.
 
 Images come from the preprocessing cache through a DataLoader (optionally with worker processes), so
 decoding and preprocessing overlap the forward pass.
@@ -33,8 +35,10 @@ from cxrcore.data.index import DatasetError, label_columns
 from cxrcore.data.split import split_rows
 from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
 from cxrcore.labels import label_fit
-from cxrcore.models.checkpoint import Checkpoint, file_fingerprint, load_checkpoint, read_card
+from cxrcore.models.card import weights_fingerprint
+from cxrcore.models.checkpoint import Checkpoint, load_checkpoint, read_card
 from cxrcore.models.model_card import ModelCard
+from cxrcore.models.readout import calibrated_probabilities, calibration_method, expit
 from cxrcore.models.registry import CXRModel
 from cxrcore.preprocess import PreprocessConfig
 from cxrcore.store import Workspace
@@ -42,7 +46,7 @@ from cxrcore.stored_files import StoredFileError, read_stored_frame
 
 log = logging.getLogger(__name__)
 
-PREDICT_VERSION = 1  # bump when the table layout or the way predictions are made changes
+PREDICT_VERSION = 2  # bump when the table layout or the way predictions are made changes
 Progress = Callable[[int, int], None]  # (images done, images in total)
 
 
@@ -65,8 +69,13 @@ class Predictions:
 
     @property
     def y_prob(self) -> np.ndarray:
-        """Predicted probabilities (images x labels)."""
+        """Predicted probabilities (images x labels), calibrated as the checkpoint's card says."""
         return self._matrix("prob")
+
+    @property
+    def raw_prob(self) -> np.ndarray:
+        """Uncalibrated probabilities (the sigmoid of the logits), to compare calibration against."""
+        return expit(self.logits)
 
     @property
     def logits(self) -> np.ndarray:
@@ -106,7 +115,7 @@ def read_stored_predictions(target: Path, labels: Sequence[str]) -> tuple[pd.Dat
         meta = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise StoredFileError(f"the stored prediction metadata {side} is damaged ({exc}); {remedy}") from exc
-    wanted = ["image_id", *(f"{kind}:{name}" for name in labels for kind in ("true", "logit", "prob"))]
+    wanted = ["image_id", *(f"{kind}:{name}" for name in labels for kind in ("true", "logit"))]
     lacking = [c for c in wanted if c not in table.columns]
     if lacking or not isinstance(meta, dict) or meta.get("n_images") != len(table):
         what = f"lacks columns {lacking[:3]}" if lacking else "does not match its metadata"
@@ -114,12 +123,21 @@ def read_stored_predictions(target: Path, labels: Sequence[str]) -> tuple[pd.Dat
     return table, meta
 
 
+def split_has_images(ws: Workspace, dataset: str, split: str) -> bool:
+    """Whether a registered dataset's split has images with a file (``all``: any image at all)."""
+    try:
+        split_rows(ws.load_dataset(dataset).index, split)
+    except DatasetError:
+        return False
+    return True
+
+
 def prediction_key(checkpoint: Path, ws: Workspace, dataset: str, split: str, pcfg: PreprocessConfig) -> str:
     """The content key of a prediction table (checkpoint bytes, index, split assignment, preprocessing)."""
     record = ws.get_dataset(dataset)
     payload = {
         "v": PREDICT_VERSION,
-        "checkpoint": file_fingerprint(checkpoint),
+        "weights": weights_fingerprint(checkpoint),
         "index": record.fingerprint,
         "split_info": record.split,
         "split": split,
@@ -152,7 +170,7 @@ def run_model(
 
 
 def _table(rows: pd.DataFrame, labels: Sequence[str], truth: np.ndarray, logits: np.ndarray) -> pd.DataFrame:
-    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    """The stored table: ids, truth and logits (probabilities are added when it is read)."""
     columns: dict[str, Any] = {
         "image_id": rows["image_id"].to_numpy(),
         "patient_id": rows["patient_id"].to_numpy(),
@@ -160,8 +178,20 @@ def _table(rows: pd.DataFrame, labels: Sequence[str], truth: np.ndarray, logits:
     for j, name in enumerate(labels):
         columns[f"true:{name}"] = truth[:, j]
         columns[f"logit:{name}"] = logits[:, j]
-        columns[f"prob:{name}"] = probs[:, j]
     return pd.DataFrame(columns)
+
+
+def with_probabilities(table: pd.DataFrame, card: ModelCard) -> pd.DataFrame:
+    """The table with a ``prob:<label>`` column after each ``logit:<label>``, calibrated by the card."""
+    logits = table[[f"logit:{name}" for name in card.labels]].to_numpy(dtype=np.float64)
+    probs = calibrated_probabilities(card, logits)
+    columns: dict[str, Any] = {c: table[c] for c in table.columns if not c.startswith("prob:")}
+    out: dict[str, Any] = {}
+    for column, values in columns.items():
+        out[column] = values
+        if column.startswith("logit:"):
+            out["prob:" + column.removeprefix("logit:")] = probs[:, card.labels.index(column[6:])]
+    return pd.DataFrame(out, index=table.index)
 
 
 def predict(
@@ -191,7 +221,8 @@ def predict(
     if target.exists() and target.with_suffix(".json").exists() and not refresh:
         try:
             table, meta = read_stored_predictions(target, labels)
-            return Predictions(table, labels, meta, from_cache=True)
+            meta["calibration"] = calibration_method(card)
+            return Predictions(with_probabilities(table, card), labels, meta, from_cache=True)
         except StoredFileError as exc:  # a damaged table is never used: it is predicted anew
             log.warning("%s", exc)
     start = time.perf_counter()
@@ -205,7 +236,7 @@ def predict(
     meta = {
         "key": key,
         "checkpoint": str(checkpoint.resolve()),
-        "checkpoint_fingerprint": file_fingerprint(checkpoint),
+        "checkpoint_fingerprint": weights_fingerprint(checkpoint),  # the tensors, not the card
         "dataset": dataset,
         "index_fingerprint": ws.get_dataset(dataset).fingerprint,
         "split": split,
@@ -222,4 +253,5 @@ def predict(
         Path(tmp).write_text(jsonsafe.dumps(meta, indent=1))
     ws.record_predictions(key, meta)
     log.info("predicted %d images of %s/%s in %.1f s", len(table), dataset, split, meta["seconds"])
-    return Predictions(table, labels, meta)
+    meta_read = {**meta, "calibration": calibration_method(card)}
+    return Predictions(with_probabilities(table, card), labels, meta_read)

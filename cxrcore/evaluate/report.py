@@ -2,7 +2,9 @@
 
 Thresholds are never chosen on the split they are scored on: operating points come from the
 validation split's predictions and are applied to the evaluated split, and ensembles are fitted on
-validation predictions and scored on test.
+validation predictions and scored on test. A dataset without validation images (someone else's test
+set, or a folder with no split at all, evaluated with ``split="all"``) is scored at the operating
+points stored in the checkpoint's card, chosen on the validation split of the data it was trained on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from cxrcore.evaluate.classification import (
     FIXED_RULE,
     N_BOOT,
     TARGET_RULES,
+    THRESHOLD_RULE_NAMES,
     auroc_ci,
     delong_test,
     expected_calibration_error,
@@ -30,8 +33,10 @@ from cxrcore.evaluate.classification import (
     threshold_metrics,
 )
 from cxrcore.evaluate.ensemble import METHODS, fit_ensemble
-from cxrcore.evaluate.predict import Predictions, Progress, predict
+from cxrcore.evaluate.predict import Predictions, Progress, predict, split_has_images
+from cxrcore.models.card import read_card
 from cxrcore.models.ensemble import check_members
+from cxrcore.models.readout import thresholds as card_thresholds
 from cxrcore.store import Workspace
 
 # The vote's score is the fraction of members voting positive; a majority is strictly more than half, so
@@ -51,6 +56,8 @@ class Evaluation:
     summary: pd.DataFrame
     # With ``by``: the same table for each value of that index column (e.g. each merged source).
     groups: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # Where the thresholds come from, in words ("the validation split of demo", "the model card ...").
+    threshold_source: str = ""
 
 
 def validation_thresholds(
@@ -82,14 +89,7 @@ def evaluate_checkpoint(
     then also computed within each of its values, with the same thresholds.
     """
     preds = predict(checkpoint, ws, dataset, split, progress=progress)
-    valid = None
-    if rule != FIXED_RULE:
-        valid = (
-            preds
-            if split == VALID_SPLIT
-            else predict(checkpoint, ws, dataset, VALID_SPLIT, progress=progress)
-        )
-    thresholds = validation_thresholds(valid, rule, target) or {n: 0.5 for n in preds.labels}
+    rule, thresholds, source = _thresholds_for(checkpoint, ws, dataset, preds, rule, target, progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # single-class labels are reported as NaN in the table
         summary = summarise(
@@ -108,7 +108,45 @@ def evaluate_checkpoint(
                     n_boot=n_boot,
                     seed=seed,
                 )
-    return Evaluation(preds, thresholds, rule, summary, groups)
+    return Evaluation(preds, thresholds, rule, summary, groups, source)
+
+
+def _thresholds_for(
+    checkpoint: str | Path,
+    ws: Workspace,
+    dataset: str,
+    preds: Predictions,
+    rule: str,
+    target: float | None,
+    progress: Progress | None,
+) -> tuple[str, dict[str, float], str]:
+    """The rule used, each label's threshold, and where they come from.
+
+    Chosen on the dataset's validation split when it has images; otherwise the card's stored
+    operating points (0.5 for a label without one); 0.5 everywhere for the fixed rule.
+    """
+    fixed = {name: 0.5 for name in preds.labels}
+    if rule == FIXED_RULE:
+        return rule, fixed, THRESHOLD_RULE_NAMES[FIXED_RULE]
+    if preds.meta.get("split") == VALID_SPLIT or split_has_images(ws, dataset, VALID_SPLIT):
+        valid = (
+            preds
+            if preds.meta.get("split") == VALID_SPLIT
+            else predict(checkpoint, ws, dataset, VALID_SPLIT, progress=progress)
+        )
+        how = THRESHOLD_RULE_NAMES[rule] + (f" {target:g}" if rule in TARGET_RULES and target else "")
+        return rule, validation_thresholds(valid, rule, target), f"{how} on the validation split of {dataset}"
+    card = read_card(checkpoint)
+    stored = card_thresholds(card)
+    if not stored:
+        why = f"{dataset} has no validation split and the model card no operating points"
+        return FIXED_RULE, fixed, f"{THRESHOLD_RULE_NAMES[FIXED_RULE]} ({why})"
+    points = card.operating_points or {}
+    fitted = points.get("fitted_on") or {}
+    where = f"{fitted.get('dataset', 'its training data')}/{fitted.get('split', 'valid')}"
+    how = points.get("description", points.get("rule"))
+    source = f"the model card's operating points ({how}, chosen on {where})"
+    return str(points.get("rule", rule)), {**fixed, **stored}, source
 
 
 def _group_values(ws: Workspace, dataset: str, preds: Predictions, by: str) -> np.ndarray:

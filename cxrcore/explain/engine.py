@@ -129,8 +129,9 @@ class SaliencyMap:
 class Explanation:
     """Probabilities and heat maps of one image from one forward pass of one model.
 
-    ``maps`` is keyed by (method, label). ``probabilities`` and ``logits`` cover every output of the
-    model; ``labels`` are the explained ones, in the order asked. ``image01`` is the grey [0, 1]
+    ``maps`` is keyed by (method, label). ``probabilities`` (calibrated as the checkpoint's card says,
+    ``Checkpoint.probabilities``) and ``logits`` cover every output of the model; ``labels`` are the
+    explained ones, in the order asked. ``image01`` is the grey [0, 1]
     picture the model saw (after preprocessing), the one to draw the maps over.
     """
 
@@ -372,7 +373,7 @@ def explain(
         shape = image01.shape
         for saliency in _to_saliency(method, algorithm, used_layer, lowres, label_names, shape, smooth):
             maps[(method, saliency.label)] = saliency
-    probs = CXRModel.probabilities(logits)
+    probs = checkpoint.probabilities(logits)  # calibrated as the card says
     return Explanation(
         architecture=model.spec.architecture,
         labels=tuple(label_names),

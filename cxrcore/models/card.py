@@ -117,6 +117,37 @@ def file_fingerprint(path: str | Path) -> str:
     return _sha256(weights)[:FINGERPRINT_CHARS]
 
 
+@functools.lru_cache(maxsize=256)
+def _tensors_sha256_cached(path: str, inode: int, mtime_ns: int, size: int) -> str:
+    """sha256 of a safetensors file's tensor layout and data, leaving out its metadata (the card)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        header_bytes = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_bytes))
+        header.pop("__metadata__", None)
+        digest.update(json.dumps(header, sort_keys=True).encode())
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(path: str | Path) -> str:
+    """A sha256 prefix of the weights alone (not the card): equal for a checkpoint whose card was rewritten.
+
+    Stored logits depend on the weights only, so they are keyed by this; whatever the card changes
+    (calibration, operating points) is applied when they are read.
+    """
+    weights = weights_path(path)
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {str(weights)!r} does not exist")
+    st = weights.stat()
+    try:
+        digest = _tensors_sha256_cached(str(weights.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(f"{str(weights)!r} is not a readable safetensors file ({exc})") from exc
+    return digest[:FINGERPRINT_CHARS]
+
+
 def _best_metric(card: ModelCard) -> dict[str, Any] | None:
     """The best validation value over ``history`` by ``selected_by`` (else a ``val_`` key), or ``metrics``."""
     history = list(card.history)

@@ -53,6 +53,7 @@ from cxrcore.models.card import (  # noqa: F401  (re-exported: the card side of 
 )
 from cxrcore.models.detector import CXRDetector
 from cxrcore.models.model_card import GENERATED, CardError, ModelCard, card_from_dict
+from cxrcore.models.readout import calibrated_probabilities
 from cxrcore.models.registry import CXRModel, create_from_spec
 from cxrcore.models.spec import ModelSpec
 from cxrcore.preprocess import NormStats, PreprocessConfig, normalise, prepare, to_unit
@@ -126,6 +127,12 @@ class Checkpoint:
     def fingerprint(self) -> str | None:
         """The weights file's content fingerprint (None for a model held only in memory)."""
         return None if self.path is None else file_fingerprint(self.path)
+
+    def probabilities(self, logits: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Per-label probabilities of logits (..., n_labels), calibrated as the card says (float64)."""
+        if isinstance(logits, torch.Tensor):
+            logits = logits.detach().to(device="cpu", dtype=torch.float64).numpy()
+        return calibrated_probabilities(self.card, logits)
 
 
 def as_checkpoint(model: Checkpoint | CXRModel | CXRDetector) -> Checkpoint:
@@ -286,6 +293,14 @@ def _write(path: str | Path, tensors: dict[str, torch.Tensor], card: dict[str, A
     return weights
 
 
+def _stored_tensors(weights: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file exactly as stored (no float conversion)."""
+    try:
+        return safetensors.torch.load_file(str(weights), device="cpu")
+    except Exception as exc:  # corrupt data section
+        raise CheckpointError(f"cannot read weights from {str(weights)!r} ({exc})") from exc
+
+
 def migrate_checkpoint(path: str | Path) -> bool:
     """Rewrite a checkpoint's card in the current version, weights untouched; False if it already was.
 
@@ -297,13 +312,27 @@ def migrate_checkpoint(path: str | Path) -> bool:
     card = open_card(weights)
     if stored == card.to_dict():
         return False
-    try:
-        tensors = safetensors.torch.load_file(str(weights), device="cpu")
-    except Exception as exc:  # corrupt data section
-        raise CheckpointError(f"cannot read weights from {str(weights)!r} ({exc})") from exc
-    _write(weights, tensors, card.to_dict())
+    _write(weights, _stored_tensors(weights), card.to_dict())
     logger.info("migrated the model card of %s to version %s", weights, card.to_dict()["format_version"])
     return True
+
+
+def write_card(path: str | Path, card: ModelCard) -> Path:
+    """Replace a checkpoint's model card (e.g. with a calibration), the tensors copied as stored.
+
+    The card must describe the same model (spec and weights dtype); like ``migrate_checkpoint`` it keeps
+    the creation time and package versions it is given.
+
+    Raises:
+        CheckpointError: the card's spec or weights dtype differs from the stored one.
+    """
+    weights = weights_path(path)
+    current = open_card(weights)
+    if card.spec != current.spec or card.weights_dtype != current.weights_dtype:
+        raise CheckpointError(f"the new card of {str(weights)!r} describes another model than its weights")
+    _write(weights, _stored_tensors(weights), card.to_dict())
+    logger.info("rewrote the model card of %s", weights)
+    return weights
 
 
 def _model_from_card(card: ModelCard, weights: Path) -> CXRModel | CXRDetector:
@@ -344,10 +373,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     weights = weights_path(path)
     card = open_card(weights)
     model = _model_from_card(card, weights)
-    try:
-        tensors = safetensors.torch.load_file(str(weights), device="cpu")
-    except Exception as exc:  # corrupt data section
-        raise CheckpointError(f"cannot read weights from {str(weights)!r} ({exc})") from exc
+    tensors = _stored_tensors(weights)
     if card.weights_dtype == "float16":
         tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     check_state_dict(model.state_dict(), tensors, repr(str(weights)))

@@ -11,8 +11,9 @@ people). It holds everything needed to use the model on a new image and to judge
 - provenance: ``dataset`` (name, fingerprint, split, synthetic), ``training_config``, ``history``,
   ``epoch``, ``selected_by``, ``metrics`` (validation), ``evaluation`` (test figures), ``how_made``
   (commands, hardware, duration), ``imported_from`` / ``note`` for foreign weights;
-- room for what a reader needs next to the probabilities: ``calibration``, ``operating_points`` and,
-  for detection models, ``detector`` (classes, box format);
+- what a reader needs next to the probabilities: ``calibration`` and ``operating_points`` (fitted on
+  a validation split, read and applied by ``cxrcore.models.readout``) and, for detection models,
+  ``detector`` (classes, box format);
 - written by ``save_checkpoint``: ``created_at``, ``package_versions``, ``num_parameters``,
   ``weights_dtype``.
 
@@ -32,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cxrcore.models.readout import ReadoutError, check_calibration, check_operating_points
 from cxrcore.models.spec import ModelSpec
 from cxrcore.preprocess import PreprocessConfig
 
@@ -111,6 +113,11 @@ class ModelCard:
             raise CardError(
                 f"unknown weights_dtype {self.weights_dtype!r}; valid: {', '.join(WEIGHTS_DTYPES)}"
             )
+        try:
+            check_calibration(self.calibration, self.spec.labels)
+            check_operating_points(self.operating_points, self.spec.labels)
+        except ReadoutError as exc:
+            raise CardError(str(exc)) from None
         object.__setattr__(self, "history", tuple(dict(h) for h in self.history))
 
     @classmethod

@@ -152,7 +152,11 @@ class CXRModel(nn.Module):
 
     @staticmethod
     def probabilities(logits: Tensor) -> Tensor:
-        """Per-label probabilities (independent sigmoids); the one place probabilities come from."""
+        """Uncalibrated per-label probabilities (independent sigmoids) of a bare model.
+
+        A checkpoint's probabilities come from ``Checkpoint.probabilities``, which applies the
+        calibration stored in its card (``cxrcore.models.readout``).
+        """
         return torch.sigmoid(logits)
 
     def extra_repr(self) -> str:

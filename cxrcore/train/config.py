@@ -18,6 +18,7 @@ from typing import Any
 
 from cxrcore.hints import unknown_choice
 from cxrcore.models.model_card import TASKS
+from cxrcore.models.readout import AUTO_METHOD, CALIBRATION_CHOICES
 from cxrcore.preprocess import FIT_MODES
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -63,6 +64,8 @@ class TrainConfig:
     backbone_lr_scale: float = 1.0
     run_name: str = ""
     device: str = "auto"
+    # Fitted on the validation split at the end, with per-label operating points (CALIBRATION_CHOICES).
+    calibrate: str = AUTO_METHOD
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -74,6 +77,7 @@ class TrainConfig:
             ("label_mode", self.label_mode, LABEL_MODES),
             ("fit", self.fit, FIT_MODES),
             ("task", self.task, TASKS),
+            ("calibrate", self.calibrate, CALIBRATION_CHOICES),
         ):
             if value not in options:
                 raise ValueError(unknown_choice(name, value, options))

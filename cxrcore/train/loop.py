@@ -298,8 +298,22 @@ class Trainer:
         result.best_checkpoint = best if best.exists() else None
         result.last_checkpoint = last if last.exists() else None
         if self.dist.is_main and result.stopped != "cancelled":
-            self._fit_guards([p for p in (best, last) if p.exists()])
+            finished = [p for p in (best, last) if p.exists()]
+            self._fit_guards(finished)
+            self._calibrate(finished)
         return result
+
+    def _calibrate(self, checkpoints: list[Path]) -> None:
+        """Fit each final checkpoint's calibration and operating points on the validation split."""
+        from cxrcore.evaluate.recalibrate import calibrate_checkpoint
+
+        for checkpoint in checkpoints:
+            try:
+                calibrate_checkpoint(
+                    checkpoint, self.ws, self.cfg.dataset, method=self.cfg.calibrate, score_test=False
+                )
+            except ValueError as exc:  # e.g. no label with both classes on validation
+                log.warning("%s is not calibrated: %s", checkpoint, exc)
 
     def _fit_guards(self, checkpoints: list[Path]) -> None:
         """Store the upload guard (training-feature statistics) beside each final checkpoint."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -114,8 +115,11 @@ def curve_figure(
     return fig
 
 
-def reliability_figure(curves: dict[str, pd.DataFrame]) -> go.Figure:
-    """Reliability diagram: mean predicted probability against the observed fraction of positives."""
+def reliability_figure(curves: dict[str, pd.DataFrame], dashed: Collection[str] = ()) -> go.Figure:
+    """Reliability diagram: mean predicted probability against the observed fraction of positives.
+
+    Curves named in ``dashed`` (e.g. the uncalibrated ones) are drawn dashed.
+    """
     fig = go.Figure(
         go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, name="ideal")
     )
@@ -127,6 +131,7 @@ def reliability_figure(curves: dict[str, pd.DataFrame]) -> go.Figure:
                 y=frame["fraction_positive"],
                 mode="lines+markers",
                 name=name,
+                line={"dash": "dash"} if name in dashed else None,
                 customdata=frame["count"],
                 hovertemplate="predicted %{x:.2f}<br>observed %{y:.2f}<br>%{customdata} images",
             )
@@ -237,4 +242,60 @@ def score_figure(
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=title.split()[-1], height=320)
     fig.update_yaxes(range=[0, 1])
     fig.update_xaxes(dtick=1)
+    return fig
+
+
+UNRELIABLE_MARK = " ⚠"  # after a label whose figures should not be trusted
+CALL_COLOURS = {"above": POSITIVE, "below": NEGATIVE, "no threshold": "#999999"}
+
+
+def readings_figure(readings: pd.DataFrame) -> go.Figure:
+    """Each label's probability as a bar, its threshold as a black tick, unreliable labels hatched and marked.
+
+    ``readings`` is ``cxrcore.evaluate.trust.label_readings`` (first row drawn on top).
+    """
+    rows = readings.iloc[::-1]
+    marks = ["" if ok else UNRELIABLE_MARK for ok in rows["reliable"]]
+    names = [label + mark for label, mark in zip(rows["label"], marks, strict=True)]
+    hover = [
+        f"{r.label}: {r.probability:.3f} ({r.call}"
+        + ("" if np.isnan(r.threshold) else f" the threshold {r.threshold:.3f}")
+        + ")<br>test AUROC "
+        + ("n/a" if np.isnan(r.auroc) else f"{r.auroc:.3f} [{r.auroc_lo:.3f}, {r.auroc_hi:.3f}]")
+        + f", {r.test_positives or 0} test positives"
+        + ("" if r.reliable else f"<br>unreliable: {r.why}")
+        for r in rows.itertuples()
+    ]
+    bars = go.Bar(
+        x=rows["probability"].tolist(),
+        y=names,
+        orientation="h",
+        name="probability",
+        marker={
+            "color": [CALL_COLOURS[c] for c in rows["call"]],
+            "opacity": [1.0 if ok else 0.5 for ok in rows["reliable"]],
+            "pattern": {"shape": ["" if ok else "/" for ok in rows["reliable"]]},
+        },
+        text=[f"{p:.2f} {c}" for p, c in zip(rows["probability"], rows["call"], strict=True)],
+        textposition="outside",
+        hovertext=hover,
+        hoverinfo="text",
+    )
+    ticks = go.Scatter(
+        x=[None if np.isnan(t) else t for t in rows["threshold"]],
+        y=names,
+        mode="markers",
+        name="threshold",
+        marker={"symbol": "line-ns-open", "size": 16, "color": "black", "line": {"width": 3}},
+        hoverinfo="skip",
+    )
+    fig = go.Figure([bars, ticks])
+    fig.update_layout(
+        title="Calibrated probability per label (black tick: the label's threshold; ⚠ hatched: unreliable)",
+        height=max(240, 28 * len(rows) + 110),
+        margin={"l": 10},
+        xaxis={"range": [0, 1.12], "title": "probability"},
+        showlegend=False,
+    )
+    fig.update_yaxes(type="category", dtick=1, automargin=True)
     return fig

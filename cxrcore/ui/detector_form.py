@@ -149,7 +149,7 @@ def detector_form(ws: Workspace, record: DatasetRecord) -> TrainConfig | None:
     with st.form("detector_form"):
         values = {
             **_settings(ws, boxed[dataset.name], dataset.name, backbone),
-            **advanced_settings(freeze_choice=False),
+            **advanced_settings(classifier=False),
         }
         submitted = st.form_submit_button("Launch", type="primary")
     if not submitted:

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from cxrcore.data.index import VALID_SPLIT
-from cxrcore.evaluate.calibration import brier_score, expected_calibration_error, reliability_curve
+from cxrcore.evaluate.calibration import compare_scores, reliability_curve
 from cxrcore.evaluate.classification import (
     FIXED_RULE,
     THRESHOLD_RULE_NAMES,
@@ -19,14 +19,26 @@ from cxrcore.evaluate.classification import (
     threshold_metrics,
 )
 from cxrcore.evaluate.map_localisation import FRAME, MAP_METHODS, LocalisationReport, localisation_report
-from cxrcore.evaluate.predict import Predictions, predict
+from cxrcore.evaluate.predict import Predictions, predict, split_has_images
 from cxrcore.evaluate.report import EnsembleComparison, Evaluation, compare_ensembles, evaluate_checkpoint
 from cxrcore.explain.engine import DEFAULT_SMOOTH
-from cxrcore.models.checkpoint import file_fingerprint
+from cxrcore.models.catalog import CheckpointEntry, list_checkpoints
+from cxrcore.models.checkpoint import file_fingerprint, read_card
+from cxrcore.models.readout import CALIBRATION_NAMES
 from cxrcore.store import Workspace
 from cxrcore.ui import charts
 from cxrcore.ui.data import csv_download
 from cxrcore.ui.explain import box_threshold_input, smoothing_input
+from cxrcore.workflows.demo import DEMO_DATASET
+
+CALIBRATION_COLUMNS = {
+    "n": "images",
+    "positives": "positives",
+    "ece_before": "ECE before",
+    "ece_after": "ECE after",
+    "brier_before": "Brier before",
+    "brier_after": "Brier after",
+}
 
 
 class _StreamlitProgress:
@@ -76,8 +88,9 @@ def evaluation(
 ) -> Evaluation:
     """One checkpoint's evaluation, cached by weights fingerprint, dataset version, split and rule."""
     updated_at = ws.get_dataset(dataset).updated_at
+    with_valid = rule != FIXED_RULE and split_has_images(ws, dataset, VALID_SPLIT)
     _ensure_predictions(
-        str(ws.home), [str(checkpoint)], dataset, {split, VALID_SPLIT} if rule != FIXED_RULE else {split}
+        str(ws.home), [str(checkpoint)], dataset, {split, VALID_SPLIT} if with_valid else {split}
     )
     fp = file_fingerprint(checkpoint)
     return _evaluation(str(ws.home), str(checkpoint), fp, dataset, updated_at, split, rule, target)
@@ -105,6 +118,47 @@ def comparison(
     _ensure_predictions(str(ws.home), paths, dataset, {split, VALID_SPLIT})
     fps = tuple(file_fingerprint(p) for p in paths)
     return _comparison(str(ws.home), tuple(paths), fps, dataset, updated_at, tuple(methods), split)
+
+
+MAX_DEFAULT_MEMBERS = 3
+
+
+def _fitting_group(ws: Workspace, dataset: str) -> list[CheckpointEntry]:
+    """The largest set of checkpoints sharing one label set that fit ``dataset`` and were trained on data
+    of its kind (real X-rays for a real dataset, phantoms for a synthetic one); at most three classifiers,
+    no "last"."""
+    record = ws.get_dataset(dataset)
+    synthetic = bool(record.notes.get("synthetic"))
+    groups: dict[tuple[str, ...], list[CheckpointEntry]] = {}
+    for entry in list_checkpoints(ws.home):
+        if entry.path.stem == "last" or entry.info.get("task") == "detect" or entry.synthetic != synthetic:
+            continue
+        if not entry.label_fit(record.labels).ok:
+            continue
+        groups.setdefault(tuple(entry.info["labels"]), []).append(entry)
+    best = max(groups.values(), key=len, default=[])  # the first of the largest groups
+    return best[:MAX_DEFAULT_MEMBERS]
+
+
+def ensemble_defaults(ws: Workspace, dataset: str) -> tuple[str, list[str], str]:
+    """The dataset and members the Ensembles page opens with, and a note when it is not the sidebar's.
+
+    Checkpoints trained on data like the selected dataset's (the bundled real-data ones on a real
+    dataset); when fewer than two fit, the bundled demo models on the demo phantoms.
+    """
+    members = _fitting_group(ws, dataset)
+    if len(members) >= 2:
+        return dataset, [str(e.path) for e in members], ""
+    demo = [r.name for r in ws.list_datasets() if r.name == DEMO_DATASET]
+    if demo and dataset != DEMO_DATASET:
+        members = _fitting_group(ws, DEMO_DATASET)
+        if len(members) >= 2:
+            note = (
+                f"Fewer than two models trained on data like {dataset} fit it, so the comparison opens with "
+                f"the bundled demo models on {DEMO_DATASET} (synthetic phantoms, not real patients)."
+            )
+            return DEMO_DATASET, [str(e.path) for e in members], note
+    return dataset, [], ""
 
 
 def _known(preds: Predictions, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,23 +190,42 @@ def roc_section(result: Evaluation, chosen: list[str]) -> None:
     right.plotly_chart(charts.curve_figure(pr, "pr"), width="stretch")
 
 
-def calibration_section(preds: Predictions, chosen: list[str]) -> None:
-    """Reliability curves with ECE and Brier score per label."""
-    curves, rows = {}, []
-    for label in chosen:
-        y, p = _known(preds, preds.labels.index(label))
-        if y.size == 0:
-            continue
-        curves[label] = reliability_curve(y, p)
-        rows.append(
-            {"label": label, "ECE": expected_calibration_error(y, p), "Brier score": brier_score(y, p)}
+def _calibration_caption(checkpoint: Path) -> str:
+    """What calibration the card holds and where it was fitted, or how to fit one."""
+    calibration = read_card(checkpoint).calibration
+    if not calibration:
+        return (
+            "This model's probabilities are not calibrated (the plain sigmoid): fit a calibration with "
+            f"`python -m cxrcore checkpoint calibrate {checkpoint} --dataset DATASET`."
         )
-    if not rows:
+    fitted = calibration.get("fitted_on") or {}
+    return (
+        f"Probabilities calibrated by {CALIBRATION_NAMES.get(calibration['method'], calibration['method'])}, "
+        f"fitted on {fitted.get('dataset')}/{fitted.get('split')} ({fitted.get('n_images')} images). "
+        "Before: the plain sigmoid of the logits (dashed); after: the calibrated probabilities (solid)."
+    )
+
+
+def calibration_section(preds: Predictions, chosen: list[str], checkpoint: Path) -> None:
+    """Reliability curves and ECE / Brier score per label, before and after the card's calibration."""
+    st.caption(_calibration_caption(checkpoint))
+    known = [label for label in chosen if _known(preds, preds.labels.index(label))[0].size]
+    if not known:
         st.info("No known labels to calibrate against in this split.")
         return
+    columns = [preds.labels.index(label) for label in known]
+    y, before, after = preds.y_true[:, columns], preds.raw_prob[:, columns], preds.y_prob[:, columns]
+    curves, dashed = {}, []
+    for j, label in enumerate(known):
+        keep = ~np.isnan(y[:, j])
+        curves[f"{label} · before"] = reliability_curve(y[keep, j], before[keep, j])
+        curves[f"{label} · after"] = reliability_curve(y[keep, j], after[keep, j])
+        dashed.append(f"{label} · before")
+    table = compare_scores(y, before, after, known)
     left, right = st.columns([2, 1])
-    left.plotly_chart(charts.reliability_figure(curves), width="stretch")
-    right.dataframe(pd.DataFrame(rows).set_index("label").round(4))
+    left.plotly_chart(charts.reliability_figure(curves, dashed), width="stretch")
+    shown = table.rename(columns=CALIBRATION_COLUMNS)[list(CALIBRATION_COLUMNS.values())]
+    right.dataframe(shown.round(4), width="stretch")
 
 
 def threshold_tool(result: Evaluation) -> None:

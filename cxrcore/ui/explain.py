@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -28,7 +29,7 @@ from cxrcore.io import MAX_UPLOAD_MB, UPLOAD_TYPES, ImageReadError, assess_image
 from cxrcore.io import read_upload as read_upload_bytes
 from cxrcore.models.catalog import list_checkpoints
 from cxrcore.models.checkpoint import Checkpoint
-from cxrcore.models.guard import assess
+from cxrcore.models.guard import Verdict, assess
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.models import load_model
@@ -78,25 +79,42 @@ def _from_dataset(ws: Workspace, dataset: str) -> ImageChoice | None:
     return ImageChoice(str(image_id), pixels, meta, truth.reset_index(drop=True))
 
 
-def image_source(ws: Workspace, dataset: str | None) -> ImageChoice | None:
-    """Upload a PNG / JPEG / DICOM, or pick an image of the selected dataset."""
-    choices = ["Upload a file"] + ([f"An image of {dataset}"] if dataset else [])
+def image_source(ws: Workspace, dataset: str | None, checkpoint: Path | None = None) -> ImageChoice | None:
+    """Upload PNG / JPEG / DICOM files, or pick an image of the selected dataset.
+
+    Several uploads are reviewed together with ``checkpoint`` (a gallery, reports and a CSV); the one
+    opened in the gallery is returned.
+    """
+    choices = ["Upload files"] + ([f"An image of {dataset}"] if dataset else [])
     where = st.radio("Image", choices, horizontal=True, key="explain_source")
-    if where == "Upload a file":
-        upload = st.file_uploader(
-            f"Chest X-ray (PNG, JPEG or DICOM, up to {MAX_UPLOAD_MB} MB); "
-            "it stays in memory and is never stored",
+    if where == "Upload files":
+        uploads = st.file_uploader(
+            f"Chest X-rays (PNG, JPEG or DICOM, up to {MAX_UPLOAD_MB} MB each; one, or several to review "
+            "together); they stay in memory and are never stored",
             type=UPLOAD_TYPES,
+            accept_multiple_files=True,
             key="explain_upload",
         )
-        if upload is not None:
-            return read_upload(upload.name, upload.getvalue())
+        if len(uploads or []) > 1 and checkpoint is not None:
+            from cxrcore.ui.batch import gallery_section
+
+            return gallery_section(checkpoint, [(u.name, u.getvalue()) for u in uploads])
+        if uploads:
+            return read_upload(uploads[0].name, uploads[0].getvalue())
         if state.UPLOAD in st.session_state:  # uploaded on the home page, or a phantom picked below
             name, data = st.session_state[state.UPLOAD]
             return read_upload(name, data)
         sample_phantoms()
         return None
     return _from_dataset(ws, dataset) if dataset else None
+
+
+def guard_verdict(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray) -> Verdict:
+    """The upload guard's verdict on the image as shown, once per image and model in this session."""
+    key = (_model_key(checkpoint), _digest(choice.pixels, choice.data, pixels))
+    return _session_memo(
+        state.GUARD_VERDICTS, key, lambda: assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)
+    )
 
 
 def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray) -> bool:
@@ -109,10 +127,7 @@ def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarra
     if quality.refused:
         st.error(quality.refusal)
         return False
-    key = (_model_key(checkpoint), _digest(choice.pixels, choice.data, pixels))
-    verdict = _session_memo(
-        state.GUARD_VERDICTS, key, lambda: assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)
-    )
+    verdict = guard_verdict(checkpoint, choice, pixels)
     if not verdict.suspicious:
         if verdict.score is not None:
             st.caption(

@@ -19,6 +19,7 @@ from cxrcore.models.detector import DETECTOR_BACKBONES, KIND_NAMES, parse_name
 from cxrcore.models.export import export_onnx
 from cxrcore.models.external import import_weights_file
 from cxrcore.models.model_card import ModelCard
+from cxrcore.models.readout import CALIBRATION_NAMES
 from cxrcore.ui import charts
 
 
@@ -74,6 +75,7 @@ def model_card(entry: CheckpointEntry) -> None:
     if not history.empty:
         st.plotly_chart(charts.history_figure(history), width="stretch")
     evaluation_table(card.evaluation)
+    readout_summary(card)
     made = card.how_made or {}
     if made.get("commands"):
         with st.expander("How it was made"):
@@ -110,6 +112,30 @@ def evaluation_table(evaluation: dict | None) -> None:
             if label != "micro"
         }
     st.dataframe(pd.DataFrame(rows), width="stretch")
+
+
+def readout_summary(card: ModelCard) -> None:
+    """How the card's probabilities are calibrated and its thresholds chosen, with the test ECE / Brier."""
+    calibration, points = card.calibration or {}, card.operating_points or {}
+    if not calibration and not points:
+        st.caption(
+            "Probabilities not calibrated, no thresholds stored (python -m cxrcore checkpoint calibrate)."
+        )
+        return
+    fitted = calibration.get("fitted_on") or points.get("fitted_on") or {}
+    where = f"{fitted.get('dataset')}/{fitted.get('split')} ({fitted.get('n_images')} images)"
+    method = CALIBRATION_NAMES.get(calibration.get("method"), "none")
+    text = (
+        f"**Calibration:** {method}; **thresholds:** {points.get('description', 'none')}; fitted on {where}."
+    )
+    test = next((x for x in calibration.get("scores") or [] if x.get("split") == "test"), None)
+    if test is not None:
+        mean = test["labels"]["mean"]
+        text += (
+            f" Test split: mean ECE {mean['ece_before']:.3f} before, {mean['ece_after']:.3f} after; "
+            f"Brier {mean['brier_before']:.3f} before, {mean['brier_after']:.3f} after."
+        )
+    st.markdown(text)
 
 
 def import_form(ws_home: Path) -> Path | None:

@@ -10,14 +10,12 @@ from pathlib import Path
 import streamlit as st
 
 from cxrcore.errors import is_user_error
+from cxrcore.notice import RESEARCH_NOTICE  # the pages import it from here
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 
 log = logging.getLogger(__name__)
 
-RESEARCH_NOTICE = (
-    "Research tool, not a medical device: its outputs are not a diagnosis and must not guide patient care."
-)
 _DATASET_WIDGET = "sidebar_dataset"
 
 

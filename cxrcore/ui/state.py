@@ -9,3 +9,4 @@ UPLOAD = "cxr.upload"  # (file name, bytes) of an image uploaded on the home pag
 EXPLANATIONS = "cxr.explanations"  # the last few Explain results of this session, by image and settings
 GUARD_VERDICTS = "cxr.guard_verdicts"  # the last few upload-guard verdicts of this session, by image, model
 DETECTIONS = "cxr.detections"  # the last few lesion-detector results of this session, by image and detector
+BATCH_REVIEWS = "cxr.batch_reviews"  # the last few reviews of several uploads (gallery and reports)

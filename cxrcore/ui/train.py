@@ -15,6 +15,7 @@ import streamlit as st
 
 from cxrcore.data.index import TRAIN_SPLIT, VALID_SPLIT
 from cxrcore.models.model_card import TASK_NAMES, TASKS
+from cxrcore.models.readout import CALIBRATION_CHOICES, CALIBRATION_NAMES
 from cxrcore.store import DatasetRecord, Workspace
 from cxrcore.train import jobs
 from cxrcore.train.config import (
@@ -131,8 +132,12 @@ def _settings(record: DatasetRecord, models: list[str], ws: Workspace) -> dict[s
     }
 
 
-def advanced_settings(freeze_choice: bool = True) -> dict[str, Any]:
-    """Less common settings, drawn in an expander inside a form (the freeze box unless asked elsewhere)."""
+def advanced_settings(classifier: bool = True) -> dict[str, Any]:
+    """Less common settings, drawn in an expander inside a form.
+
+    ``classifier=False`` (the detector form) leaves out the freeze box, which that form asks elsewhere,
+    and the calibration, which applies to classifiers only.
+    """
     with st.expander("Advanced"):
         c1, c2, c3 = st.columns(3)
         steps = c1.number_input(
@@ -143,7 +148,7 @@ def advanced_settings(freeze_choice: bool = True) -> dict[str, Any]:
             key="train_steps",
         )
         freeze = TRAIN_DEFAULTS["freeze_backbone"]
-        if freeze_choice:
+        if classifier:
             freeze = c2.checkbox("Freeze backbone (repurposing)", value=freeze, key="train_freeze")
         scale = c3.number_input(
             "Backbone LR scale",
@@ -172,6 +177,15 @@ def advanced_settings(freeze_choice: bool = True) -> dict[str, Any]:
         run_name = c3.text_input(
             "Run name (blank: automatic)", value=TRAIN_DEFAULTS["run_name"], key="train_run_name"
         )
+        calibrate = TRAIN_DEFAULTS["calibrate"]
+        if classifier:
+            calibrate = st.selectbox(
+                "Calibration (fitted on validation when training ends, with per-label thresholds)",
+                CALIBRATION_CHOICES,
+                index=_default_index(CALIBRATION_CHOICES, "calibrate"),
+                format_func=CALIBRATION_NAMES.get,
+                key="train_calibrate",
+            )
     chosen = {
         "max_steps_per_epoch": int(steps),
         "freeze_backbone": freeze,
@@ -182,9 +196,10 @@ def advanced_settings(freeze_choice: bool = True) -> dict[str, Any]:
         "hflip": hflip,
         "clahe": clahe,
         "run_name": run_name.strip(),
+        "calibrate": calibrate,
     }
-    if not freeze_choice:
-        del chosen["freeze_backbone"]
+    if not classifier:
+        del chosen["freeze_backbone"], chosen["calibrate"]
     return chosen
 
 

@@ -1,8 +1,10 @@
 """Shipping a trained checkpoint with the project: float16 weights, its upload guard, and a model card
-that says how it was made and what it scores on its test split.
+that says how it was made, how its probabilities are calibrated and what it scores on its test split.
 
-The test figures in the card are computed by ``evaluate_checkpoint`` on the written (float16) file, the
-same call ``python -m cxrcore evaluate`` makes, so the card and the command print the same numbers.
+The calibration and operating points are fitted again on the written (float16) file, by the call
+``python -m cxrcore checkpoint calibrate`` makes; the test figures in the card are computed by
+``evaluate_checkpoint`` on that file, the same call ``python -m cxrcore evaluate`` makes, so the card and
+the command print the same numbers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cxrcore.models.card import guard_path
+from cxrcore.models.card import guard_path, read_card
 
 CARD_METRICS = ("n", "positives", "auroc", "auroc_lo", "auroc_hi", "ap")
 
@@ -60,12 +62,16 @@ def bundle_checkpoint(
     how_made: Mapping[str, Any],
     *,
     evaluate_on: Mapping[str, Any] | None = None,
+    calibrate_on: tuple[Any, str] | None = None,
 ) -> Path:
     """Write ``source`` as a float16 checkpoint at ``target`` with its guard and ``how_made`` in the card.
 
+    ``calibrate_on``: ``(workspace, dataset)`` whose validation split the written file's calibration
+    and operating points are fitted on (``evaluate_on``'s dataset when not given).
     ``evaluate_on``: ``{"workspace": ws, "dataset": name, "split": "test", "by": "source" or None,
     "n_boot": 1000}``; the metrics of the written file are then added to its card (``evaluation``).
     """
+    from cxrcore.evaluate.recalibrate import calibrate_checkpoint
     from cxrcore.models.checkpoint import load_checkpoint, save_checkpoint
 
     loaded = load_checkpoint(source)
@@ -73,10 +79,25 @@ def bundle_checkpoint(
     written = save_checkpoint(target, model, card, half=True)
     if guard_path(source).is_file():
         shutil.copyfile(guard_path(source), guard_path(written))
+    if calibrate_on is None and evaluate_on is not None:
+        calibrate_on = (evaluate_on["workspace"], evaluate_on["dataset"])
+    if calibrate_on is not None:
+        calibrate_checkpoint(written, calibrate_on[0], calibrate_on[1])
     if evaluate_on is None:
         return written
-    from cxrcore.evaluate.report import evaluate_checkpoint
+    return evaluate_into_card(written, evaluate_on)
 
+
+def evaluate_into_card(checkpoint: str | Path, evaluate_on: Mapping[str, Any]) -> Path:
+    """Store a checkpoint's test-split figures (``evaluate_on`` as for ``bundle_checkpoint``) in its card.
+
+    Run again after anything that changes the probabilities (a new calibration moves the pooled
+    "micro" row, never a label's own AUROC), so the card keeps printing what the command prints.
+    """
+    from cxrcore.evaluate.report import evaluate_checkpoint
+    from cxrcore.models.checkpoint import write_card
+
+    written = Path(checkpoint)
     opts = dict(evaluate_on)
     ws, dataset = opts.pop("workspace"), opts.pop("dataset")
     split, by, n_boot = opts.get("split", "test"), opts.get("by"), int(opts.get("n_boot", 1000))
@@ -98,8 +119,8 @@ def bundle_checkpoint(
         if by
         else None,
     }
-    # The same float32 model rounds to the same float16 weights, so the figures stay those of this file.
-    return save_checkpoint(written, model, card.replace(evaluation=evaluation), half=True)
+    # The card is rewritten with the tensors copied as stored, so the figures stay those of this file.
+    return write_card(written, read_card(written).replace(evaluation=evaluation))
 
 
 def target_display(path: Path) -> str:

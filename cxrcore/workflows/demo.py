@@ -122,6 +122,12 @@ def train_demo_models(
             "hardware": hardware(),
             "data": f"{DEMO_TRAIN_IMAGES} synthetic phantoms (seed {DEMO_TRAIN_SEED}), not real patients",
         }
-        target = bundle_checkpoint(result.best_checkpoint, out_dir / f"{name}.safetensors", how_made)
+        target = bundle_checkpoint(
+            result.best_checkpoint,
+            out_dir / f"{name}.safetensors",
+            how_made,
+            # Calibrated on the models' own validation phantoms, scored on their test phantoms.
+            evaluate_on={"workspace": ws, "dataset": DEMO_TRAIN_DATASET, "split": "test"},
+        )
         written.append(target)
     return written

@@ -227,3 +227,9 @@ TRAIN_COMMANDS: tuple[tuple[str, str], ...] = (
     ),
 )
 ENSEMBLE_RUNS = ("real-custom_cnn", "real-resnet18", "real-densenet121")
+# How the bundled real-data model's probabilities are calibrated and its operating points chosen
+# (on the merged dataset's validation split; bundling runs the same call).
+CALIBRATE_COMMAND = (
+    f"checkpoint calibrate checkpoints/real-densenet121.safetensors --dataset {REAL_DATASET}"
+    " --method auto --threshold youden"
+)

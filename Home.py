@@ -1,7 +1,7 @@
 """Home page of the chest X-ray dashboard: the loaded model, the datasets, running jobs, a quick upload,
 and the research-use notice.
 
-Run with ``make run`` (or ``streamlit run streamlit_app.py`` inside the virtual environment).
+Run with ``make run`` (or ``streamlit run Home.py`` inside the virtual environment).
 """
 
 from __future__ import annotations

@@ -1,0 +1,79 @@
+"""Per-label trust on the Explain page: probabilities, thresholds and test figures, and what is behind them.
+
+The bars and the table come from ``cxrcore.evaluate.trust.label_readings`` (one engine table for the
+page, the batch reports and the CSV); the expander beside them shows the upload guard's verdict and
+what the model was trained on, read from its card.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from cxrcore.evaluate.trust import (
+    MIN_AUROC_LOWER,
+    MIN_TEST_POSITIVES,
+    label_readings,
+    readings_table,
+    training_summary,
+)
+from cxrcore.explain.engine import Explanation
+from cxrcore.models.checkpoint import Checkpoint
+from cxrcore.models.guard import Verdict
+from cxrcore.models.readout import CALIBRATION_NAMES
+from cxrcore.ui import charts
+
+
+def readings_section(checkpoint: Checkpoint, explanation: Explanation) -> pd.DataFrame:
+    """The probability bars with each label's threshold and trust mark, and the per-label table.
+
+    Returns the readings (labels called positive first), whose order the label picker follows.
+    """
+    readings = label_readings(checkpoint.card, explanation.probabilities)
+    st.plotly_chart(charts.readings_figure(readings), width="stretch", key="explain_readings")
+    called = readings.loc[readings["call"] == "above", "label"].tolist()
+    st.caption(
+        (f"Called positive (at or above the label's threshold): {', '.join(called)}. " if called else "")
+        + f"⚠ marks a label whose test AUROC interval reaches below {MIN_AUROC_LOWER} or which had fewer "
+        f"than {MIN_TEST_POSITIVES} positive test images: do not read much into its probability."
+    )
+    st.dataframe(readings_table(readings), width="stretch", key="explain_readings_table")
+    return readings
+
+
+def about_section(checkpoint: Checkpoint, verdict: Verdict | None) -> None:
+    """The upload guard's verdict and the model's training data, calibration and operating points."""
+    summary = training_summary(checkpoint.card)
+    with st.expander("Upload guard and training data"):
+        if verdict is None:
+            st.markdown("**Upload guard:** not run for this image.")
+        elif verdict.score is None:
+            st.markdown("**Upload guard:** no feature statistics stored with this model; cheap checks only.")
+        else:
+            word = "flagged" if verdict.suspicious else "passed"
+            st.markdown(
+                f"**Upload guard:** {word}, feature distance {verdict.score:.1f} against a threshold of "
+                f"{verdict.threshold:.1f} (the 99th percentile of its validation images)."
+            )
+        for reason in verdict.reasons if verdict is not None else []:
+            st.markdown(f"- {reason}")
+        data = "synthetic phantoms" if summary["synthetic"] else "real chest X-rays"
+        sources = f" from {', '.join(summary['sources'])}" if summary["sources"] else ""
+        st.markdown(
+            f"**Training data:** `{summary['dataset']}`, {summary['images'] or 'an unknown number of'} "
+            f"{data}{sources} (split {summary['split_counts'] or 'not recorded'}); input "
+            f"{summary['input_size']} px, {summary['architecture']}, {summary['labels']} labels."
+        )
+        if summary["description"]:
+            st.caption(summary["description"])
+        method = summary["calibration"]
+        calibrated = f"calibrated by {CALIBRATION_NAMES[method]}" if method else "not calibrated"
+        st.markdown(
+            "**Probabilities:** "
+            + calibrated
+            + "; thresholds: "
+            + (summary["operating_points"] or "none stored")
+            + "; test figures: "
+            + (summary["test_split"] or "none in the model card")
+            + "."
+        )
