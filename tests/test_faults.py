@@ -142,18 +142,18 @@ def test_full_disk_or_read_only_folder_while_writing_a_report(tmp_path: Path) ->
     ]
     assert run_python(command).returncode == 0
     before = snapshot(out)
-    assert sorted(before) == ["chest-explained.json", "chest-explained.png"]
+    assert sorted(before) == ["panels/chest.png", "report.html", "report.pdf", "review.csv"]
 
     full = run_python(command, fsize=4096)
     assert full.returncode == 2 and full.stderr.count("\n") == 1, full.stderr
-    assert full.stderr.startswith(f"error: could not write {out / 'chest-explained.png'}: File too large")
-    make_read_only(out)
+    assert full.stderr.startswith(f"error: could not write {out / 'panels' / 'chest.png'}: File too large")
+    make_read_only(out, out / "panels")
     try:
         denied = run_python(command, unprivileged=True)
     finally:
-        make_writable(out)
+        make_writable(out, out / "panels")
     assert denied.returncode == 2 and "Permission denied" in denied.stderr, denied.stderr
-    assert snapshot(out) == before and not list(out.glob(".*"))
+    assert snapshot(out) == before and not list(out.rglob(".*"))
 
 
 @pytest.mark.slow
