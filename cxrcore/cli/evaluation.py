@@ -7,9 +7,8 @@ import sys
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
 
-from cxrcore.cli.output import EXIT_ERROR, emit
+from cxrcore.cli.output import EXIT_ERROR, ImageBar, NamedBars, emit
 from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD
 from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT
 from cxrcore.evaluate.box_fusion import FUSION_METHODS
@@ -36,31 +35,11 @@ DETECTION_SHOWN = [
 ]
 
 
-class _Bar:
-    """A tqdm bar over images, created on the first update (so cached predictions show none)."""
-
-    def __init__(self, desc: str) -> None:
-        self.desc, self.bar = desc, None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is not None and self.bar.total != total:  # the next split's predictions
-            self.close()
-        if self.bar is None:
-            self.bar = tqdm(total=total, desc=self.desc, unit="img", leave=False)
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict a checkpoint over a dataset split and store the table in the workspace."""
     from cxrcore.evaluate.predict import predict
 
-    bar = _Bar(f"predicting {args.split}")
-    try:
+    with ImageBar(f"predicting {args.split}") as bar:
         preds = predict(
             args.checkpoint,
             Workspace(),
@@ -71,8 +50,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             refresh=args.refresh,
             progress=bar,
         )
-    finally:
-        bar.close()
     info = {**preds.meta, "from_cache": preds.from_cache}
     emit(info, args.json, lambda: "\n".join(f"{k:>22}: {v}" for k, v in info.items()))
     return 0
@@ -90,8 +67,7 @@ def cmd_evaluate_detector(args: argparse.Namespace) -> int:
     from cxrcore.evaluate.detector_eval import compare_box_sources, evaluate_detector
 
     ws = Workspace()
-    bar = _Bar("detecting")
-    try:
+    with ImageBar("detecting") as bar:
         result = evaluate_detector(
             args.checkpoint,
             ws,
@@ -107,8 +83,6 @@ def cmd_evaluate_detector(args: argparse.Namespace) -> int:
                 [args.checkpoint], args.heatmaps, ws, args.dataset, args.split, method=args.heatmap_method,
                 score_threshold=args.score_threshold,
             )  # fmt: skip
-    finally:
-        bar.close()
     payload: dict[str, Any] = {
         "checkpoint": args.checkpoint,
         "task": "detect",
@@ -148,8 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return cmd_evaluate_detector(args)
     from cxrcore.evaluate.report import evaluate_checkpoint
 
-    bar = _Bar("predicting")
-    try:
+    with ImageBar("predicting") as bar:
         result = evaluate_checkpoint(
             args.checkpoint,
             Workspace(),
@@ -161,8 +134,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             progress=bar,
             by=args.by,
         )
-    finally:
-        bar.close()
     payload = {
         "checkpoint": args.checkpoint,
         "dataset": args.dataset,
@@ -198,8 +169,7 @@ def cmd_ensemble_detectors(args: argparse.Namespace) -> int:
 
     given = args.methods if args.methods != ",".join(METHODS) else ",".join(FUSION_METHODS)
     methods = [m.strip() for m in given.split(",") if m.strip()]
-    bars: dict[str, _Bar] = {}
-    try:
+    with NamedBars() as bars:
         table = compare_detector_ensembles(
             args.checkpoints,
             Workspace(),
@@ -207,11 +177,8 @@ def cmd_ensemble_detectors(args: argparse.Namespace) -> int:
             args.split,
             methods=methods,
             score_threshold=args.score_threshold,
-            progress=lambda name, done, total: bars.setdefault(name, _Bar(name))(done, total),
+            progress=bars,
         )
-    finally:
-        for bar in bars.values():
-            bar.close()
     payload = {
         "dataset": args.dataset,
         "split": args.split,
@@ -234,12 +201,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from cxrcore.evaluate.report import MEAN_ROW, best_marks, compare_ensembles
 
     methods = [check_method(m.strip()) for m in args.methods.split(",") if m.strip()]
-    bars: dict[str, _Bar] = {}
-
-    def progress(name: str, done: int, total: int) -> None:
-        bars.setdefault(name, _Bar(name))(done, total)
-
-    try:
+    with NamedBars() as bars:
         result = compare_ensembles(
             args.checkpoints,
             Workspace(),
@@ -248,11 +210,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
             split=args.split,
             rule=args.threshold,
             n_boot=args.bootstrap,
-            progress=progress,
+            progress=bars,
         )
-    finally:
-        for bar in bars.values():
-            bar.close()
     payload: dict[str, Any] = {
         "dataset": args.dataset,
         "split": args.split,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from cxrcore.cli.output import EXIT_ERROR, emit
+from cxrcore.cli.output import EXIT_ERROR, ImageBar, emit
 from cxrcore.evaluate.operating_points import DEFAULT_RULE, STORED_RULES
 from cxrcore.models.readout import AUTO_METHOD, CALIBRATION_CHOICES
 from cxrcore.store import Workspace
@@ -54,11 +54,9 @@ def cmd_checkpoint_migrate(args: argparse.Namespace) -> int:
 
 def cmd_checkpoint_calibrate(args: argparse.Namespace) -> int:
     """Fit calibration and operating points on a dataset's validation split and store them in the card."""
-    from cxrcore.cli.evaluation import _Bar
     from cxrcore.evaluate.recalibrate import calibrate_checkpoint
 
-    bar = _Bar("predicting")
-    try:
+    with ImageBar("predicting") as bar:
         result = calibrate_checkpoint(
             args.file,
             Workspace(),
@@ -68,8 +66,6 @@ def cmd_checkpoint_calibrate(args: argparse.Namespace) -> int:
             target=args.target,
             progress=bar,
         )
-    finally:
-        bar.close()
     payload = {
         "checkpoint": str(result.path),
         "dataset": args.dataset,

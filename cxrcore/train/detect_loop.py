@@ -8,12 +8,12 @@ head), as the "head only" runs of the RSNA Mask R-CNN work did.
 
 Each epoch is validated on the validation split: AP at IoU 0.5 per class (their mean selects the best
 checkpoint) and image-level AUROC from each image's highest box score per class, so a detector can be
-compared with a classifier. Resume state is written as the classifiers' is.
+compared with a classifier. The epoch loop, checkpoints and resume state are
+``cxrcore.train.epochs.EpochLoop``'s, as the classifiers' are.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -24,24 +24,22 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
-from cxrcore import jsonsafe
 from cxrcore.data.augment import Augment
 from cxrcore.data.box_dataset import BoxDataset, box_targets, collate
 from cxrcore.data.cache import PreprocessCache
 from cxrcore.data.split import split_rows
 from cxrcore.evaluate.localisation import average_precision
 from cxrcore.evaluate.metrics import auroc_per_label, macro_mean
-from cxrcore.models import create_model, load_checkpoint, save_checkpoint
+from cxrcore.models import create_model, load_checkpoint
 from cxrcore.models.detector import BOX_FORMAT, CXRDetector, load_trunk_weights, parse_name
 from cxrcore.models.model_card import DatasetRecord, ModelCard
 from cxrcore.preprocess import PreprocessConfig, compute_norm_stats
 from cxrcore.store import Workspace
 from cxrcore.train import setup
 from cxrcore.train.config import INIT_RANDOM, TrainConfig
-from cxrcore.train.distributed import init_distributed, shutdown_distributed, train_sampler
-from cxrcore.train.loop import RunResult, _atomic_torch_save, default_run_name
+from cxrcore.train.distributed import init_distributed
+from cxrcore.train.epochs import EpochLoop, default_run_name
 from cxrcore.train.progress import Reporter
 
 log = logging.getLogger(__name__)
@@ -161,8 +159,10 @@ def validate_detector(model: CXRDetector, data: BoxDataset, classes: list[str]) 
     }
 
 
-class DetectTrainer:
+class DetectTrainer(EpochLoop):
     """One detector training run; ``run()`` goes through the remaining epochs."""
+
+    selected_by = SELECTED_BY
 
     def __init__(self, cfg: TrainConfig, ws: Workspace, reporter: Reporter, resume: bool = False) -> None:
         self.cfg = cfg if cfg.run_name else cfg.replace(run_name=default_run_name(cfg))
@@ -183,46 +183,9 @@ class DetectTrainer:
             if self.dist.enabled
             else self.model
         )
-        if self.cfg.batch_size % self.dist.world_size:
-            raise ValueError(
-                f"batch size {self.cfg.batch_size} is not divisible by {self.dist.world_size} processes"
-            )
-        self.sampler = train_sampler(len(self.data.train), self.cfg.seed, self.dist)
-        self.loader = DataLoader(
-            self.data.train,
-            batch_size=self.cfg.batch_size // self.dist.world_size,
-            sampler=self.sampler,
-            num_workers=self.cfg.workers,
-            collate_fn=collate,
-            persistent_workers=self.cfg.workers > 0,
-        )
-        self.run_dir = ws.home / "runs" / self.cfg.run_name
-        self.history: list[dict[str, Any]] = []
-        self.best, self.start_epoch, self.started_at = -math.inf, 1, time.time()
-        if resume:
-            self._load_resume_state()
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(jsonsafe.dumps(self.cfg.to_dict(), indent=2))
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimiser steps per epoch (after the optional cap)."""
-        batches = len(self.loader) // self.cfg.accumulate
-        return min(batches, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else batches
-
-    def _load_resume_state(self) -> None:
-        path = self.run_dir / "resume.pt"
-        if not path.exists():
-            raise FileNotFoundError(f"no resumable state in {self.run_dir} (nothing finished an epoch yet)")
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.schedule is not None:
-            self.schedule.load_state_dict(state["schedule"])
-        self.history = json.loads(state["history"])
-        self.best, self.start_epoch = float(state["best"]), int(state["epoch"]) + 1
-        log.info("resuming %s after epoch %d", self.cfg.run_name, self.start_epoch - 1)
+        self.scaler = torch.amp.GradScaler(enabled=False)  # detectors train in full precision
+        self._train_loader(self.data.train, collate_fn=collate)
+        self._open_run(resume)
 
     def card(self, epoch: int, record: dict[str, Any]) -> ModelCard:
         """The model card of the weights after ``epoch``."""
@@ -253,97 +216,27 @@ class DetectTrainer:
             },
         )
 
-    def _save_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        card = self.card(epoch, record)
-        save_checkpoint(self.run_dir / "last.safetensors", self.model, card)
-        score = record[SELECTED_BY] if math.isfinite(record[SELECTED_BY]) else -record["train_loss"]
-        if score > self.best:
-            self.best = score
-            save_checkpoint(
-                self.run_dir / "best.safetensors", self.model, card.replace(selected_by=SELECTED_BY)
-            )
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict() if self.schedule is not None else {},
-            "history": json.dumps(self.history),
-            "best": self.best,
-            "epoch": epoch,
-        }
-        _atomic_torch_save(state, self.run_dir / "resume.pt")
+    def score(self, record: dict[str, Any]) -> float:
+        """Validation mAP@0.5, or minus the training loss when it is undefined (no validation boxes)."""
+        return record[SELECTED_BY] if math.isfinite(record[SELECTED_BY]) else -record["train_loss"]
 
-    def _train_epoch(self, epoch: int) -> float:
-        self.net.train()
-        self.sampler.set_epoch(epoch)
-        self.data.train.set_epoch(epoch)
-        torch.manual_seed(self.cfg.seed * 100_003 + epoch)
-        losses: list[float] = []
-        self.optimizer.zero_grad(set_to_none=True)
-        for i, (images, targets) in enumerate(self.loader):
-            step = i // self.cfg.accumulate + 1
-            if step > self.steps_per_epoch:
-                break
-            images = [x.to(self.device) for x in images]
-            targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
-            loss = sum(self.net(images, targets).values()) / self.cfg.accumulate
-            loss.backward()
-            losses.append(loss.item() * self.cfg.accumulate)
-            if (i + 1) % self.cfg.accumulate == 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)  # early RPN steps can spike
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.dist.is_main:
-                    self.reporter.step(epoch, step, float(np.mean(losses[-self.cfg.accumulate :])))
-                if self.reporter.should_stop():
-                    break
-        return float(np.mean(losses)) if losses else float("nan")
+    def _validate(self) -> dict[str, Any]:
+        return validate_detector(self.model, self.data.valid, self.data.classes)
 
-    def run(self) -> RunResult:
-        """Train the remaining epochs; returns where the checkpoints are."""
-        result = RunResult(self.run_dir, None, None, self.best, self.start_epoch - 1, self.history)
-        info = {
-            "device": str(self.device),
+    def _batch_loss(self, batch: tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]) -> torch.Tensor:
+        images = [x.to(self.device) for x in batch[0]]
+        targets = [{k: v.to(self.device) for k, v in t.items()} for t in batch[1]]
+        return sum(self.net(images, targets).values())
+
+    def _before_step(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)  # early RPN steps can spike
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            **super()._info(),
             "task": "detect",
-            "train_images": len(self.data.train),
             "train_boxes": self.data.train.n_boxes,
             "valid_images": len(self.data.valid),
             "labels": self.data.classes,
             "init": self.init,
-            "start_epoch": self.start_epoch,
-            "run_dir": str(self.run_dir),
         }
-        if self.dist.is_main:
-            self.reporter.started(self.cfg.epochs, self.steps_per_epoch, info)
-        stale = 0
-        try:
-            for epoch in range(self.start_epoch, self.cfg.epochs + 1):
-                started = time.perf_counter()
-                train_loss = self._train_epoch(epoch)
-                if self.reporter.should_stop():
-                    result.stopped = "cancelled"
-                    break
-                record = {"epoch": epoch, "train_loss": train_loss}
-                record.update(validate_detector(self.model, self.data.valid, self.data.classes))
-                record["lr"] = self.optimizer.param_groups[0]["lr"]
-                improved = math.isfinite(record[SELECTED_BY]) and record[SELECTED_BY] > self.best
-                if isinstance(self.schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    self.schedule.step(record[SELECTED_BY])
-                elif self.schedule is not None:
-                    self.schedule.step()
-                record["seconds"] = round(time.perf_counter() - started, 3)
-                self.history.append(record)
-                if self.dist.is_main:
-                    self._save_epoch(epoch, record)
-                    self.reporter.epoch_end(epoch, record)
-                result.epochs_completed = epoch
-                stale = 0 if improved else stale + 1
-                if self.cfg.early_stop_patience and stale >= self.cfg.early_stop_patience:
-                    result.stopped = "early stopping"
-                    break
-        finally:
-            shutdown_distributed(self.dist)
-        result.best_metric = self.best
-        best, last = self.run_dir / "best.safetensors", self.run_dir / "last.safetensors"
-        result.best_checkpoint = best if best.exists() else None
-        result.last_checkpoint = last if last.exists() else None
-        return result
