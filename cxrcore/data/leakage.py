@@ -99,7 +99,7 @@ class LeakageReport:
         }
 
 
-def _digest(path: str) -> str:
+def content_digest(path: str) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -120,10 +120,10 @@ def identical_files(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[str, str]]:
         return []
     path_a = a.set_index("image_id")["path"]
     path_b = b.set_index("image_id")["path"]
-    hash_a = {i: _digest(path_a[i]) for i in size_a[size_a.isin(common)].index}
+    hash_a = {i: content_digest(path_a[i]) for i in size_a[size_a.isin(common)].index}
     by_hash: dict[str, list[str]] = {}
     for i in size_b[size_b.isin(common)].index:
-        by_hash.setdefault(_digest(path_b[i]), []).append(i)
+        by_hash.setdefault(content_digest(path_b[i]), []).append(i)
     pairs = [
         (ia, ib)
         for ia, h in hash_a.items()

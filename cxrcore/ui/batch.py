@@ -16,7 +16,7 @@ import streamlit as st
 
 from cxrcore.models.checkpoint import Checkpoint
 from cxrcore.ui import state
-from cxrcore.ui.explain import ImageChoice, _digest, _model_key, _session_memo, read_upload
+from cxrcore.ui.explain import ImageChoice, array_digest, model_key, read_upload, session_memo
 from cxrcore.ui.models import load_model
 from cxrcore.workflows.batch_report import BatchReview, batch_table, gallery_table, review_batch
 from cxrcore.workflows.report_render import html_report, pdf_report
@@ -54,8 +54,8 @@ def _thumbnail_uri(png: bytes) -> str:
 def gallery_section(checkpoint_path: Path, uploads: Sequence[tuple[str, bytes]]) -> ImageChoice | None:
     """The gallery of several uploads, sorted by a chosen label; returns the upload opened below it."""
     checkpoint = load_model(checkpoint_path)
-    key = (_model_key(checkpoint), _digest(*(name.encode() + b"\0" + data for name, data in uploads)))
-    reviewed = _session_memo(state.BATCH_REVIEWS, key, lambda: _review(checkpoint, uploads))
+    key = (model_key(checkpoint), array_digest(*(name.encode() + b"\0" + data for name, data in uploads)))
+    reviewed = session_memo(state.BATCH_REVIEWS, key, lambda: _review(checkpoint, uploads))
     review = reviewed.review
     for image in review.failed:
         st.warning(f"Cannot read {image.name!r}: {image.error}", icon="⚠️")

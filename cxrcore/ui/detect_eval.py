@@ -21,7 +21,7 @@ from cxrcore.evaluate.detector_eval import DetectorEvaluation, compare_detector_
 from cxrcore.models.checkpoint import file_fingerprint
 from cxrcore.store import Workspace
 from cxrcore.ui.data import csv_download
-from cxrcore.ui.evaluate import _StreamlitProgress
+from cxrcore.ui.evaluate import PageProgress
 
 # The report's columns shown on the page, in order, with the words people read.
 SHOWN = {
@@ -41,11 +41,8 @@ SHOWN = {
 def _ensure_detections(ws: Workspace, checkpoints: list[Path], dataset: str, split: str) -> None:
     """Make (or find) each detector's stored boxes on the split, with a progress bar while one runs."""
     for checkpoint in checkpoints:
-        bar = _StreamlitProgress(f"Detecting with {checkpoint.parent.name} on the {split} split")
-        try:
+        with PageProgress(f"Detecting with {checkpoint.parent.name} on the {split} split") as bar:
             detect_split(checkpoint, ws, dataset, split, progress=bar)
-        finally:
-            bar.clear()
 
 
 @st.cache_data(show_spinner="Scoring the boxes...", max_entries=16)

@@ -23,7 +23,7 @@ from cxrcore.models.detector import KIND_NAMES, parse_name
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.data import csv_download
-from cxrcore.ui.explain import ImageChoice, _digest, _model_key, _session_memo, show_panel
+from cxrcore.ui.explain import ImageChoice, array_digest, model_key, session_memo, show_panel
 from cxrcore.ui.models import load_model
 from cxrcore.ui.page import guarded
 
@@ -57,8 +57,8 @@ def detector_checkpoints(ws_home: str | Path) -> list[CheckpointEntry]:
 
 def cached_detections(checkpoint: Checkpoint, pixels: np.ndarray) -> pd.DataFrame:
     """Every box ``detect`` keeps, once per (image as shown, detector weights) in this session."""
-    key = (_model_key(checkpoint), _digest(pixels))
-    return _session_memo(state.DETECTIONS, key, lambda: detect(checkpoint, pixels))
+    key = (model_key(checkpoint), array_digest(pixels))
+    return session_memo(state.DETECTIONS, key, lambda: detect(checkpoint, pixels))
 
 
 def _controls(ws: Workspace) -> tuple[str | None, float]:

@@ -41,8 +41,9 @@ CALIBRATION_COLUMNS = {
 }
 
 
-class _StreamlitProgress:
-    """Prediction progress as a Streamlit progress bar, created on the first update."""
+class PageProgress:
+    """Progress over images as a Streamlit progress bar, created on the first update and removed when the
+    ``with`` block ends."""
 
     def __init__(self, text: str) -> None:
         self.text, self.bar = text, None
@@ -52,7 +53,10 @@ class _StreamlitProgress:
             self.bar = st.progress(0.0, text=self.text)
         self.bar.progress(done / max(total, 1), text=f"{self.text}: {done}/{total} images")
 
-    def clear(self) -> None:
+    def __enter__(self) -> PageProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
         if self.bar is not None:
             self.bar.empty()
 
@@ -62,11 +66,8 @@ def _ensure_predictions(home: str, checkpoints: list[str], dataset: str, splits:
     ws = Workspace(home)
     for checkpoint in checkpoints:
         for split in sorted(splits):
-            bar = _StreamlitProgress(f"Predicting {Path(checkpoint).parent.name} on the {split} split")
-            try:
+            with PageProgress(f"Predicting {Path(checkpoint).parent.name} on the {split} split") as bar:
                 predict(checkpoint, ws, dataset, split, progress=bar)
-            finally:
-                bar.clear()
 
 
 @st.cache_data(show_spinner="Computing metrics...", max_entries=16)

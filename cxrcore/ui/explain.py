@@ -111,8 +111,8 @@ def image_source(ws: Workspace, dataset: str | None, checkpoint: Path | None = N
 
 def guard_verdict(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray) -> Verdict:
     """The upload guard's verdict on the image as shown, once per image and model in this session."""
-    key = (_model_key(checkpoint), _digest(choice.pixels, choice.data, pixels))
-    return _session_memo(
+    key = (model_key(checkpoint), array_digest(choice.pixels, choice.data, pixels))
+    return session_memo(
         state.GUARD_VERDICTS, key, lambda: assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)
     )
 
@@ -143,7 +143,7 @@ def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarra
     return st.checkbox("Show the predictions anyway", value=False, key="explain_anyway")
 
 
-def _digest(*parts: np.ndarray | bytes | None) -> str:
+def array_digest(*parts: np.ndarray | bytes | None) -> str:
     """A content digest of arrays (values, shape and dtype) and bytes, for keying this session's results."""
     digest = hashlib.blake2b(digest_size=16)
     for part in parts:
@@ -154,12 +154,12 @@ def _digest(*parts: np.ndarray | bytes | None) -> str:
     return digest.hexdigest()
 
 
-def _model_key(checkpoint: Checkpoint) -> str:
+def model_key(checkpoint: Checkpoint) -> str:
     """The checkpoint's weights fingerprint (its identity for a model held only in memory)."""
     return checkpoint.fingerprint() or f"memory-{id(checkpoint.model)}"
 
 
-def _session_memo(name: str, key: tuple, compute: Callable[[], _T]) -> _T:
+def session_memo(name: str, key: tuple, compute: Callable[[], _T]) -> _T:
     """``compute()`` once per key in this session, keeping the last few results (least recent dropped).
 
     Kept in ``st.session_state`` rather than ``st.cache_data``: the results belong to this session's
@@ -189,13 +189,13 @@ def cached_explanation(
     reuses the result and never runs the model.
     """
     key = (
-        _model_key(checkpoint),
-        _digest(pixels),
+        model_key(checkpoint),
+        array_digest(pixels),
         None if labels is None else tuple(labels),
         tuple(methods),
         float(smooth),
     )
-    return _session_memo(
+    return session_memo(
         state.EXPLANATIONS, key, lambda: explain(checkpoint, pixels, labels, methods, smooth=smooth)
     )
 
