@@ -76,7 +76,7 @@ def test_the_real_server_listens_on_localhost_only_and_wants_the_xsrf_token(work
         pytest.skip("needs Linux's /proc/net/tcp to list listening sockets")
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)],
+        [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.port", str(port)],
         cwd=ROOT,
         env={**os.environ, "CXR_HOME": str(workspace_home)},
         stdout=subprocess.DEVNULL,
