@@ -114,3 +114,12 @@ def test_pointing_within_a_tolerance_counts_near_peaks_and_never_fewer(trained_w
     assert whole.table.iloc[0]["pointing_within"] == pytest.approx(whole.rows["hit"].notna().mean())
     assert whole.table.iloc[0]["pointing_within"] > whole.table.iloc[0]["pointing"]
     assert whole.table.iloc[0]["pointing"] == near.table.iloc[0]["pointing"]
+
+
+def test_excluded_images_are_left_out_of_the_report(demo_ws: Workspace) -> None:
+    localiser = ROOT / "checkpoints" / "demo-tiny.safetensors"
+    whole = localisation_report([localiser], demo_ws, "demo-phantoms", "test", max_images=6)
+    first = whole.rows["image_id"].iloc[0]
+    less = localisation_report([localiser], demo_ws, "demo-phantoms", "test", max_images=6, exclude={first})
+    assert first not in set(less.rows["image_id"]) and first in set(whole.rows["image_id"])
+    assert set(less.rows["image_id"]) - set(whole.rows["image_id"])  # the next boxed image takes its place

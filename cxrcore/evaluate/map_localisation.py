@@ -11,7 +11,7 @@ pointing game.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +130,7 @@ def localisation_report(
     max_images: int = 200,
     progress: Callable[[int, int], None] | None = None,
     by: str | None = None,
+    exclude: Collection[str] = (),
 ) -> LocalisationReport:
     """Score each member's and the ensemble's maps against the boxes of a split (first ``max_images``).
 
@@ -140,6 +141,7 @@ def localisation_report(
     the image's own size), beside the strict ``pointing``.
     ``smooth`` is the maps' Gaussian smoothing, a fraction of the map's side (``explain``'s; 0: none).
     ``by`` names an index column (``source`` of a merged dataset): the table is also given per value.
+    ``exclude`` names image ids left out (e.g. images a model was trained on).
     """
     smooth = check_smooth(smooth)
     data = ws.load_dataset(dataset)
@@ -147,6 +149,7 @@ def localisation_report(
     labels = check_members([m.labels for _, m in members]) if len(members) > 1 else members[0][1].labels
     rows_index = split_rows(data.index, split).set_index("image_id")
     boxes = data.boxes[data.boxes["image_id"].isin(rows_index.index) & data.boxes["label"].isin(labels)]
+    boxes = boxes[~boxes["image_id"].isin(set(exclude))]
     image_ids = list(dict.fromkeys(boxes["image_id"]))[:max_images]
     if not image_ids:
         raise ValueError(f"no image of the {split} split has boxes for the models' labels")
