@@ -271,6 +271,58 @@ def prepare(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return out
 
 
+def mask_to_input(mask: np.ndarray, cfg: PreprocessConfig, pixels: np.ndarray | None = None) -> np.ndarray:
+    """A boolean (H, W) mask of an image placed on the model's input square as ``prepare`` places the image.
+
+    The mask goes through the same crop and fit (area-averaged when shrinking); a pixel of the square
+    is in the mask when at least half of what it shows was. With a lung crop the crop box is found on
+    ``pixels``, the image itself, by the config's method. Returns bool (input_size, input_size).
+
+    Raises:
+        ValueError: a mask that is not 2-D, or a lung crop without the image (or of another shape).
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size == 0:
+        raise ValueError(f"mask must be a non-empty 2-D (H, W) array, got shape {mask.shape}")
+    if cfg.lung_crop:
+        if pixels is None or pixels.shape != mask.shape:
+            got = None if pixels is None else pixels.shape
+            raise ValueError(
+                f"a lung-cropped input needs the image of the mask's shape {mask.shape}, got {got}"
+            )
+        from cxrcore.lung_crop import crop_box  # builds on this module's helpers
+
+        x0, y0, x1, y1 = crop_box(pixels, cfg.lung_crop_method)
+        mask = mask[y0:y1, x0:x1]
+    u8 = np.where(mask.astype(bool), np.uint8(255), np.uint8(0))
+    return _fit(u8, cfg.input_size, cfg.fit) >= 128
+
+
+def input_to_image(maps: np.ndarray, width: int, height: int, cfg: PreprocessConfig) -> np.ndarray:
+    """Maps (C, S, S) over the model's input square put back onto the image's own (height, width) pixels.
+
+    The inverse of ``prepare``'s fit: the part of the square that shows the image is resized
+    (bilinearly) to the image; with "crop" fitting, image pixels outside the square get 0.
+
+    Raises:
+        ValueError: the preprocessing crops to the lungs (the crop depends on the image's content), or
+            the maps are not (C, input_size, input_size).
+    """
+    size = cfg.input_size
+    if cfg.lung_crop:
+        raise ValueError("maps of a lung-cropped input cannot be put back onto the whole image")
+    if maps.ndim != 3 or maps.shape[1:] != (size, size):
+        raise ValueError(f"maps must be (C, {size}, {size}), got shape {maps.shape}")
+    rw, rh, x0, y0 = fit_geometry(width, height, size, cfg.fit)
+    out = np.zeros((maps.shape[0], height, width), dtype=np.float32)
+    for channel, square in zip(out, maps.astype(np.float32, copy=False), strict=True):
+        canvas = np.zeros((rh, rw), np.float32)  # the resized image's frame
+        src = square[max(y0, 0) : max(y0, 0) + min(rh, size), max(x0, 0) : max(x0, 0) + min(rw, size)]
+        canvas[max(-y0, 0) : max(-y0, 0) + src.shape[0], max(-x0, 0) : max(-x0, 0) + src.shape[1]] = src
+        channel[:] = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
 def to_unit(u8: np.ndarray) -> np.ndarray:
     """Convert a uint8 image to float32 in [0, 1]."""
     if not isinstance(u8, np.ndarray) or u8.dtype != np.uint8:
