@@ -20,10 +20,9 @@ from typing import Any
 from cxrcore.cli.output import emit
 from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT, DatasetError
 from cxrcore.data.jsrt import JSRT_SPLITS, ORGAN_NAMES, ORGANS
-from cxrcore.models.segmenter_card import LUNG_HEAT_MAX_IMAGES
+from cxrcore.models.segmenter_card import DICE_BOOTSTRAP, LUNG_HEAT_MAX_IMAGES
 from cxrcore.store import Workspace
-
-DATA_ENV = "CXR_DATA_DIR"
+from cxrcore.workflows.realdata import DATA_ENV
 
 
 def _data_dir(args: argparse.Namespace) -> str:
@@ -31,6 +30,17 @@ def _data_dir(args: argparse.Namespace) -> str:
     value = args.data_dir or os.environ.get(DATA_ENV)
     if not value:
         raise DatasetError(f"no JSRT data: pass --data-dir or set {DATA_ENV} to the folder holding jsrt/")
+    return value
+
+
+def _positive(text: str) -> int:
+    """An argument that must be a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
 
 
@@ -78,7 +88,14 @@ def cmd_segmenter_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    command = ["python", "-m", "cxrcore", *sys.argv[1:]] if args.record_command else []
+    command = [
+        *(["python", "-m", "cxrcore", "segmenter", "train", "--out"]),
+        str(args.out),
+        *(["--data-dir", args.data_dir] if args.data_dir else []),
+        *(f"--input-size {cfg.input_size} --epochs {cfg.epochs} --batch-size {cfg.batch_size}".split()),
+        *(f"--lr {cfg.lr:g} --max-minutes {args.max_minutes:g} --seed {cfg.seed}".split()),
+        *(["--max-images", str(cfg.max_images)] if cfg.max_images else []),
+    ]  # every setting spelled out, as the card records it
     weights, report = train_and_save(args.out, cfg, command, on_epoch if not args.json else None)
     payload = {"checkpoint": str(weights), **report.summary}
     emit(payload, args.json, lambda: f"{weights}\n{_report_text(report.summary)}")
@@ -146,20 +163,14 @@ def add_segmenter_commands(groups: Any) -> None:
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--max-minutes", type=float, default=13.0, help="no epoch starts after this (0: none)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--max-images", type=int, help="train on the first N training images only")
-    train.add_argument(
-        "--no-record-command",
-        dest="record_command",
-        action="store_false",
-        help="leave the command off the card",
-    )
+    train.add_argument("--max-images", type=_positive, help="train on the first N training images only")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=cmd_segmenter_train)
     ev = seg.add_parser("evaluate", help="Dice per organ and lung crop-box IoU on the JSRT test split")
     ev.add_argument("checkpoint")
     ev.add_argument("--data-dir", help=f"folder holding jsrt/ (default ${DATA_ENV})")
     ev.add_argument("--split", default="test", choices=JSRT_SPLITS)
-    ev.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CI")
+    ev.add_argument("--bootstrap", type=_positive, default=DICE_BOOTSTRAP, help="resamples for the 95%% CI")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_segmenter_evaluate)
     heat = seg.add_parser(
@@ -169,7 +180,7 @@ def add_segmenter_commands(groups: Any) -> None:
     heat.add_argument("--dataset", required=True, help="a registered dataset")
     heat.add_argument("--split", default=TEST_SPLIT, choices=SPLIT_CHOICES)
     heat.add_argument(
-        "--max-images", type=int, default=LUNG_HEAT_MAX_IMAGES, help="the first N images of the split"
+        "--max-images", type=_positive, default=LUNG_HEAT_MAX_IMAGES, help="the first N images of the split"
     )
     heat.add_argument("--refresh", action="store_true", help="compute again even when stored")
     heat.add_argument("--json", action="store_true")

@@ -34,7 +34,7 @@ from cxrcore.evaluate.segmentation import bootstrap_mean_ci
 from cxrcore.explain.engine import DEFAULT_SMOOTH, check_smooth, explain
 from cxrcore.explain.lungs import LUNG_SHARE_METHODS, heat_in_lungs, lungs_on_input
 from cxrcore.io import ImageReadError, read_image
-from cxrcore.models.card import weights_fingerprint
+from cxrcore.models.card import CheckpointError, weights_fingerprint
 from cxrcore.models.checkpoint import Checkpoint, load_checkpoint, read_card
 from cxrcore.models.segmenter import load_segmenter, segment_lungs
 from cxrcore.models.segmenter_card import LUNG_HEAT_MAX_IMAGES, default_segmenter_path
@@ -168,7 +168,7 @@ def lung_heat(
     path = Path(checkpoint)
     card = read_card(path)
     if card.task != "classify":
-        raise ValueError(f"{path.name} is a {card.task} model; heat maps come from classifiers")
+        raise CheckpointError(f"{path.name} is a {card.task} model; heat maps come from classifiers")
     segmenter = load_segmenter()
     target = _target(path, ws, dataset, split, max_images, smooth)
     if not refresh and (found := _stored(target, card.labels)) is not None:

@@ -22,10 +22,11 @@ import pandas as pd
 from cxrcore.data.jsrt import ORGANS, read_case
 from cxrcore.lung_crop import LUNG_MARGIN, Box, threshold_lung_box
 from cxrcore.models.segmenter import Segmenter, mask_box
+from cxrcore.models.segmenter_card import DICE_BOOTSTRAP
 
 log = logging.getLogger(__name__)
 
-N_BOOT = 2000  # bootstrap resamples of the images for a 95% interval
+N_BOOT = DICE_BOOTSTRAP  # bootstrap resamples of the images for a 95% interval
 CROP_METHODS: tuple[str, ...] = ("threshold", "segmenter")
 Progress = Callable[[int, int], None]
 

@@ -40,6 +40,7 @@ SEGMENT_TASK = "segment"
 ACTIVATIONS: tuple[str, ...] = ("sigmoid",)  # one independent probability per class (classes may overlap)
 LUNG_CLASSES: tuple[str, str] = ("right_lung", "left_lung")  # the patient's right and left
 SEGMENTER_FILE = "lung-segmenter.safetensors"
+DICE_BOOTSTRAP = 2000  # resamples of the test images for the 95% interval of a Dice (card and command)
 LUNG_HEAT_MAX_IMAGES = 100  # images of a split scored for heat in the lungs by default (page and command)
 
 
