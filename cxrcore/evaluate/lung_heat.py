@@ -110,6 +110,39 @@ def summarise(rows: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame(table).set_index("label")
 
 
+def _score_images(
+    loaded: Checkpoint,
+    segmenter: Any,
+    rows: pd.DataFrame,
+    truth: np.ndarray,
+    smooth: float,
+    progress: Progress | None,
+) -> pd.DataFrame:
+    """One row per readable image of ``rows``: its shares and its truth per label (unreadable ones logged)."""
+    out = []
+    for done, (image_id, file) in enumerate(zip(rows["image_id"], rows["path"], strict=True), start=1):
+        try:
+            pixels, _ = read_image(file)
+        except ImageReadError as exc:
+            log.warning("skipping %s: %s", image_id, exc)
+        else:
+            row = _image_row(loaded, segmenter, str(image_id), pixels, smooth)
+            row.update({f"true:{label}": truth[done - 1, j] for j, label in enumerate(loaded.labels)})
+            out.append(row)
+        if progress is not None:
+            progress(done, len(rows))
+    return pd.DataFrame(out)
+
+
+def _write(target: Path, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Store the rows as Parquet and what made them as JSON beside it, each written atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    with atomic_path(target.with_suffix(".json")) as tmp:
+        Path(tmp).write_text(jsonsafe.dumps(meta, indent=1))
+
+
 def _stored(target: Path, labels: tuple[str, ...]) -> LungHeatReport | None:
     """The stored shares at ``target`` when present and whole; None otherwise (a damaged file is logged)."""
     sidecar = target.with_suffix(".json")
@@ -178,21 +211,9 @@ def lung_heat(
     in_split = split_rows(ws.load_dataset(dataset).index, split)
     rows_index = in_split.head(max_images)
     truth = truth_for(rows_index, card.labels, card)
-    rows = []
-    for done, (image_id, file) in enumerate(zip(rows_index["image_id"], rows_index["path"], strict=True), 1):
-        try:
-            pixels, _ = read_image(file)
-        except ImageReadError as exc:
-            log.warning("skipping %s: %s", image_id, exc)
-            continue
-        row = _image_row(loaded, segmenter, str(image_id), pixels, smooth)
-        row.update({f"true:{label}": truth[done - 1, j] for j, label in enumerate(card.labels)})
-        rows.append(row)
-        if progress is not None:
-            progress(done, len(rows_index))
-    if not rows:
+    frame = _score_images(loaded, segmenter, rows_index, truth, smooth, progress)
+    if frame.empty:
         raise DatasetError(f"no image of {dataset}/{split} could be read")
-    frame = pd.DataFrame(rows)
     meta = {
         "checkpoint": str(path.resolve()),
         "segmenter": str(segmenter.path),
@@ -204,9 +225,5 @@ def lung_heat(
         "smooth": smooth,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        frame.to_parquet(tmp, index=False)
-    with atomic_path(target.with_suffix(".json")) as tmp:
-        Path(tmp).write_text(jsonsafe.dumps(meta, indent=1))
+    _write(target, frame, meta)
     return LungHeatReport(summarise(frame, card.labels), frame, meta)

@@ -183,26 +183,23 @@ def _epoch(
     return float(np.mean(losses))
 
 
-def train_segmenter(cfg: SegmenterTrainConfig, progress: Progress | None = None) -> TrainedSegmenter:
-    """Train a segmenter on the JSRT folder of ``cfg.data_dir``; the best validation epoch is kept."""
-    start = time.perf_counter()
-    root = jsrt_root(cfg.data_dir)
-    names = list_cases(root)
-    split = split_cases(names, cfg.seed, cfg.fractions)
-    train_names = split["train"][: cfg.max_images] if cfg.max_images else split["train"]
-    pcfg = PreprocessConfig(input_size=cfg.input_size, fit="pad", clahe=cfg.clahe)
-    images, masks = prepared_cases(root, train_names, pcfg)
-    val_images, val_masks = prepared_cases(root, split["valid"], pcfg)
-    stats = compute_norm_stats(images)
-    torch.manual_seed(cfg.seed)
-    spec = SegmenterSpec(
-        cfg.encoder, "Unet", cfg.decoder_channels, ORGANS, cfg.input_size, stats.mean, stats.std
-    )
-    model = build_network(spec)
+def _fit(
+    model: nn.Module,
+    cfg: SegmenterTrainConfig,
+    train: tuple[np.ndarray, np.ndarray, NormStats],
+    valid: tuple[np.ndarray, np.ndarray],
+    start: float,
+    progress: Progress | None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Run the epochs (within the time budget) and load the best validation epoch's weights.
+
+    Returns the per-epoch history and the best epoch (1-based).
+    """
+    stats = train[2]
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     history: list[dict[str, Any]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
     for epoch in range(cfg.epochs):
         elapsed = time.perf_counter() - start
         if cfg.max_seconds and epoch > 0 and elapsed > cfg.max_seconds:
@@ -210,8 +207,8 @@ def train_segmenter(cfg: SegmenterTrainConfig, progress: Progress | None = None)
             break
         for group in optimiser.param_groups:
             group["lr"] = _lr(cfg, epoch, elapsed)
-        loss = _epoch(model, optimiser, (images, masks, stats), cfg, rng)
-        dice = square_dice(model, val_images, val_masks, stats.mean, stats.std).mean(axis=0)
+        loss = _epoch(model, optimiser, train, cfg, rng)
+        dice = square_dice(model, *valid, stats.mean, stats.std).mean(axis=0)
         row = {
             "epoch": epoch + 1,
             "lr": optimiser.param_groups[0]["lr"],
@@ -221,13 +218,31 @@ def train_segmenter(cfg: SegmenterTrainConfig, progress: Progress | None = None)
             "seconds": round(time.perf_counter() - start, 1),
         }
         history.append(row)
-        if best is None or row["val_mean_dice"] > best[0]:
+        if row["val_mean_dice"] > best[0]:
             best = (row["val_mean_dice"], epoch + 1, copy.deepcopy(model.state_dict()))
         if progress is not None:
             progress(row)
-    assert best is not None  # at least one epoch always runs
     model.load_state_dict(best[2])
-    seconds = time.perf_counter() - start
+    return history, best[1]
+
+
+def train_segmenter(cfg: SegmenterTrainConfig, progress: Progress | None = None) -> TrainedSegmenter:
+    """Train a segmenter on the JSRT folder of ``cfg.data_dir``; the best validation epoch is kept."""
+    start = time.perf_counter()
+    root = jsrt_root(cfg.data_dir)
+    names = list_cases(root)
+    split = split_cases(names, cfg.seed, cfg.fractions)
+    train_names = split["train"][: cfg.max_images] if cfg.max_images else split["train"]
+    pcfg = PreprocessConfig(input_size=cfg.input_size, fit="pad", clahe=cfg.clahe)
+    images, masks = prepared_cases(root, train_names, pcfg)
+    stats = compute_norm_stats(images)
+    torch.manual_seed(cfg.seed)
+    spec = SegmenterSpec(
+        cfg.encoder, "Unet", cfg.decoder_channels, ORGANS, cfg.input_size, stats.mean, stats.std
+    )
+    model = build_network(spec)
+    valid = prepared_cases(root, split["valid"], pcfg)
+    history, best_epoch = _fit(model, cfg, (images, masks, stats), valid, start, progress)
     training = {
         "data": {
             "dataset": "JSRT chest X-rays with SCR organ masks",
@@ -240,9 +255,9 @@ def train_segmenter(cfg: SegmenterTrainConfig, progress: Progress | None = None)
         "settings": {**cfg.to_dict(), "augment": asdict(AUGMENT), "gamma": GAMMA, "loss": "BCE + soft Dice"},
         "norm_images": stats.n_images,
         "selected_by": "val_mean_dice",
-        "best_epoch": best[1],
+        "best_epoch": best_epoch,
         "epochs_run": len(history),
         "history": history,
     }
     card = SegmenterCard(spec=spec, preprocess=pcfg, training=training)
-    return TrainedSegmenter(model.eval(), card, split, root, seconds)
+    return TrainedSegmenter(model.eval(), card, split, root, time.perf_counter() - start)

@@ -103,7 +103,7 @@ def evaluate_lung_section(ws: Workspace, checkpoint: Path, dataset: str, split: 
     if report is None:
         st.caption(
             f"Not computed yet for this model, split and number of images: the maps and the lungs of "
-            f"up to {cap} images, about a third of a second each on a CPU."
+            f"up to {cap} images, about a second each on 2 CPU cores."
         )
         if not st.button("Compute heat inside the lungs", key="eval_lung_run"):
             return
