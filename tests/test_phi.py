@@ -128,6 +128,7 @@ def test_planted_patient_data_appears_nowhere(
         captured += [result.out, result.err]
     captured.append(caplog.text)
 
-    assert (out / "panels" / "scan-10.png").is_file() and (out / "report.pdf").is_file() and list(workspace_home.glob("predictions/*.parquet"))
+    assert (out / "panels" / "scan-10.png").is_file() and (out / "report.pdf").is_file()
+    assert list(workspace_home.glob("predictions/*.parquet"))
     assert (workspace_home / "runs" / "phi-run" / "last.safetensors").is_file()
     assert find_secrets([workspace_home, out], captured) == {}
