@@ -31,7 +31,12 @@ from cxrcore.models.segmenter import (
     save_segmenter,
     segment_lungs,
 )
-from cxrcore.models.segmenter_card import SegmenterCard, SegmenterSpec, read_segmenter_card
+from cxrcore.models.segmenter_card import (
+    SEGMENTER_CARD_VERSION,
+    SegmenterCard,
+    SegmenterSpec,
+    read_segmenter_card,
+)
 from cxrcore.preprocess import PreprocessConfig, input_to_image, mask_to_input, prepare
 from cxrcore.store import Workspace
 
@@ -176,6 +181,17 @@ def test_a_corrupt_or_foreign_file_is_refused_with_its_name(tmp_path: Path) -> N
         load_segmenter(classifier)
     with pytest.raises(CheckpointError, match="segmenter train --out"):
         load_segmenter(tmp_path / "absent.safetensors")
+
+
+def test_the_bundled_segmenters_card_is_current_and_says_how_it_was_made() -> None:
+    stored = json.loads(BUNDLED.with_suffix(".json").read_text())
+    assert (stored["format_version"], stored["task"]) == (SEGMENTER_CARD_VERSION, "segment")
+    card = read_segmenter_card(BUNDLED)
+    assert json.loads(json.dumps(card.to_dict())) == {k: v for k, v in stored.items() if k != "weights_file"}
+    assert card.training["data"]["split"]["counts"] == {"train": 140, "valid": 20, "test": 40}
+    assert card.how_made["command"].startswith("python -m cxrcore segmenter train")
+    assert set(card.evaluation["dice"]) == set(ORGANS) and card.weights_dtype == "float16"
+    assert BUNDLED.stat().st_size < 8_000_000
 
 
 def test_checkpoint_listings_pass_the_segmenter_by(
