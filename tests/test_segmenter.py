@@ -69,6 +69,15 @@ def test_heat_in_lungs_without_heat_is_nan_and_shapes_must_agree() -> None:
         heat_in_lungs(np.array([[0.0, np.nan]]), np.ones((1, 2), bool))
 
 
+def test_a_share_reads_against_the_even_spread() -> None:
+    from cxrcore.explain.lungs import share_reading
+
+    assert share_reading(float("nan"), 0.25) == "no heat"
+    assert share_reading(0.2, 0.25).startswith("below an even spread")
+    assert share_reading(0.3, 0.25) == "above an even spread"
+    assert share_reading(0.5, 0.25) == "mostly on the lungs"
+
+
 def test_dice_iou_and_bootstrap_interval() -> None:
     a = np.zeros((4, 4), bool)
     a[:2] = True

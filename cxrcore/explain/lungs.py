@@ -30,7 +30,7 @@ from cxrcore.models.segmenter import LungMasks
 from cxrcore.preprocess import mask_to_input
 
 LUNG_SHARE_METHODS: tuple[str, ...] = ("cam", "crm")  # the maps of every forward pass
-LOW_SHARE = 0.5  # below this, most of a map's heat lies outside the lungs
+MOSTLY = 0.5  # from this share on, most of a map's heat lies on the lungs
 OUTLINE_RGB = (0, 158, 115)  # bluish green (Okabe-Ito), apart from the jet colours of the maps
 
 
@@ -51,6 +51,15 @@ def heat_in_lungs(heatmap: np.ndarray, lung_mask: np.ndarray) -> float:
         return float("nan")
     m = (heat - low) / (high - low)
     return float(m[mask].sum() / m.sum())
+
+
+def share_reading(share: float, lung_area: float) -> str:
+    """A share in words against chance (``lung_area``, what an evenly spread map scores)."""
+    if share != share:  # NaN
+        return "no heat"
+    if share >= MOSTLY:
+        return "mostly on the lungs"
+    return "above an even spread" if share >= lung_area else "below an even spread: looks elsewhere"
 
 
 def lungs_on_input(checkpoint: Checkpoint, pixels: np.ndarray, masks: LungMasks) -> np.ndarray:

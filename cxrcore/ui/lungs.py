@@ -16,7 +16,7 @@ import streamlit as st
 
 from cxrcore.evaluate.lung_heat import lung_heat, stored_lung_heat
 from cxrcore.explain.engine import Explanation
-from cxrcore.explain.lungs import LOW_SHARE, lung_outline, lung_shares, lungs_on_input
+from cxrcore.explain.lungs import lung_outline, lung_shares, lungs_on_input, share_reading
 from cxrcore.models.card import file_fingerprint
 from cxrcore.models.checkpoint import Checkpoint
 from cxrcore.models.segmenter import segment_lungs
@@ -64,15 +64,13 @@ def explain_lung_section(
     lungs = lungs_on_input(checkpoint, pixels, masks)
     shares = lung_shares(result, lungs, labels)
     table = shares.map(_percent)
-    table["reading"] = [
-        "mostly outside the lungs" if value < LOW_SHARE else "" for value in shares.iloc[:, 0].fillna(1.0)
-    ]
+    area = float(lungs.mean())
+    table["reading"] = [share_reading(value, area) for value in shares.iloc[:, 0]]  # the CAM's
     left, right = st.columns([1, 3])
     left.image(lung_outline(result.image01, lungs), caption="Lung fields (segmenter)", width="stretch")
     right.dataframe(table, width="stretch", key="explain_lung_table")
-    right.caption(
-        f"{DEFINITION} An evenly spread map would score {lungs.mean():.0%}: the lungs' share of the image."
-    )
+    even = f"An evenly spread map would score {area:.0%}, the lungs' share of the image; reading: the CAM's."
+    right.caption(f"{DEFINITION} {even}")
 
 
 def _report_table(table: pd.DataFrame) -> pd.DataFrame:
