@@ -351,8 +351,8 @@ def test_the_heat_command_stores_the_shares_and_reads_them_back(
 # --- real data ----------------------------------------------------------------------------------------
 
 # Test Dice of the bundled segmenter's lungs on the JSRT test split, a little under what was measured
-# (README, "Lung segmenter").
-LUNG_DICE_FLOOR = 0.9
+# (right 0.965, left 0.957; README, "Lung segmenter").
+LUNG_DICE_FLOOR = 0.93
 
 
 @pytest.mark.realdata
