@@ -2,7 +2,8 @@
 
 ``prepare`` turns a decoded image (float32 in [0, 1], shape (H, W), as returned by ``cxrcore.io``)
 into a uint8 square at the model's input size: lung crop (optional) -> fit/resize -> CLAHE (optional).
-Its output is what the on-disk cache stores (see ``cxrcore.data.cache``).
+Its output is what the on-disk cache stores (see ``cxrcore.data.cache``). The lung crop's box comes
+from ``cxrcore.lung_crop`` (a threshold heuristic, or the lung segmenter).
 
 Normalisation uses a mean and standard deviation computed once on the training split
 (``compute_norm_stats``) and stored with the run, never statistics of the current batch, so that
@@ -22,6 +23,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from cxrcore.hints import unknown_choice
+
 if TYPE_CHECKING:
     import torch
 
@@ -30,21 +33,11 @@ logger = logging.getLogger(__name__)
 # Bump when the output of ``prepare`` changes for the same settings, so stale cache entries miss.
 PREPROCESS_VERSION = 1
 FIT_MODES: tuple[str, ...] = ("pad", "crop")
+# How the lung crop finds its box (cxrcore.lung_crop): the threshold heuristic, or the lung segmenter.
+LUNG_CROP_METHODS: tuple[str, ...] = ("threshold", "segmenter")
+DEFAULT_LUNG_CROP_METHOD = "threshold"
 MIN_SIZE = 32
 STD_EPSILON = 1e-6
-
-# Lung-crop parameters (fractions are of the working image): working resolution, border band, the
-# threshold ladder (fractions of the Otsu threshold) and opening radii tried in order, smallest lung
-# region, widest lung region, smallest second lung relative to the first, joint lung area, margin.
-_LUNG_WORK_SIZE = 256
-_LUNG_BORDER = 0.02
-_LUNG_THRESHOLDS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
-_LUNG_OPEN_RADII = (1, 4, 8)
-_LUNG_MIN_AREA = 0.01
-_LUNG_MAX_WIDTH = 0.5
-_LUNG_SECOND_RATIO = 0.2
-_LUNG_AREA_RANGE = (0.05, 0.60)
-_LUNG_MARGIN = 0.05
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, "torch.Tensor")
 
@@ -71,7 +64,11 @@ class PreprocessConfig:
         clahe: apply CLAHE (contrast-limited adaptive histogram equalisation) at the target size.
         clahe_clip: CLAHE clip limit.
         clahe_tile: CLAHE tile grid (tiles per side).
-        lung_crop: crop to the box found by ``lung_crop_box`` before resizing (off by default).
+        lung_crop: crop to the lungs' box before resizing (off by default).
+        lung_crop_method: how the crop box is found, one of ``LUNG_CROP_METHODS``: "threshold" (the
+            heuristic, the default) or "segmenter" (the bundled lung segmenter's lungs). Written into
+            ``to_dict`` only when not the default, so settings and cache keys made before the choice
+            existed stay the same.
     """
 
     input_size: int = 224
@@ -80,6 +77,7 @@ class PreprocessConfig:
     clahe_clip: float = 2.0
     clahe_tile: int = 8
     lung_crop: bool = False
+    lung_crop_method: str = DEFAULT_LUNG_CROP_METHOD
 
     def __post_init__(self) -> None:
         """Validate every field and normalise numeric types so equal settings give equal keys."""
@@ -91,6 +89,8 @@ class PreprocessConfig:
         for name in ("clahe", "lung_crop"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.lung_crop_method not in LUNG_CROP_METHODS:
+            raise ValueError(unknown_choice("lung_crop_method", self.lung_crop_method, LUNG_CROP_METHODS))
         clip = self.clahe_clip
         if isinstance(clip, bool) or not isinstance(clip, int | float) or not np.isfinite(clip) or clip <= 0:
             raise ValueError(f"clahe_clip must be a positive number, got {clip!r}")
@@ -104,8 +104,11 @@ class PreprocessConfig:
         object.__setattr__(self, "lung_crop", bool(self.lung_crop))
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict."""
-        return asdict(self)
+        """The settings as a JSON-ready dict (``lung_crop_method`` only when not the default)."""
+        out = asdict(self)
+        if out["lung_crop_method"] == DEFAULT_LUNG_CROP_METHOD:
+            del out["lung_crop_method"]
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PreprocessConfig:
@@ -118,8 +121,16 @@ class PreprocessConfig:
         return _from_mapping(cls, d)
 
     def key(self) -> str:
-        """A stable short id of these settings and the preprocessing version, usable as a folder name."""
-        payload = json.dumps({"v": PREPROCESS_VERSION, **self.to_dict()}, sort_keys=True)
+        """A stable short id of these settings and the preprocessing version, usable as a folder name.
+
+        A learned lung crop adds its model's identity, so a retrained segmenter makes new keys.
+        """
+        settings = self.to_dict()
+        if self.lung_crop and self.lung_crop_method != DEFAULT_LUNG_CROP_METHOD:
+            from cxrcore.lung_crop import method_identity  # builds on this module's helpers
+
+            settings["lung_crop_method"] = method_identity(self.lung_crop_method)
+        payload = json.dumps({"v": PREPROCESS_VERSION, **settings}, sort_keys=True)
         digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
         return f"{self.input_size}-{self.fit}-{digest}"
 
@@ -249,12 +260,66 @@ def prepare(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """
     check_unit_image(pixels)
     if cfg.lung_crop:
-        x0, y0, x1, y1 = lung_crop_box(pixels)
+        from cxrcore.lung_crop import crop_box  # builds on this module's helpers
+
+        x0, y0, x1, y1 = crop_box(pixels, cfg.lung_crop_method)
         pixels = pixels[y0:y1, x0:x1]
     out = _fit(_unit_to_u8(pixels), cfg.input_size, cfg.fit)
     if cfg.clahe:
         clahe = cv2.createCLAHE(clipLimit=cfg.clahe_clip, tileGridSize=(cfg.clahe_tile, cfg.clahe_tile))
         out = clahe.apply(out)
+    return out
+
+
+def mask_to_input(mask: np.ndarray, cfg: PreprocessConfig, pixels: np.ndarray | None = None) -> np.ndarray:
+    """A boolean (H, W) mask of an image placed on the model's input square as ``prepare`` places the image.
+
+    The mask goes through the same crop and fit (area-averaged when shrinking); a pixel of the square
+    is in the mask when at least half of what it shows was. With a lung crop the crop box is found on
+    ``pixels``, the image itself, by the config's method. Returns bool (input_size, input_size).
+
+    Raises:
+        ValueError: a mask that is not 2-D, or a lung crop without the image (or of another shape).
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size == 0:
+        raise ValueError(f"mask must be a non-empty 2-D (H, W) array, got shape {mask.shape}")
+    if cfg.lung_crop:
+        if pixels is None or pixels.shape != mask.shape:
+            got = None if pixels is None else pixels.shape
+            raise ValueError(
+                f"a lung-cropped input needs the image of the mask's shape {mask.shape}, got {got}"
+            )
+        from cxrcore.lung_crop import crop_box  # builds on this module's helpers
+
+        x0, y0, x1, y1 = crop_box(pixels, cfg.lung_crop_method)
+        mask = mask[y0:y1, x0:x1]
+    u8 = np.where(mask.astype(bool), np.uint8(255), np.uint8(0))
+    return _fit(u8, cfg.input_size, cfg.fit) >= 128
+
+
+def input_to_image(maps: np.ndarray, width: int, height: int, cfg: PreprocessConfig) -> np.ndarray:
+    """Maps (C, S, S) over the model's input square put back onto the image's own (height, width) pixels.
+
+    The inverse of ``prepare``'s fit: the part of the square that shows the image is resized
+    (bilinearly) to the image; with "crop" fitting, image pixels outside the square get 0.
+
+    Raises:
+        ValueError: the preprocessing crops to the lungs (the crop depends on the image's content), or
+            the maps are not (C, input_size, input_size).
+    """
+    size = cfg.input_size
+    if cfg.lung_crop:
+        raise ValueError("maps of a lung-cropped input cannot be put back onto the whole image")
+    if maps.ndim != 3 or maps.shape[1:] != (size, size):
+        raise ValueError(f"maps must be (C, {size}, {size}), got shape {maps.shape}")
+    rw, rh, x0, y0 = fit_geometry(width, height, size, cfg.fit)
+    out = np.zeros((maps.shape[0], height, width), dtype=np.float32)
+    for channel, square in zip(out, maps.astype(np.float32, copy=False), strict=True):
+        canvas = np.zeros((rh, rw), np.float32)  # the resized image's frame
+        src = square[max(y0, 0) : max(y0, 0) + min(rh, size), max(x0, 0) : max(x0, 0) + min(rw, size)]
+        canvas[max(-y0, 0) : max(-y0, 0) + src.shape[0], max(-x0, 0) : max(-x0, 0) + src.shape[1]] = src
+        channel[:] = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_LINEAR)
     return out
 
 
@@ -319,84 +384,8 @@ def normalise(x: ArrayOrTensor, stats: NormStats) -> ArrayOrTensor:
     return (y - float(mean)) / float(std)
 
 
-def _lung_pair(dark: np.ndarray) -> np.ndarray | None:
-    """Bounding boxes (x, y, w, h) of a plausible left/right lung pair in a dark-pixel mask, or None."""
-    h, w = dark.shape
-    band = max(1, round(_LUNG_BORDER * max(h, w)))
-    n, _, stats, centroids = cv2.connectedComponentsWithStats(dark, connectivity=4)
-    cands = []
-    for label in range(1, n):
-        x, y, bw, bh, area = stats[label]
-        if x < band or y < band or x + bw > w - band or y + bh > h - band:
-            continue  # reaches the border: air outside the body, not lung
-        if area >= _LUNG_MIN_AREA * w * h and bw <= _LUNG_MAX_WIDTH * w:
-            cands.append((int(area), label, centroids[label, 0] < w / 2))
-    if not cands:
-        return None
-    cands.sort(reverse=True)
-    first = cands[0]
-    others = [c for c in cands[1:] if c[2] != first[2] and c[0] >= _LUNG_SECOND_RATIO * first[0]]
-    if not others or not _LUNG_AREA_RANGE[0] <= (first[0] + others[0][0]) / (w * h) <= _LUNG_AREA_RANGE[1]:
-        return None
-    return stats[[first[1], others[0][1]], :4]
-
-
-def _find_lungs(small: np.ndarray) -> np.ndarray | None:
-    """Search the threshold and opening ladder for a plausible lung pair in a small uint8 image."""
-    blurred = cv2.GaussianBlur(small, (5, 5), 0)
-    otsu, _ = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
-    for fraction in _LUNG_THRESHOLDS:
-        dark = np.where(blurred <= otsu * fraction, np.uint8(255), np.uint8(0))
-        for radius in _LUNG_OPEN_RADII:
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-            boxes = _lung_pair(cv2.morphologyEx(dark, cv2.MORPH_OPEN, kernel))
-            if boxes is not None:
-                return boxes
-    return None
-
-
 def lung_crop_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
-    """Estimate a box around both lung fields, as (x0, y0, x1, y1) pixel bounds with x1, y1 exclusive.
+    """The threshold heuristic's box around both lung fields (x0, y0, x1, y1; see ``cxrcore.lung_crop``)."""
+    from cxrcore.lung_crop import threshold_lung_box  # builds on this module's helpers
 
-    Method (classical, no learned model): downsample to 256 px on the long side, smooth, and
-    threshold dark (air) pixels at Otsu's threshold, then at lower fractions of it, each followed
-    by a morphological opening of growing radius, until a plausible lung pair appears: two dark
-    regions that stay clear of the image border (air outside the body reaches it), lie on opposite
-    sides of the vertical midline, are each at least 1% of the image and at most half its width,
-    the smaller at least a fifth of the larger, and together cover 5-60% of the image. The box is
-    their joint bounding box widened by 5% of the image size on each side. When no pair is found
-    the full image is returned and a warning is logged. On the 524 NIH ChestX-ray14 frontal images
-    of the test data (512 px), about one in nine falls back to the full image.
-
-    What it cannot do: it does not segment lungs and knows no anatomy. It fails on lungs that are
-    not darker than the body (large effusions, white-out, dense consolidation), on lateral, rotated
-    or heavily collimated views, when one lung is missing or collapsed, when devices or text labels
-    split or bridge dark regions, and when a lung merges with outside air or a dark abdomen (then
-    the box can include abdomen). Lower thresholds and openings shrink the regions, so the box can
-    cut off the costophrenic angles and pathology at the lung bases or outside the lungs; that is
-    why ``lung_crop`` is off by default.
-
-    Accepts a float [0, 1] or uint8 2-D image.
-    """
-    if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 2 and pixels.size:
-        u8 = pixels
-    else:
-        check_unit_image(pixels)
-        u8 = _unit_to_u8(pixels)
-    h, w = u8.shape
-    scale = min(1.0, _LUNG_WORK_SIZE / max(h, w))
-    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-    boxes = _find_lungs(_resize(u8, sw, sh))
-    if boxes is None:
-        logger.warning("lung crop found no plausible lung pair in a %dx%d image; using the whole image", w, h)
-        return 0, 0, w, h
-    x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
-    x1, y1 = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
-    mx, my = _LUNG_MARGIN * sw, _LUNG_MARGIN * sh
-    fx, fy = w / sw, h / sh
-    return (
-        max(0, int(np.floor((x0 - mx) * fx))),
-        max(0, int(np.floor((y0 - my) * fy))),
-        min(w, int(np.ceil((x1 + mx) * fx))),
-        min(h, int(np.ceil((y1 + my) * fy))),
-    )
+    return threshold_lung_box(pixels)

@@ -1,5 +1,6 @@
 """Evaluate: one checkpoint on a dataset split, with ROC and PR curves, AUROC confidence intervals,
-calibration, and an operating-point tool. Thresholds come from the validation split."""
+calibration, an operating-point tool, and how much of its maps' heat lies inside the lungs. Thresholds
+come from the validation split."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from cxrcore.data.index import ALL_SPLITS, SPLIT_CHOICES, TEST_SPLIT
 from cxrcore.evaluate.classification import N_BOOT, TARGET_RULES, THRESHOLD_RULE_NAMES, THRESHOLD_RULES
 from cxrcore.evaluate.predict import split_has_images
 from cxrcore.models.card import read_card
-from cxrcore.ui import detect_eval
+from cxrcore.ui import detect_eval, lungs
 from cxrcore.ui import evaluate as ev
 from cxrcore.ui.page import guarded, labels_fit, select_checkpoint, select_dataset, setup_page
 
@@ -58,8 +59,8 @@ with guarded("evaluate the model"):
         + (" · predictions reused from the workspace" if result.predictions.from_cache else "")
     )
     chosen = st.multiselect("Labels", labels, default=labels[:6], key="eval_labels")
-    tab_roc, tab_table, tab_cal, tab_op = st.tabs(
-        ["ROC and PR curves", "Metrics table", "Calibration", "Operating point"]
+    tab_roc, tab_table, tab_cal, tab_op, tab_lungs = st.tabs(
+        ["ROC and PR curves", "Metrics table", "Calibration", "Operating point", "Heat in the lungs"]
     )
     with tab_roc:
         ev.roc_section(result, chosen)
@@ -70,3 +71,5 @@ with guarded("evaluate the model"):
         ev.calibration_section(result.predictions, chosen, checkpoint)
     with tab_op:
         ev.threshold_tool(result)
+    with tab_lungs:
+        lungs.evaluate_lung_section(ws, checkpoint, dataset, split)

@@ -1,6 +1,7 @@
 """Explain: upload a chest X-ray (PNG, JPEG, DICOM) or pick one of a dataset; see every label's calibrated
 probability against its threshold, with how far the label can be trusted, and, side by side per label,
-where the model looked (CAM / Grad-CAM, CRM and any other method chosen)."""
+where the model looked (CAM / Grad-CAM, CRM and any other method chosen) and how much of it lies inside
+the lung fields."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from cxrcore.explain.panel import panel_png, panel_tiles
 from cxrcore.preprocess import boxes_to_input
 from cxrcore.ui import detections as ud
 from cxrcore.ui import explain as ux
-from cxrcore.ui import trust
+from cxrcore.ui import lungs, trust
 from cxrcore.ui.models import load_model
 from cxrcore.ui.page import guarded, select_checkpoint, select_dataset, setup_page
 
@@ -68,6 +69,7 @@ with guarded("explain the image"):
         file_name=f"{choice.name}-explained.png",
         mime="image/png",
     )
+    lungs.explain_lung_section(loaded, pixels, result, labels)
 
     # Toggles, not expanders: an expander's body runs (and computes) even while it is closed.
     if st.toggle("Show the ensemble of several models", value=False, key="explain_show_ensemble"):

@@ -8,6 +8,7 @@ import pytest
 
 from cxrcore.cli import build_parser
 from cxrcore.data.index import SPLIT_CHOICES, SPLITS, TEST_SPLIT
+from cxrcore.data.jsrt import JSRT_SPLITS
 from cxrcore.data.split import DEFAULT_FRACTIONS, parse_fractions
 from cxrcore.evaluate.classification import DEFAULT_THRESHOLD_RULE, N_BOOT, THRESHOLD_RULES
 from cxrcore.evaluate.ensemble import METHODS
@@ -15,6 +16,7 @@ from cxrcore.evaluate.operating_points import DEFAULT_RULE, STORED_RULES
 from cxrcore.labels import UNCERTAINTY_POLICIES
 from cxrcore.models.model_card import TASKS
 from cxrcore.models.readout import AUTO_METHOD, CALIBRATION_CHOICES
+from cxrcore.models.segmenter_card import DICE_BOOTSTRAP, LUNG_HEAT_MAX_IMAGES
 from cxrcore.preprocess import FIT_MODES
 from cxrcore.train.config import AMP_MODES, LABEL_MODES, LOSSES, OPTIMIZERS, SCHEDULES
 
@@ -57,6 +59,8 @@ def _option(command: tuple[str, ...], flag: str) -> argparse.Action:
         (("train",), "--calibrate", CALIBRATION_CHOICES),
         (("checkpoint", "calibrate"), "--method", CALIBRATION_CHOICES),
         (("checkpoint", "calibrate"), "--threshold", STORED_RULES),
+        (("segmenter", "evaluate"), "--split", JSRT_SPLITS),
+        (("segmenter", "heat"), "--split", SPLIT_CHOICES),
     ],
 )
 def test_choices_are_the_engine_constants(command: tuple[str, ...], flag: str, vocabulary: tuple) -> None:
@@ -78,6 +82,9 @@ def test_choices_are_the_engine_constants(command: tuple[str, ...], flag: str, v
         (("ensemble",), "--methods", ",".join(METHODS)),
         (("checkpoint", "calibrate"), "--method", AUTO_METHOD),
         (("checkpoint", "calibrate"), "--threshold", DEFAULT_RULE),
+        (("segmenter", "evaluate"), "--bootstrap", DICE_BOOTSTRAP),
+        (("segmenter", "heat"), "--split", TEST_SPLIT),
+        (("segmenter", "heat"), "--max-images", LUNG_HEAT_MAX_IMAGES),
     ],
 )
 def test_defaults_are_the_engine_defaults(command: tuple[str, ...], flag: str, default: object) -> None:
@@ -99,6 +106,7 @@ def test_every_option_with_choices_is_checked_here() -> None:
         ("train", "--loss"), ("train", "--optimizer"), ("train", "--schedule"), ("train", "--amp"),
         ("train", "--fit"), ("train", "--task"), ("train", "--calibrate"),
         ("checkpoint calibrate", "--method"), ("checkpoint calibrate", "--threshold"),
+        ("segmenter evaluate", "--split"), ("segmenter heat", "--split"),
     }  # fmt: skip
     with_choices = {
         (" ".join(command), action.option_strings[0])

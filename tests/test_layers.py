@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "cxrcore.labels": 0,  # label vocabularies and the 1/0/NaN contract; imports nothing of cxrcore
     "cxrcore.io": 0,  # image readers; import nothing else of cxrcore
     "cxrcore.preprocess": 0,  # resize, CLAHE, normalisation; data's cache prepares images with it
+    "cxrcore.lung_crop": 0,  # the lung crop's box: the threshold heuristic, and methods registered above
     "cxrcore.data": 0,  # index contract, adapters, splits, phantoms; reads images through io
     "cxrcore.store": 0,  # the workspace database: stores data's index contract (imports data.index)
     "cxrcore.stored_files": 0,  # version folders committed with a database row; damaged-file messages

@@ -208,7 +208,7 @@ def test_prepare_crops_to_the_lung_box_before_resizing() -> None:
 
 
 def test_lung_crop_falls_back_to_full_image(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="cxrcore.preprocess"):
+    with caplog.at_level(logging.WARNING, logger="cxrcore.lung_crop"):
         assert lung_crop_box(np.full((300, 200), 0.5, np.float32)) == (0, 0, 200, 300)
     assert "no plausible lung pair" in caplog.text
 

@@ -16,6 +16,8 @@ Examples::
     python -m cxrcore ensemble CKPT_A CKPT_B --dataset demo-phantoms --methods vote,mean,weighted,stack
     python -m cxrcore checkpoint calibrate CHECKPOINT --dataset demo-phantoms
     python -m cxrcore explain scans/ --checkpoint CHECKPOINT --out review/ [--json]
+    python -m cxrcore segmenter train --out checkpoints/lung-segmenter.safetensors
+    python -m cxrcore segmenter evaluate checkpoints/lung-segmenter.safetensors [--json]
 
 Errors print one line on stderr and exit with status 2.
 """
@@ -32,6 +34,7 @@ from cxrcore.cli.evaluation import add_evaluation_commands
 from cxrcore.cli.explain import add_explain_commands
 from cxrcore.cli.models import add_model_commands
 from cxrcore.cli.output import EXIT_ERROR
+from cxrcore.cli.segmenter import add_segmenter_commands
 from cxrcore.cli.training import add_jobs_commands, add_train_commands
 from cxrcore.errors import is_user_error
 
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(groups)
     add_evaluation_commands(groups)
     add_explain_commands(groups)
+    add_segmenter_commands(groups)
     return parser
 
 

@@ -42,6 +42,9 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+# Registers the bundled lung segmenter as the "segmenter" lung crop (cheap: no PyTorch until used).
+from cxrcore.models import segmenter_card as _segmenter_card  # noqa: E402, F401
+
 
 def __getattr__(name: str) -> Any:
     """Import a public name from its module on first use."""

@@ -20,6 +20,7 @@ import safetensors
 from cxrcore.models.model_card import CARD_VERSION, CardError, ModelCard, card_from_dict
 
 CARD_METADATA_KEY = "cxr_model_card"
+SEGMENTER_CARD_KEY = "cxr_segmenter_card"  # a lung segmenter's card (cxrcore.models.segmenter_card)
 WEIGHTS_SUFFIX = ".safetensors"
 CARD_SUFFIX = ".json"
 GUARD_SUFFIX = ".guard.safetensors"
@@ -29,6 +30,10 @@ _HASH_CHUNK = 1 << 20
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read, is not ours, or does not fit the model it describes."""
+
+
+class SegmenterFileError(CheckpointError):
+    """The file is a lung segmenter, not a classifier or detector: listings pass it by."""
 
 
 def weights_path(path: str | Path) -> Path:
@@ -56,6 +61,11 @@ def raw_card(weights: Path) -> dict[str, Any]:
             metadata = f.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for corrupt or foreign files
         raise CheckpointError(f"{str(weights)!r} is not a readable safetensors file ({exc})") from exc
+    if CARD_METADATA_KEY not in metadata and SEGMENTER_CARD_KEY in metadata:
+        raise SegmenterFileError(
+            f"{str(weights)!r} is a lung segmenter, not a classifier or detector; "
+            "see python -m cxrcore segmenter evaluate"
+        )
     if CARD_METADATA_KEY not in metadata:
         raise CheckpointError(
             f"{str(weights)!r} has no model card (metadata key {CARD_METADATA_KEY!r}); "

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from cxrcore.labels import LabelFit, label_fit
-from cxrcore.models.card import GUARD_SUFFIX, CheckpointError, describe_checkpoint, guard_path
+from cxrcore.models.card import (
+    GUARD_SUFFIX,
+    CheckpointError,
+    SegmenterFileError,
+    describe_checkpoint,
+    guard_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,8 @@ def bundled_dir() -> Path:
 def _entry(path: Path, source: str) -> CheckpointEntry | None:
     try:
         info = describe_checkpoint(path)
+    except SegmenterFileError:  # the bundled lung segmenter: a tool of the pages, not a model to pick
+        return None
     except (CheckpointError, OSError, ValueError) as exc:
         log.warning("skipping checkpoint %s: %s", path, exc)
         return None

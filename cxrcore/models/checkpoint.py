@@ -246,13 +246,21 @@ def save_checkpoint(
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    weights = _write(path, tensors, full.to_dict())
+    weights = write_tensors(path, tensors, full.to_dict())
     logger.info("saved checkpoint %s (%s)", weights, model.spec.architecture)
     return weights
 
 
-def _write(path: str | Path, tensors: dict[str, torch.Tensor], card: dict[str, Any]) -> Path:
-    """Write the weights file and its sidecar atomically (see the module docstring)."""
+def write_tensors(
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    card: dict[str, Any],
+    card_key: str = CARD_METADATA_KEY,
+) -> Path:
+    """Write the weights file (the card under ``card_key``) and its sidecar atomically (module docstring).
+
+    The lung segmenter's checkpoints are written through here too, under a key of their own.
+    """
     weights = weights_path(path)
     sidecar = weights.with_suffix(CARD_SUFFIX)
     try:
@@ -264,7 +272,7 @@ def _write(path: str | Path, tensors: dict[str, torch.Tensor], card: dict[str, A
         weights.parent.mkdir(parents=True, exist_ok=True)
         tmp_weights = temp_beside(weights)
         temps.append(tmp_weights)
-        safetensors.torch.save_file(tensors, str(tmp_weights), metadata={CARD_METADATA_KEY: text})
+        safetensors.torch.save_file(tensors, str(tmp_weights), metadata={card_key: text})
         os.chmod(tmp_weights, target_mode(weights))  # the writer may have re-created the file
         _fsync(tmp_weights)
         sidecar_card = json.loads(text)
@@ -293,7 +301,7 @@ def _write(path: str | Path, tensors: dict[str, torch.Tensor], card: dict[str, A
     return weights
 
 
-def _stored_tensors(weights: Path) -> dict[str, torch.Tensor]:
+def read_tensors(weights: Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file exactly as stored (no float conversion)."""
     try:
         return safetensors.torch.load_file(str(weights), device="cpu")
@@ -312,7 +320,7 @@ def migrate_checkpoint(path: str | Path) -> bool:
     card = open_card(weights)
     if stored == card.to_dict():
         return False
-    _write(weights, _stored_tensors(weights), card.to_dict())
+    write_tensors(weights, read_tensors(weights), card.to_dict())
     logger.info("migrated the model card of %s to version %s", weights, card.to_dict()["format_version"])
     return True
 
@@ -330,7 +338,7 @@ def write_card(path: str | Path, card: ModelCard) -> Path:
     current = open_card(weights)
     if card.spec != current.spec or card.weights_dtype != current.weights_dtype:
         raise CheckpointError(f"the new card of {str(weights)!r} describes another model than its weights")
-    _write(weights, _stored_tensors(weights), card.to_dict())
+    write_tensors(weights, read_tensors(weights), card.to_dict())
     logger.info("rewrote the model card of %s", weights)
     return weights
 
@@ -373,7 +381,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     weights = weights_path(path)
     card = open_card(weights)
     model = _model_from_card(card, weights)
-    tensors = _stored_tensors(weights)
+    tensors = read_tensors(weights)
     if card.weights_dtype == "float16":
         tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     check_state_dict(model.state_dict(), tensors, repr(str(weights)))

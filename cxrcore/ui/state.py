@@ -10,3 +10,4 @@ EXPLANATIONS = "cxr.explanations"  # the last few Explain results of this sessio
 GUARD_VERDICTS = "cxr.guard_verdicts"  # the last few upload-guard verdicts of this session, by image, model
 DETECTIONS = "cxr.detections"  # the last few lesion-detector results of this session, by image and detector
 BATCH_REVIEWS = "cxr.batch_reviews"  # the last few reviews of several uploads (gallery and reports)
+LUNG_MASKS = "cxr.lung_masks"  # the last few lung segmentations of this session, by segmenter and image
