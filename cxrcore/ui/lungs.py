@@ -23,8 +23,8 @@ from cxrcore.models.segmenter import segment_lungs
 from cxrcore.models.segmenter_card import LUNG_HEAT_MAX_IMAGES, default_segmenter_path
 from cxrcore.store import Workspace
 from cxrcore.ui import state
-from cxrcore.ui.evaluate import _StreamlitProgress
-from cxrcore.ui.explain import _digest, _session_memo
+from cxrcore.ui.evaluate import PageProgress
+from cxrcore.ui.explain import array_digest, session_memo
 
 DEFINITION = (
     "Share of a map's heat inside the lung fields: the map is scaled to 0-1 by its own range (its coolest "
@@ -59,8 +59,8 @@ def explain_lung_section(
     if _missing_segmenter() is not None:
         return
     path = default_segmenter_path()
-    key = (file_fingerprint(path), _digest(pixels))
-    masks = _session_memo(state.LUNG_MASKS, key, lambda: segment_lungs(pixels, path))
+    key = (file_fingerprint(path), array_digest(pixels))
+    masks = session_memo(state.LUNG_MASKS, key, lambda: segment_lungs(pixels, path))
     lungs = lungs_on_input(checkpoint, pixels, masks)
     shares = lung_shares(result, lungs, labels)
     table = shares.map(_percent)
@@ -105,11 +105,8 @@ def evaluate_lung_section(ws: Workspace, checkpoint: Path, dataset: str, split: 
         )
         if not st.button("Compute heat inside the lungs", key="eval_lung_run"):
             return
-        bar = _StreamlitProgress(f"Maps and lungs on the {split} split")
-        try:
+        with PageProgress(f"Maps and lungs on the {split} split") as bar:
             report = lung_heat(checkpoint, ws, dataset, split, max_images=cap, progress=bar)
-        finally:
-            bar.clear()
     meta = report.meta
     st.caption(
         f"{meta['n_images']} images: the first {min(cap, meta['of_split'])} of the {meta['of_split']} in the "
