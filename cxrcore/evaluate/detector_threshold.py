@@ -27,7 +27,7 @@ import pandas as pd
 
 from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD
 from cxrcore.data.index import VALID_SPLIT, DatasetError
-from cxrcore.evaluate.detect_predict import Progress, detect_split
+from cxrcore.evaluate.detect_predict import Progress, StoredDetections, detect_split
 from cxrcore.evaluate.detection_report import OVERALL, detection_report, overall_by_cut
 from cxrcore.evaluate.detector_eval import truth_boxes
 from cxrcore.evaluate.operating_points import DETECTOR_RULE, DETECTOR_RULE_NAMES
@@ -126,14 +126,38 @@ def detector_operating_points(
     }
 
 
-def _figures(report: pd.DataFrame, kept: int, n_images: int, threshold: float) -> dict[str, float]:
-    """The overall row's thresholded figures, and the boxes per image kept, at one cut."""
-    row = report.loc[OVERALL]
+def _figures(
+    stored: StoredDetections, truth: pd.DataFrame, classes: list[str], cut: float
+) -> dict[str, float]:
+    """The report's overall thresholded figures at one cut, and the boxes per image it keeps."""
+    ids = list(stored.image_ids)
+    row = detection_report(stored.table, truth, ids, classes, score_threshold=cut).loc[OVERALL]
+    kept = int((stored.table["label"].isin(classes) & (stored.table["score"] >= cut)).sum())
     return {
-        "score_threshold": threshold,
+        "score_threshold": cut,
         **{name: round(float(row[name]), 6) for name in FIGURES},
-        "boxes_per_image": round(kept / max(n_images, 1), 4),
+        "boxes_per_image": round(kept / max(len(ids), 1), 4),
     }
+
+
+def _validation_boxes(
+    path: Path, ws: Workspace, dataset: str, progress: Progress | None
+) -> tuple[StoredDetections, pd.DataFrame, list[str]]:
+    """The detector's stored boxes on the validation split, its truth, and the classes with truth boxes."""
+    if not split_has_images(ws, dataset, VALID_SPLIT):
+        raise DatasetError(
+            f"dataset {dataset!r} has no validation images to choose a threshold on; build a split first "
+            f"(python -m cxrcore data split {dataset})"
+        )
+    stored = detect_split(path, ws, dataset, VALID_SPLIT, progress=progress)
+    classes = list(stored.classes)
+    truth = truth_boxes(ws, dataset, stored.image_ids, classes)
+    present = [c for c in classes if (truth["label"] == c).any()]
+    if not present:
+        raise DatasetError(
+            f"no validation image of {dataset!r} has boxes of the detector's classes: {classes}"
+        )
+    return stored, truth, present
 
 
 def choose_detector_threshold(
@@ -150,53 +174,30 @@ def choose_detector_threshold(
     card = read_card(path)
     if card.task != "detect":
         raise ThresholdError(f"{path.name} is a {card.task} model; a box score threshold is for detectors")
-    if not split_has_images(ws, dataset, VALID_SPLIT):
-        raise DatasetError(
-            f"dataset {dataset!r} has no validation images to choose a threshold on; build a split first "
-            f"(python -m cxrcore data split {dataset})"
-        )
-    stored = detect_split(path, ws, dataset, VALID_SPLIT, progress=progress)
-    ids, classes = list(stored.image_ids), list(stored.classes)
-    truth = truth_boxes(ws, dataset, ids, classes)
-    present = [c for c in classes if (truth["label"] == c).any()]
-    if not present:
-        raise DatasetError(
-            f"no validation image of {dataset!r} has boxes of the detector's classes: {classes}"
-        )
-    choice = choose_score_threshold(stored.table, truth, ids, present)
-    figures = {}
-    for cut in (DEFAULT_SCORE_THRESHOLD, choice.threshold):
-        report = detection_report(stored.table, truth, ids, present, score_threshold=cut)
-        kept = int((stored.table["label"].isin(present) & (stored.table["score"] >= cut)).sum())
-        figures[cut] = _figures(report, kept, len(ids), cut)
+    stored, truth, present = _validation_boxes(path, ws, dataset, progress)
+    choice = choose_score_threshold(stored.table, truth, stored.image_ids, present)
+    before = _figures(stored, truth, present, DEFAULT_SCORE_THRESHOLD)
+    after = _figures(stored, truth, present, choice.threshold)
     fitted_on = {
         "dataset": dataset,
         "split": VALID_SPLIT,
-        "n_images": len(ids),
+        "n_images": len(stored.image_ids),
         "n_boxes": len(truth),
         "classes_with_boxes": present,
         "index_fingerprint": stored.meta.get("index_fingerprint"),
         "fitted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "at_default": figures[DEFAULT_SCORE_THRESHOLD],
-        "at_threshold": figures[choice.threshold],
+        "at_default": before,
+        "at_threshold": after,
     }
-    points = detector_operating_points(choice.threshold, classes, fitted_on, choice.sweep)
+    points = detector_operating_points(choice.threshold, card.labels, fitted_on, choice.sweep)
     write_card(path, card.replace(operating_points=points))
     log.info(
         "%s: box score threshold %.2f chosen on %s/valid (F1@0.5 %.4f at %.2f, %.4f at the cut)",
         path,
         choice.threshold,
         dataset,
-        figures[DEFAULT_SCORE_THRESHOLD]["F1@0.5"],
+        before["F1@0.5"],
         DEFAULT_SCORE_THRESHOLD,
-        figures[choice.threshold]["F1@0.5"],
+        after["F1@0.5"],
     )
-    return DetectorThresholdResult(
-        path,
-        dataset,
-        choice.threshold,
-        points,
-        choice.sweep,
-        figures[DEFAULT_SCORE_THRESHOLD],
-        figures[choice.threshold],
-    )
+    return DetectorThresholdResult(path, dataset, choice.threshold, points, choice.sweep, before, after)
