@@ -76,7 +76,8 @@ def timed_upload(name: str, data: bytes, detector: str | None, threshold: float 
     at.run()
     out: dict[str, Any] = {"upload_s": time.perf_counter() - started, "errors": [e.value for e in at.error]}
     if threshold is not None:
-        at.slider(key=ud.THRESHOLD_WIDGET).set_value(threshold)
+        picked = at.selectbox(key=ud.DETECTOR_WIDGET).value
+        at.slider(key=ud.threshold_key(picked)).set_value(threshold)
         started = time.perf_counter()
         at.run()
         out["threshold_move_s"] = time.perf_counter() - started

@@ -29,6 +29,7 @@ LAZY_USER_ERRORS = (
     ("cxrcore.models.ensemble", "EnsembleError"),
     ("cxrcore.explain.engine", "ExplainError"),
     ("cxrcore.evaluate.recalibrate", "CalibrationError"),
+    ("cxrcore.evaluate.detector_threshold", "ThresholdError"),
     ("cxrcore.workflows.realdata", "RealDataError"),
 )
 

@@ -6,9 +6,12 @@ import numpy as np
 
 from cxrcore.data.detections import DETECTION_COLUMNS
 from cxrcore.data.phantoms import render_phantom
+from cxrcore.evaluate.operating_points import DETECTOR_RULE
 from cxrcore.models import load_checkpoint
+from cxrcore.models.card import read_card
 from cxrcore.models.catalog import BUNDLED_DIR
 from cxrcore.models.detection import detect
+from cxrcore.models.readout import check_operating_points, default_score_threshold
 
 DETECTOR = BUNDLED_DIR / "real-detector.safetensors"
 
@@ -21,6 +24,18 @@ def test_the_bundled_detector_has_a_card_with_its_test_figures() -> None:
     overall = card.evaluation["boxes"]["overall"]
     assert card.evaluation["split"] == "test" and card.evaluation["n_images"] == 341
     assert 0.0 < overall["mAP@0.5"] < 1.0
+
+
+def test_the_bundled_detector_stores_the_score_threshold_chosen_on_its_validation_split() -> None:
+    card = read_card(DETECTOR)
+    points = card.operating_points
+    check_operating_points(points, card.labels)
+    assert points["rule"] == DETECTOR_RULE and set(points["thresholds"]) == set(card.labels)
+    assert (points["fitted_on"]["dataset"], points["fitted_on"]["n_images"]) == ("cxr-detect", 165)
+    assert points["fitted_on"]["index_fingerprint"] == card.dataset.fingerprint
+    f1 = points["f1_by_cut"]
+    assert len(f1) == 19 and f1[f"{points['score_threshold']:.2f}"] == max(f1.values())
+    assert default_score_threshold(card) == points["score_threshold"] == card.evaluation["score_threshold"]
 
 
 def test_the_bundled_detector_draws_boxes_on_a_wide_image_in_its_own_pixels() -> None:

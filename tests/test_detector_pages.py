@@ -19,10 +19,13 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from cxrcore.data.adapters import load_source
+from cxrcore.evaluate.detector_threshold import detector_operating_points
 from cxrcore.explain.panel import beside_first_row, detection_tile, panel_png
 from cxrcore.io import read_image
 from cxrcore.models import load_checkpoint
+from cxrcore.models.card import read_card
 from cxrcore.models.catalog import BUNDLED_DIR
+from cxrcore.models.checkpoint import write_card
 from cxrcore.models.detection import DEFAULT_SCORE_THRESHOLD, detect
 from cxrcore.models.detector import DETECTOR_BACKBONES, DETECTOR_KINDS
 from cxrcore.store import Workspace
@@ -159,7 +162,8 @@ def test_explain_draws_the_detectors_boxes_and_the_threshold_does_not_run_it_aga
     # The detector is not offered as the classifier; it is picked by default as the lesion detector.
     assert not any("runs/det" in p for p in at.selectbox(key="sidebar_checkpoint").options)
     assert at.selectbox(key=ud.DETECTOR_WIDGET).value == str(path.resolve())
-    assert at.slider(key=ud.THRESHOLD_WIDGET).value == pytest.approx(DEFAULT_SCORE_THRESHOLD)
+    slider = ud.threshold_key(str(path.resolve()))
+    assert at.slider(key=slider).value == pytest.approx(DEFAULT_SCORE_THRESHOLD)
     assert detected[0] == 1
     assert len(at.get("image")) == 3 * 3 + 1  # the detector's panel beside the maps
     assert "box(es) scoring 0.50 or more" in _detector_caption(at)
@@ -167,7 +171,7 @@ def test_explain_draws_the_detectors_boxes_and_the_threshold_does_not_run_it_aga
     expected = detect(load_checkpoint(path), pixels)  # the same image and weights give the same boxes
     assert len(expected) > 0
     for threshold in (0.0, 0.3, 0.05):
-        at.slider(key=ud.THRESHOLD_WIDGET).set_value(threshold)
+        at.slider(key=slider).set_value(threshold)
         run(at)
         kept = expected[expected["score"] >= threshold]
         tables = [d.value for d in at.dataframe if "class" in d.value.columns]  # the boxes table
@@ -180,6 +184,39 @@ def test_explain_draws_the_detectors_boxes_and_the_threshold_does_not_run_it_aga
     at.selectbox(key=ud.DETECTOR_WIDGET).set_value(ud.NO_DETECTOR)
     run(at)
     assert len(at.get("image")) == 3 * 3 and detected[0] == 1
+
+
+def _with_cut(path: Path, cut: float) -> Path:
+    """The detector's card with a score threshold stored as if chosen on the demo's validation split."""
+    card = read_card(path)
+    fitted = {"dataset": DEMO_DATASET, "split": "valid", "n_images": 24, "n_boxes": 30}
+    sweep = pd.DataFrame({"f1": [0.5]}, index=pd.Index([cut], name="score_threshold"))
+    write_card(path, card.replace(operating_points=detector_operating_points(cut, CLASSES, fitted, sweep)))
+    return path
+
+
+def test_explain_starts_the_threshold_at_the_detectors_stored_cut_and_resets_it_per_detector(
+    ws: Workspace,
+) -> None:
+    plain = str(save_detector(ws.home, name="det-plain").resolve())
+    tuned = str(_with_cut(save_detector(ws.home, name="det-tuned"), 0.3).resolve())
+    at = _upload(ws)
+    at.selectbox(key=ud.DETECTOR_WIDGET).set_value(tuned)
+    run(at)
+    assert at.slider(key=ud.threshold_key(tuned)).value == pytest.approx(0.3)
+    assert "box(es) scoring 0.30 or more" in _detector_caption(at)
+    assert "Starts at 0.30: chosen on validation (demo-phantoms/valid" in _texts(at)
+    at.slider(key=ud.threshold_key(tuned)).set_value(0.05)
+    run(at)
+    assert "box(es) scoring 0.05 or more" in _detector_caption(at)
+    at.selectbox(key=ud.DETECTOR_WIDGET).set_value(plain)  # another detector: its own default
+    run(at)
+    assert at.slider(key=ud.threshold_key(plain)).value == pytest.approx(DEFAULT_SCORE_THRESHOLD)
+    assert "box(es) scoring 0.50 or more" in _detector_caption(at)
+    assert "Starts at 0.50: default 0.5 (no cut chosen on validation in the model card)" in _texts(at)
+    at.selectbox(key=ud.DETECTOR_WIDGET).set_value(tuned)  # and back: the stored cut again
+    run(at)
+    assert at.slider(key=ud.threshold_key(tuned)).value == pytest.approx(0.3)
 
 
 def test_a_detector_of_the_classifiers_labels_is_no_ensemble_member(ws: Workspace) -> None:
@@ -231,6 +268,7 @@ def test_the_models_page_lists_the_detector_by_task_with_its_card(ws: Workspace)
     assert ap.set_index("class")["AP@0.5"].to_dict() == {"Effusion": 0.25, "Nodule": 0.1, "Opacity": 0.4}
     text = _texts(at)
     assert "180 images, 211 boxes, augmented" in text and "**Initialisation:** random" in text
+    assert "**Box score threshold:** 0.50, default 0.5" in text and "checkpoint calibrate" in text
     assert not any(b.key == "onnx_prepare" for b in at.button)  # ONNX export is for classifiers
 
 

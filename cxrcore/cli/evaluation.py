@@ -62,18 +62,29 @@ def _is_detector(path: str) -> bool:
     return read_card(path).task == "detect"
 
 
+def _score_threshold(given: float | None, checkpoints: list[str]) -> tuple[float, str]:
+    """The box score cut to count boxes from: the one given, else the cards' (chosen on validation or 0.5)."""
+    if given is not None:
+        return given, "given with --score-threshold"
+    from cxrcore.models.card import read_card
+    from cxrcore.models.readout import shared_score_threshold
+
+    return shared_score_threshold([read_card(path) for path in checkpoints])
+
+
 def cmd_evaluate_detector(args: argparse.Namespace) -> int:
     """Box metrics and image-level AUROC of a detector on a split; heat-map boxes beside it on request."""
     from cxrcore.evaluate.detector_eval import compare_box_sources, evaluate_detector
 
     ws = Workspace()
+    score, source = _score_threshold(args.score_threshold, [args.checkpoint])
     with ImageBar("detecting") as bar:
         result = evaluate_detector(
             args.checkpoint,
             ws,
             args.dataset,
             args.split,
-            score_threshold=args.score_threshold,
+            score_threshold=score,
             n_boot=args.bootstrap,
             progress=bar,
         )
@@ -81,7 +92,7 @@ def cmd_evaluate_detector(args: argparse.Namespace) -> int:
         if args.heatmaps:
             compared = compare_box_sources(
                 [args.checkpoint], args.heatmaps, ws, args.dataset, args.split, method=args.heatmap_method,
-                score_threshold=args.score_threshold,
+                score_threshold=score,
             )  # fmt: skip
     payload: dict[str, Any] = {
         "checkpoint": args.checkpoint,
@@ -89,7 +100,8 @@ def cmd_evaluate_detector(args: argparse.Namespace) -> int:
         "dataset": args.dataset,
         "split": args.split,
         "n_images": len(result.stored.image_ids),
-        "score_threshold": args.score_threshold,
+        "score_threshold": score,
+        "score_threshold_source": source,
         "boxes": result.report.reset_index().to_dict(orient="records"),
         "image_level": result.image_level.reset_index(names="label").to_dict(orient="records"),
     }
@@ -99,7 +111,7 @@ def cmd_evaluate_detector(args: argparse.Namespace) -> int:
     def text() -> str:
         head = (
             f"{args.checkpoint} on {args.dataset}/{args.split}: {payload['n_images']} images; "
-            f"mAR / F1 / RSNA at score >= {args.score_threshold}"
+            f"mAR / F1 / RSNA at score >= {score:g} ({source})"
         )
         cols = [c for c in DETECTION_SHOWN if c in result.report.columns]
         parts = [head, result.report[cols].to_string(float_format=lambda v: f"{v:.3f}")]
@@ -169,6 +181,7 @@ def cmd_ensemble_detectors(args: argparse.Namespace) -> int:
 
     given = args.methods if args.methods != ",".join(METHODS) else ",".join(FUSION_METHODS)
     methods = [m.strip() for m in given.split(",") if m.strip()]
+    score, source = _score_threshold(args.score_threshold, args.checkpoints)
     with NamedBars() as bars:
         table = compare_detector_ensembles(
             args.checkpoints,
@@ -176,17 +189,24 @@ def cmd_ensemble_detectors(args: argparse.Namespace) -> int:
             args.dataset,
             args.split,
             methods=methods,
-            score_threshold=args.score_threshold,
+            score_threshold=score,
             progress=bars,
         )
     payload = {
         "dataset": args.dataset,
         "split": args.split,
         "task": "detect",
+        "score_threshold": score,
+        "score_threshold_source": source,
         "table": table.to_dict("records"),
     }
     cols = ["model", "kind", *[c for c in DETECTION_SHOWN if c in table.columns]]
-    emit(payload, args.json, lambda: table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+    def text() -> str:
+        head = f"mAR / F1 / RSNA at score >= {score:g} ({source})"
+        return head + "\n" + table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+    emit(payload, args.json, text)
     return 0
 
 
@@ -273,9 +293,9 @@ def add_evaluation_commands(groups: Any) -> None:
     ev.add_argument(
         "--score-threshold",
         type=float,
-        default=DEFAULT_SCORE_THRESHOLD,
-        help="detectors: boxes scoring at least this count for mAR, F1 and the RSNA score "
-        f"(default {DEFAULT_SCORE_THRESHOLD}; mAP and FROC sweep every score)",
+        help="detectors: boxes scoring at least this count for mAR, F1 and the RSNA score (default: the "
+        "cut in the model card, chosen on validation by checkpoint calibrate, else "
+        f"{DEFAULT_SCORE_THRESHOLD}; mAP and FROC sweep every score)",
     )
     ev.add_argument(
         "--heatmaps",
@@ -301,7 +321,7 @@ def add_evaluation_commands(groups: Any) -> None:
     ens.add_argument(
         "--score-threshold",
         type=float,
-        default=DEFAULT_SCORE_THRESHOLD,
-        help=f"detectors: the score from which boxes count for mAR, F1, RSNA ({DEFAULT_SCORE_THRESHOLD})",
+        help="detectors: the score from which boxes count for mAR, F1, RSNA (default: the lowest of the "
+        f"members' cuts in their model cards, {DEFAULT_SCORE_THRESHOLD} for a member without one)",
     )
     ens.set_defaults(func=cmd_ensemble)

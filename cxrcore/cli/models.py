@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from cxrcore.cli.output import EXIT_ERROR, ImageBar, emit
-from cxrcore.evaluate.operating_points import DEFAULT_RULE, STORED_RULES
+from cxrcore.evaluate.operating_points import DEFAULT_RULE, DETECTOR_RULE, DETECTOR_RULE_NAMES, STORED_RULES
 from cxrcore.models.readout import AUTO_METHOD, CALIBRATION_CHOICES
 from cxrcore.store import Workspace
 
@@ -52,8 +52,30 @@ def cmd_checkpoint_migrate(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else 0
 
 
+class NoteGiven(argparse.Action):
+    """Store an option's value and note that it was given on the line (``args.given``, a set of dests)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        """Store the value as argparse's own "store" does, and add the option's dest to ``given``."""
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", set()), self.dest}
+
+
 def cmd_checkpoint_calibrate(args: argparse.Namespace) -> int:
-    """Fit calibration and operating points on a dataset's validation split and store them in the card."""
+    """Fit calibration and operating points on a dataset's validation split and store them in the card.
+
+    A detector gets its box score threshold instead (``cxrcore.evaluate.detector_threshold``).
+    """
+    from cxrcore.models.card import read_card
+
+    if read_card(args.file).task == "detect":
+        return calibrate_detector(args)
     from cxrcore.evaluate.recalibrate import calibrate_checkpoint
 
     with ImageBar("predicting") as bar:
@@ -92,6 +114,49 @@ def cmd_checkpoint_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibrate_detector(args: argparse.Namespace) -> int:
+    """Choose a detector's box score threshold on the validation split and store it in the card."""
+    given = [f"--{dest}" for dest in ("method", "threshold", "target") if dest in getattr(args, "given", ())]
+    if given:
+        print(
+            f"error: {', '.join(given)}: only for classifiers; {args.file} is a detector, whose box "
+            f"score threshold is chosen by {DETECTOR_RULE} (its options: --dataset, --json)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    from cxrcore.evaluate.detector_threshold import choose_detector_threshold
+
+    with ImageBar("detecting") as bar:
+        result = choose_detector_threshold(args.file, Workspace(), args.dataset, progress=bar)
+    fitted = result.operating_points["fitted_on"]
+    payload = {
+        "checkpoint": str(result.path),
+        "dataset": args.dataset,
+        "task": "detect",
+        "score_threshold": result.threshold,
+        "operating_points": result.operating_points,
+        "valid": {"at_default": result.at_default, "at_threshold": result.at_threshold},
+        "sweep": result.sweep.reset_index().to_dict(orient="records"),
+    }
+
+    def text() -> str:
+        rows = pd.DataFrame(
+            [result.at_default, result.at_threshold], index=["default", "chosen"]
+        ).drop_duplicates()
+        return "\n".join(
+            [
+                f"{result.path}: box score threshold {result.threshold:.2f} "
+                f"({result.operating_points['description']}) chosen on {args.dataset}/valid "
+                f"({fitted['n_images']} images, {fitted['n_boxes']} boxes) and stored in the model card",
+                "\nvalidation split, overall (mAR and F1 at IoU 0.5, RSNA score):",
+                rows.to_string(float_format=lambda v: f"{v:.3f}"),
+            ]
+        )
+
+    emit(payload, args.json, text)
+    return 0
+
+
 def _scores_text(table: pd.DataFrame) -> str:
     """A before/after table with the thresholds' labels as rows, three decimals."""
     shown = table[["positives", "ece_before", "ece_after", "brier_before", "brier_after"]]
@@ -118,7 +183,8 @@ def add_model_commands(groups: Any) -> None:
     migrate.set_defaults(func=cmd_checkpoint_migrate)
     cal = ckpt.add_parser(
         "calibrate",
-        help="fit calibration and per-label operating points on a dataset's validation split (into the card)",
+        help="fit calibration and per-label operating points on a dataset's validation split (into the "
+        "card); for a detector, choose its box score threshold there",
     )
     cal.add_argument("file")
     cal.add_argument("--dataset", required=True, help="a registered dataset with a validation split")
@@ -126,12 +192,23 @@ def add_model_commands(groups: Any) -> None:
         "--method",
         default=AUTO_METHOD,
         choices=CALIBRATION_CHOICES,
-        help="auto = Platt scaling after a class-reweighting loss (weighted BCE), temperature scaling "
-        "otherwise; none removes the calibration",
+        action=NoteGiven,
+        help="classifiers: auto = Platt scaling after a class-reweighting loss (weighted BCE), temperature "
+        "scaling otherwise; none removes the calibration",
     )
     cal.add_argument(
-        "--threshold", default=DEFAULT_RULE, choices=STORED_RULES, help="how each label's threshold is chosen"
+        "--threshold",
+        default=DEFAULT_RULE,
+        choices=STORED_RULES,
+        action=NoteGiven,
+        help="classifiers: how each label's threshold is chosen. A detector's box score threshold is "
+        f"chosen by {DETECTOR_RULE}: {DETECTOR_RULE_NAMES[DETECTOR_RULE]}",
     )
-    cal.add_argument("--target", type=float, help="target sensitivity or specificity for those rules")
+    cal.add_argument(
+        "--target",
+        type=float,
+        action=NoteGiven,
+        help="classifiers: target sensitivity or specificity for those rules",
+    )
     cal.add_argument("--json", action="store_true")
     cal.set_defaults(func=cmd_checkpoint_calibrate)

@@ -3,8 +3,9 @@
 The table is a detections frame (``DETECTION_COLUMNS``: image_id, label, x, y, w, h, score, in the pixel
 space of each file) holding every box the detector keeps (scores down to ``SCORE_FLOOR``), so metrics
 that sweep the score (AP, FROC) and the pages' score slider all read the same table. It is keyed by the
-checkpoint's content fingerprint, the dataset's index fingerprint, the split and the preprocessing,
-and stored as Parquet under ``$CXR_HOME/predictions/`` beside a JSON record of what made it.
+checkpoint's weights fingerprint (the tensors, not the card: choosing a score threshold rewrites the card
+and keeps the boxes), the dataset's index fingerprint, the split and the preprocessing, and stored as
+Parquet under ``$CXR_HOME/predictions/`` beside a JSON record of what made it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from cxrcore.data.cache import PreprocessCache
 from cxrcore.data.detections import empty_detections
 from cxrcore.data.split import split_rows
 from cxrcore.io.reader import image_size
-from cxrcore.models.checkpoint import Checkpoint, file_fingerprint, load_checkpoint, read_card
+from cxrcore.models.card import weights_fingerprint
+from cxrcore.models.checkpoint import Checkpoint, load_checkpoint, read_card
 from cxrcore.models.detection import detector_of, outputs_to_frame
 from cxrcore.models.lock import model_guard
 from cxrcore.store import Workspace
@@ -55,7 +57,7 @@ def detections_key(checkpoint: Path, ws: Workspace, dataset: str, split: str, pr
     payload = {
         "v": DETECT_VERSION,
         "task": "detect",
-        "checkpoint": file_fingerprint(checkpoint),
+        "weights": weights_fingerprint(checkpoint),
         "index": record.fingerprint,
         "split_info": record.split,
         "split": split,
@@ -115,7 +117,7 @@ def detect_split(
         "key": key,
         "task": "detect",
         "checkpoint": str(path.resolve()),
-        "checkpoint_fingerprint": file_fingerprint(path),
+        "checkpoint_fingerprint": weights_fingerprint(path),  # the tensors, not the card
         "dataset": dataset,
         "index_fingerprint": ws.get_dataset(dataset).fingerprint,
         "split": split,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cxrcore.data.detections import validate_detections
+from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD, validate_detections
 from cxrcore.data.index import validate_boxes
 from cxrcore.evaluate.detection import (
     FROC_FP_RATES,
@@ -23,12 +23,13 @@ from cxrcore.evaluate.detection import (
     froc,
     rsna_score,
 )
-from cxrcore.evaluate.localisation import MASK_RCNN_IOU_THRESHOLDS, coco_map, mask_rcnn_table
+from cxrcore.evaluate.localisation import MASK_RCNN_IOU_THRESHOLDS, coco_map, mask_rcnn_table, scores_by_cut
 
 log = logging.getLogger(__name__)
 
 OVERALL = "overall"  # the row pooling every class; a prediction still matches only truth of its class
-DEFAULT_SCORE_THRESHOLD = 0.5  # boxes kept for mAR, F1 and the RSNA score (mAP, COCO mAP, FROC sweep it)
+# DEFAULT_SCORE_THRESHOLD (0.5, from cxrcore.data.detections): boxes kept for mAR, F1 and the RSNA score
+# when the caller gives no cut (mAP, COCO mAP and FROC sweep every score).
 COUNT_COLUMNS: tuple[str, ...] = ("n_images", "n_positive_images", "n_boxes", "n_detections")
 _COORDS = ["x", "y", "w", "h"]
 
@@ -164,6 +165,33 @@ def detection_report(
     table = pd.DataFrame.from_dict(rows, orient="index").loc[:, list(report_columns(fp_rates))]
     table.index.name = "class"
     return table
+
+
+def overall_by_cut(
+    detections: pd.DataFrame,
+    truth: pd.DataFrame,
+    image_ids: Sequence[str],
+    classes: Sequence[str],
+    cuts: Sequence[float],
+    *,
+    iou_threshold: float = 0.5,
+) -> pd.DataFrame:
+    """The "overall" row's precision, recall (mAR) and F1 at one IoU for each score cut, one matching.
+
+    Classes are pooled as ``detection_report`` pools them (a detection matches only truth of its class), so
+    at IoU 0.5 the recall and F1 of a cut are the report's ``mAR@0.5`` and ``F1@0.5`` at that cut.
+    """
+    ids = check_image_ids(image_ids)
+    det = validate_detections(detections)
+    det = det[det["image_id"].isin(ids)]
+    gt = validate_boxes(truth)
+    gt = gt[gt["image_id"].isin(ids)]
+    preds: list = []
+    gts: list = []
+    for name in classes:
+        preds += _per_image(det[det["label"] == name], ids, scored=True)
+        gts += _per_image(gt[gt["label"] == name], ids, scored=False)
+    return scores_by_cut(preds, gts, cuts, iou_threshold=iou_threshold)
 
 
 def froc_curves(

@@ -33,9 +33,10 @@ from cxrcore.explain.boxes import BOX_THRESHOLD, boxes_from_heatmap
 from cxrcore.explain.engine import DEFAULT_SMOOTH, explain
 from cxrcore.io import ImageReadError, read_image
 from cxrcore.io.reader import image_size
-from cxrcore.models.checkpoint import Checkpoint, load_checkpoint
+from cxrcore.models.checkpoint import Checkpoint, load_checkpoint, read_card
 from cxrcore.models.detection import DEFAULT_SCORE_THRESHOLD
 from cxrcore.models.ensemble import check_members
+from cxrcore.models.readout import default_score_threshold, score_threshold_source, shared_score_threshold
 from cxrcore.store import Workspace
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,14 @@ class DetectorEvaluation:
     report: pd.DataFrame  # detection_report: one row per class and "overall"
     image_level: pd.DataFrame  # summarise(): AUROC with CI etc. of the highest box score per class
     stored: StoredDetections
+    score_threshold: float  # the cut mAR, F1 and the RSNA score counted boxes from
+    threshold_source: str  # where it came from, in words ("chosen on validation ...", "default 0.5 ...")
 
 
-def _truth(ws: Workspace, dataset: str, image_ids: Sequence[str], classes: Sequence[str]) -> pd.DataFrame:
+def truth_boxes(
+    ws: Workspace, dataset: str, image_ids: Sequence[str], classes: Sequence[str]
+) -> pd.DataFrame:
+    """The dataset's truth boxes of these classes on these images (the boxes frame)."""
     boxes = ws.load_dataset(dataset).boxes
     return boxes[boxes["image_id"].isin(set(image_ids)) & boxes["label"].isin(list(classes))]
 
@@ -63,15 +69,24 @@ def evaluate_detector(
     dataset: str,
     split: str = "test",
     *,
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    score_threshold: float | None = None,
     n_boot: int = N_BOOT,
     refresh: bool = False,
     progress: Progress | None = None,
 ) -> DetectorEvaluation:
-    """Box metrics and image-level AUROC of a detector on a split (detections stored and reused)."""
+    """Box metrics and image-level AUROC of a detector on a split (detections stored and reused).
+
+    ``score_threshold``: the cut mAR, F1 and the RSNA score count boxes from; None takes the card's
+    (``default_score_threshold``: chosen on validation, else 0.5).
+    """
+    card = checkpoint.card if isinstance(checkpoint, Checkpoint) else read_card(checkpoint)
+    if score_threshold is None:
+        score_threshold, source = default_score_threshold(card), score_threshold_source(card)
+    else:
+        source = "given"
     stored = detect_split(checkpoint, ws, dataset, split, refresh=refresh, progress=progress)
     classes = list(stored.classes)
-    truth = _truth(ws, dataset, stored.image_ids, classes)
+    truth = truth_boxes(ws, dataset, stored.image_ids, classes)
     present = [c for c in classes if (truth["label"] == c).any()]
     if not present:
         raise ValueError(f"no image of the {split} split of {dataset!r} has boxes of {classes}")
@@ -79,7 +94,7 @@ def evaluate_detector(
     y_true = box_labels(truth, stored.image_ids, present).to_numpy(dtype=float)
     y_score = image_scores(stored.table, stored.image_ids, present).to_numpy(dtype=float)
     image_level = summarise(y_true, y_score, present, n_boot=n_boot)
-    return DetectorEvaluation(report, image_level, stored)
+    return DetectorEvaluation(report, image_level, stored, float(score_threshold), source)
 
 
 def heatmap_detections(
@@ -149,7 +164,7 @@ def compare_box_sources(
         name = f"{member_name(path, [])} ({method.upper()} boxes)"
         done = (lambda d, t, n=name: progress(n, d, t)) if progress else None
         frame, ids = heatmap_detections(path, ws, dataset, split, method=method, progress=done)
-        truth = _truth(ws, dataset, ids, sorted(set(frame["label"])))
+        truth = truth_boxes(ws, dataset, ids, sorted(set(frame["label"])))
         present = sorted(set(truth["label"]))
         if not present:
             log.warning("%s: no boxes of its classes on %s/%s", name, dataset, split)
@@ -173,16 +188,19 @@ def compare_detector_ensembles(
     *,
     methods: Sequence[str] = FUSION_METHODS,
     weights: Sequence[float] | None = None,
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    score_threshold: float | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Members and their fused boxes (WBF, NMS, soft-NMS), each scored by the detection report's overall row.
 
     Members must detect the same classes. Rows: one per member and per fusion method, with ``kind``
-    "member" or "ensemble" and the report's columns.
+    "member" or "ensemble", the report's columns and the ``score_threshold`` every row was scored at
+    (None: the lowest of the members' defaults, ``shared_score_threshold``).
     """
     if len(detectors) < 2:
         raise ValueError("an ensemble needs at least two detectors")
+    if score_threshold is None:
+        score_threshold = shared_score_threshold([read_card(p) for p in detectors])[0]
     stored = []
     for path in detectors:
         name = member_name(path, [])
@@ -190,7 +208,7 @@ def compare_detector_ensembles(
         stored.append(detect_split(path, ws, dataset, split, progress=done))
     classes = check_members([s.classes for s in stored])
     ids = stored[0].image_ids
-    truth = _truth(ws, dataset, ids, classes)
+    truth = truth_boxes(ws, dataset, ids, classes)
     present = [c for c in classes if (truth["label"] == c).any()]
     if not present:
         raise ValueError(f"no image of the {split} split of {dataset!r} has boxes of {list(classes)}")
@@ -204,7 +222,6 @@ def compare_detector_ensembles(
     for method in methods:
         fused = fuse_detections([s.table for s in stored], method, weights=weights, image_sizes=sizes)
         report = detection_report(fused, truth, ids, present, score_threshold=score_threshold)
-        rows.append(
-            {"model": FUSION_NAMES.get(method, method), "kind": "ensemble", **report.loc[OVERALL].to_dict()}
-        )
-    return pd.DataFrame(rows)
+        name = FUSION_NAMES.get(method, method)
+        rows.append({"model": name, "kind": "ensemble", **report.loc[OVERALL].to_dict()})
+    return pd.DataFrame(rows).assign(score_threshold=float(score_threshold))

@@ -228,14 +228,37 @@ def _scores_at(
 ) -> dict[str, float]:
     scores, tp = _ranked(prepared, iou_threshold)
     n_gt = _n_gt(prepared)
-    # Matching runs in descending score order, so the kept predictions match exactly as they do among all.
-    kept = tp[scores >= score_threshold]
+    ap = _ap_from_ranked(tp, n_gt, interpolation) if n_gt else float("nan")
+    return {**_kept_scores(tp[scores >= score_threshold], n_gt), "ap": ap}
+
+
+def _kept_scores(kept: np.ndarray, n_gt: int) -> dict[str, float]:
+    """Precision, recall and F1 of the kept predictions' true-positive flags.
+
+    Matching runs in descending score order, so the predictions above a score cut match exactly as they
+    do among all predictions: one matching serves every cut.
+    """
     precision = float(kept.mean()) if kept.size else 0.0
     recall = kept.sum() / n_gt if n_gt else float("nan")
     total = precision + recall
     f1 = 2 * precision * recall / total if total > 0 else (0.0 if n_gt else float("nan"))
-    ap = _ap_from_ranked(tp, n_gt, interpolation) if n_gt else float("nan")
-    return {"precision": precision, "recall": float(recall), "f1": float(f1), "ap": ap}
+    return {"precision": precision, "recall": float(recall), "f1": float(f1)}
+
+
+def scores_by_cut(
+    preds: Predictions, gts: Sequence[ArrayLike], cuts: Sequence[float], iou_threshold: float = 0.5
+) -> pd.DataFrame:
+    """Precision, recall and F1 of the predictions scoring >= each cut, from one matching.
+
+    The numbers are those of ``detection_scores(..., score_threshold=cut)``; one row per cut, indexed by it.
+    """
+    prepared = _prepare(preds, gts)
+    n_gt = _n_gt(prepared)
+    if n_gt == 0:
+        _warn_no_gt("detection recall")
+    scores, tp = _ranked(prepared, iou_threshold)
+    rows = [_kept_scores(tp[scores >= float(cut)], n_gt) for cut in cuts]
+    return pd.DataFrame(rows, index=pd.Index([float(c) for c in cuts], name="score_threshold"))
 
 
 def detection_scores(

@@ -4,6 +4,7 @@ A label is called positive when its (calibrated) probability is >= its threshold
 ones ``python -m cxrcore evaluate --threshold`` knows (``OPERATING_POINTS`` in
 ``cxrcore.evaluate.classification``): Youden's J by default, a target sensitivity or specificity, or
 maximum F1. The stored form (the card's ``operating_points``) is read by ``cxrcore.models.readout``.
+A lesion detector's operating point, one box score cut, is stored in the same field by ``DETECTOR_RULE``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ log = logging.getLogger(__name__)
 # The rules a checkpoint's stored operating points may be chosen by, and the default.
 STORED_RULES: tuple[str, ...] = OPERATING_POINTS
 DEFAULT_RULE = DEFAULT_THRESHOLD_RULE
+# A detector's operating point is one box score cut (``cxrcore.evaluate.detector_threshold``), by this rule.
+DETECTOR_RULE = "max_f1_iou50"
+DETECTOR_RULES: tuple[str, ...] = (DETECTOR_RULE,)
+DETECTOR_RULE_NAMES: dict[str, str] = {
+    DETECTOR_RULE: "highest overall F1 at IoU 0.5, one cut pooled over every class",
+}
 ABOVE, BELOW, NO_THRESHOLD = "above", "below", "no threshold"
 
 

@@ -16,6 +16,11 @@ The stored forms (JSON in the card), per label under ``"labels"``:
 A label without an entry (one class only on validation) keeps the plain sigmoid. Operating points are
 ``{"rule": ..., "target": ..., "thresholds": {label: threshold}}``: a label is called positive when its
 calibrated probability is >= its threshold.
+
+A lesion detector stores its box score threshold in the same ``operating_points`` field (chosen by
+``cxrcore.evaluate.detector_threshold``): one cut pooled over its classes, written under every class.
+``default_score_threshold(card)`` is where every page and command starts from: that cut, or
+``DEFAULT_SCORE_THRESHOLD`` (0.5) for a detector without one; ``score_threshold_source(card)`` says which.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD
 from cxrcore.hints import unknown_choice
 
 logger = logging.getLogger(__name__)
@@ -168,3 +174,41 @@ def thresholds(card: Any) -> dict[str, float]:
 def calibration_method(card: Any) -> str | None:
     """The card's calibration method, or None when its probabilities are the plain sigmoid."""
     return (card.calibration or {}).get("method")
+
+
+def default_score_threshold(card: Any) -> float:
+    """A detector's default box score threshold: its card's cut chosen on validation, else 0.5.
+
+    The card stores one cut pooled over the classes under every class; the lowest stored value is taken,
+    so that no class's boxes above its own cut are hidden should the cuts ever differ. A classifier's
+    operating points are probability thresholds, not box score cuts: a classifier card gives 0.5.
+    """
+    cuts = thresholds(card) if getattr(card, "task", None) == "detect" else {}
+    return min(cuts.values()) if cuts else DEFAULT_SCORE_THRESHOLD
+
+
+def score_threshold_source(card: Any) -> str:
+    """Where ``default_score_threshold(card)`` comes from, in words for the pages and the command line."""
+    if getattr(card, "task", None) != "detect" or not thresholds(card):
+        return f"default {DEFAULT_SCORE_THRESHOLD:g} (no cut chosen on validation in the model card)"
+    points = card.operating_points or {}
+    fitted = points.get("fitted_on") or {}
+    where = f"{fitted.get('dataset', 'its dataset')}/{fitted.get('split', 'valid')}"
+    return f"chosen on validation ({where}, {points.get('description') or points.get('rule')})"
+
+
+def shared_score_threshold(cards: Sequence[Any]) -> tuple[float, str]:
+    """One box score threshold for detectors compared or fused together, and where it comes from.
+
+    The lowest of their defaults: fusing boxes lowers the scores of boxes only some members found, so a
+    higher member's cut would hide boxes the lower member's own cut keeps.
+    """
+    if not cards:
+        return DEFAULT_SCORE_THRESHOLD, score_threshold_source(None)
+    values = [default_score_threshold(card) for card in cards]
+    chosen = [bool(thresholds(card)) and getattr(card, "task", None) == "detect" for card in cards]
+    if len(set(values)) == 1 and len(set(chosen)) == 1:
+        return values[0], score_threshold_source(cards[0])
+    words = ["chosen on validation" if c else "default" for c in chosen]
+    each = ", ".join(f"{v:.2f} ({w})" for v, w in zip(values, words, strict=True))
+    return min(values), f"the lowest of the members' defaults: {each}"

@@ -13,12 +13,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD
 from cxrcore.evaluate.box_fusion import FUSION_METHODS, FUSION_NAMES
 from cxrcore.evaluate.detect_predict import detect_split
 from cxrcore.evaluate.detection_report import froc_curves
 from cxrcore.evaluate.detector_eval import DetectorEvaluation, compare_detector_ensembles, evaluate_detector
+from cxrcore.models.card import read_card
 from cxrcore.models.checkpoint import file_fingerprint
+from cxrcore.models.readout import default_score_threshold, score_threshold_source, shared_score_threshold
 from cxrcore.store import Workspace
 from cxrcore.ui.data import csv_download
 from cxrcore.ui.evaluate import PageProgress
@@ -61,17 +62,27 @@ def evaluation(ws: Workspace, checkpoint: Path, dataset: str, split: str, score:
     )
 
 
-def score_threshold_input(key: str) -> float:
-    """The score from which boxes count for mAR, F1 and the RSNA score."""
-    return st.slider(
+def score_threshold_input(key: str, default: tuple[float, str]) -> float:
+    """The score from which boxes count for mAR, F1 and the RSNA score, starting at ``default``.
+
+    ``default`` is (cut, where it comes from), from ``default_score_threshold`` or ``shared_score_threshold``;
+    ``key`` names the detectors shown, so that picking others starts the slider at their default.
+    """
+    start, source = default
+    score = st.slider(
         "Box score threshold",
         0.05,
         0.95,
-        DEFAULT_SCORE_THRESHOLD,
+        min(max(start, 0.05), 0.95),
         0.05,
         key=key,
         help="Boxes scoring at least this count for mAR, F1 and the RSNA score; mAP and FROC sweep all.",
     )
+    st.caption(
+        f"mAR, F1 and the RSNA score count boxes scoring {score:.2f} or more; "
+        f"the slider starts at {start:.2f}: {source}."
+    )
+    return score
 
 
 def froc_figure(curves: dict[str, pd.DataFrame], max_fp: float = 8.0) -> go.Figure:
@@ -99,7 +110,9 @@ def froc_figure(curves: dict[str, pd.DataFrame], max_fp: float = 8.0) -> go.Figu
 
 def detector_section(ws: Workspace, checkpoint: Path, dataset: str, split: str) -> None:
     """The Evaluate page for a detector: box metrics per class, FROC curves and image-level AUROC."""
-    score = score_threshold_input("eval_det_score")
+    card = read_card(checkpoint)
+    default = (default_score_threshold(card), score_threshold_source(card))
+    score = score_threshold_input(f"eval_det_score:{checkpoint}", default)
     result = evaluation(ws, checkpoint, dataset, split, score)
     stored = result.stored
     st.caption(
@@ -154,7 +167,8 @@ def ensemble_section(ws: Workspace, checkpoints: list[Path], dataset: str, split
     methods = st.multiselect(
         "Box fusion", FUSION_METHODS, default=list(FUSION_METHODS), format_func=FUSION_NAMES.get
     )
-    score = score_threshold_input("ens_det_score")
+    default = shared_score_threshold([read_card(p) for p in checkpoints])
+    score = score_threshold_input("ens_det_score:" + "|".join(str(p) for p in checkpoints), default)
     if not methods:
         st.info("Pick at least one way to fuse the boxes.")
         return

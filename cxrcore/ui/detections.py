@@ -2,7 +2,8 @@
 
 The Explain page runs a detector once per (image as shown, detector weights) in a session and keeps
 every box it returns (``cxrcore.models.detection``); the score threshold only filters those boxes, so
-moving it never runs the network again.
+moving it never runs the network again. The threshold starts at the detector's default (its card's cut
+chosen on validation, else 0.5), and again at the new one's when another detector is picked.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import streamlit as st
 
 from cxrcore.data.detections import DETECTION_COLUMNS
 from cxrcore.explain.panel import Tile, beside_first_row, detection_tile
+from cxrcore.models.card import read_card
 from cxrcore.models.catalog import CheckpointEntry, list_checkpoints
 from cxrcore.models.checkpoint import Checkpoint
 from cxrcore.models.detection import DEFAULT_SCORE_THRESHOLD, detect
 from cxrcore.models.detector import KIND_NAMES, parse_name
+from cxrcore.models.readout import default_score_threshold, score_threshold_source
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.data import csv_download
@@ -61,6 +64,19 @@ def cached_detections(checkpoint: Checkpoint, pixels: np.ndarray) -> pd.DataFram
     return session_memo(state.DETECTIONS, key, lambda: detect(checkpoint, pixels))
 
 
+def threshold_key(path: str | None) -> str:
+    """The score slider's widget key for one detector: picking another starts it at that one's default."""
+    return f"{THRESHOLD_WIDGET}:{path or NO_DETECTOR}"
+
+
+def _default(path: str | None) -> tuple[float, str]:
+    """A detector's default score threshold and where it comes from (its card's cut, else 0.5)."""
+    if path is None:
+        return DEFAULT_SCORE_THRESHOLD, ""
+    card = read_card(path)
+    return default_score_threshold(card), score_threshold_source(card)
+
+
 def _controls(ws: Workspace) -> tuple[str | None, float]:
     """The detector picker ("none" or a detector checkpoint) and the score threshold."""
     entries = detector_checkpoints(ws.home)
@@ -77,17 +93,21 @@ def _controls(ws: Workspace) -> tuple[str | None, float]:
         key=DETECTOR_WIDGET,
         help="Boxes from a detector trained on boxes, drawn beside the classifier's maps.",
     )
+    path = None if chosen == NO_DETECTOR else chosen
+    default, source = _default(path)
     threshold = right.slider(
         "Detector score threshold",
         0.0,
         1.0,
-        DEFAULT_SCORE_THRESHOLD,
+        default,
         0.05,
-        key=THRESHOLD_WIDGET,
-        disabled=chosen == NO_DETECTOR,
+        key=threshold_key(path),
+        disabled=path is None,
         help="Boxes scoring at least this are drawn and listed; moving it does not run the detector again.",
     )
-    return (None if chosen == NO_DETECTOR else chosen), float(threshold)
+    if path is not None:
+        right.caption(f"Starts at {default:.2f}: {source}.")
+    return path, float(threshold)
 
 
 def detector_view(ws: Workspace, pixels: np.ndarray) -> DetectorView | None:

@@ -19,7 +19,7 @@ from cxrcore.models.detector import DETECTOR_BACKBONES, KIND_NAMES, parse_name
 from cxrcore.models.export import export_onnx
 from cxrcore.models.external import import_weights_file
 from cxrcore.models.model_card import ModelCard
-from cxrcore.models.readout import CALIBRATION_NAMES
+from cxrcore.models.readout import CALIBRATION_NAMES, default_score_threshold, score_threshold_source
 from cxrcore.ui import charts
 
 
@@ -116,6 +116,9 @@ def evaluation_table(evaluation: dict | None) -> None:
 
 def readout_summary(card: ModelCard) -> None:
     """How the card's probabilities are calibrated and its thresholds chosen, with the test ECE / Brier."""
+    if card.task == "detect":
+        detector_threshold_summary(card)
+        return
     calibration, points = card.calibration or {}, card.operating_points or {}
     if not calibration and not points:
         st.caption(
@@ -135,6 +138,21 @@ def readout_summary(card: ModelCard) -> None:
             f" Test split: mean ECE {mean['ece_before']:.3f} before, {mean['ece_after']:.3f} after; "
             f"Brier {mean['brier_before']:.3f} before, {mean['brier_after']:.3f} after."
         )
+    st.markdown(text)
+
+
+def detector_threshold_summary(card: ModelCard) -> None:
+    """A detector's default box score threshold, where it comes from, and its validation F1 there."""
+    text = f"**Box score threshold:** {default_score_threshold(card):.2f}, {score_threshold_source(card)}."
+    fitted = (card.operating_points or {}).get("fitted_on") or {}
+    before, after = fitted.get("at_default"), fitted.get("at_threshold")
+    if before and after:
+        text += (
+            f" Validation F1@0.5 {before['F1@0.5']:.3f} and mAR@0.5 {before['mAR@0.5']:.3f} at "
+            f"{before['score_threshold']:.2f}; {after['F1@0.5']:.3f} and {after['mAR@0.5']:.3f} at the cut."
+        )
+    elif not card.operating_points:
+        text += " `python -m cxrcore checkpoint calibrate FILE --dataset NAME` chooses one on validation."
     st.markdown(text)
 
 
