@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "cxrcore.errors": 0,  # user-fixable errors: imports this layer's, looks higher ones up by name
     "cxrcore.hints": 0,  # the one "did you mean" helper for unknown names; imports nothing of cxrcore
     "cxrcore.notice": 0,  # the research-use notice of every page and report; imports nothing of cxrcore
+    "cxrcore.digest": 0,  # content digests of arrays and bytes; imports nothing of cxrcore
     "cxrcore.jsonsafe": 0,  # the one JSON sanitiser (NaN and inf become null); imports nothing of cxrcore
     "cxrcore.models": 1,
     "cxrcore.explain": 2,

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cxrcore.cli.output import emit
+from cxrcore.cli.output import ImageBar, emit
 from cxrcore.data.index import SPLIT_CHOICES, TEST_SPLIT, DatasetError
 from cxrcore.data.jsrt import JSRT_SPLITS, ORGAN_NAMES, ORGANS
 from cxrcore.models.segmenter_card import DICE_BOOTSTRAP, LUNG_HEAT_MAX_IMAGES
@@ -114,11 +114,9 @@ def cmd_segmenter_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_segmenter_heat(args: argparse.Namespace) -> int:
     """Mean share of a classifier's CAM and CRM heat inside the lungs, per label, over a split's images."""
-    from cxrcore.cli.evaluation import _Bar
     from cxrcore.evaluate.lung_heat import lung_heat
 
-    bar = _Bar("heat in the lungs")
-    try:
+    with ImageBar("heat in the lungs") as bar:
         report = lung_heat(
             args.checkpoint,
             Workspace(),
@@ -128,8 +126,6 @@ def cmd_segmenter_heat(args: argparse.Namespace) -> int:
             refresh=args.refresh,
             progress=bar,
         )
-    finally:
-        bar.close()
     meta = report.meta
     payload = {
         **meta,

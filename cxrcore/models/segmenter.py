@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import functools
-import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 import cxrcore
+from cxrcore.digest import array_digest
 from cxrcore.lung_crop import LUNG_MARGIN, Box, widen_box
 from cxrcore.models.card import SEGMENTER_CARD_KEY, CheckpointError
 from cxrcore.models.checkpoint import check_state_dict, read_tensors, write_tensors
@@ -211,13 +211,6 @@ _recent: collections.OrderedDict[tuple[str, str], LungMasks] = collections.Order
 _recent_lock = threading.Lock()
 
 
-def _image_digest(pixels: np.ndarray) -> str:
-    """A content digest of an image (values, shape and dtype)."""
-    digest = hashlib.blake2b(f"{pixels.dtype}{pixels.shape}".encode(), digest_size=16)
-    digest.update(np.ascontiguousarray(pixels).tobytes())
-    return digest.hexdigest()
-
-
 def segment_lungs(pixels: np.ndarray, segmenter: Segmenter | str | Path | None = None) -> LungMasks:
     """Lungs, heart and clavicles of a grey [0, 1] (H, W) image, as masks in its own pixels.
 
@@ -230,7 +223,7 @@ def segment_lungs(pixels: np.ndarray, segmenter: Segmenter | str | Path | None =
     """
     check_unit_image(pixels)
     model = segmenter if isinstance(segmenter, Segmenter) else load_segmenter(segmenter)
-    key = (str(model.path or id(model)), _image_digest(pixels))
+    key = (str(model.path or id(model)), array_digest(pixels))
     with _recent_lock:
         if key in _recent:
             _recent.move_to_end(key)

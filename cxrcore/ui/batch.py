@@ -14,9 +14,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from cxrcore.digest import array_digest
 from cxrcore.models.checkpoint import Checkpoint
 from cxrcore.ui import state
-from cxrcore.ui.explain import ImageChoice, array_digest, model_key, read_upload, session_memo
+from cxrcore.ui.explain import ImageChoice, model_key, read_upload, session_memo
 from cxrcore.ui.models import load_model
 from cxrcore.workflows.batch_report import BatchReview, batch_table, gallery_table, review_batch
 from cxrcore.workflows.report_render import html_report, pdf_report

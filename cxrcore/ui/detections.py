@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from cxrcore.data.detections import DETECTION_COLUMNS
+from cxrcore.digest import array_digest
 from cxrcore.explain.panel import Tile, beside_first_row, detection_tile
 from cxrcore.models.card import read_card
 from cxrcore.models.catalog import CheckpointEntry, list_checkpoints
@@ -26,7 +27,7 @@ from cxrcore.models.readout import default_score_threshold, score_threshold_sour
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.data import csv_download
-from cxrcore.ui.explain import ImageChoice, array_digest, model_key, session_memo, show_panel
+from cxrcore.ui.explain import ImageChoice, model_key, session_memo, show_panel
 from cxrcore.ui.models import load_model
 from cxrcore.ui.page import guarded
 

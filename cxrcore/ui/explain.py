@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from cxrcore.data.index import DatasetError
+from cxrcore.digest import array_digest
 from cxrcore.explain.boxes import BOX_THRESHOLD
 from cxrcore.explain.engine import (
     DEFAULT_METHODS,
@@ -141,17 +141,6 @@ def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarra
         icon="⚠️",
     )
     return st.checkbox("Show the predictions anyway", value=False, key="explain_anyway")
-
-
-def array_digest(*parts: np.ndarray | bytes | None) -> str:
-    """A content digest of arrays (values, shape and dtype) and bytes, for keying this session's results."""
-    digest = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            digest.update(f"{part.dtype}{part.shape}".encode())
-            part = np.ascontiguousarray(part).tobytes()
-        digest.update(b"-" if part is None else part)
-    return digest.hexdigest()
 
 
 def model_key(checkpoint: Checkpoint) -> str:

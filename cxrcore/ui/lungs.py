@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from cxrcore.digest import array_digest
 from cxrcore.evaluate.lung_heat import lung_heat, stored_lung_heat
 from cxrcore.explain.engine import Explanation
 from cxrcore.explain.lungs import lung_outline, lung_shares, lungs_on_input, share_reading
@@ -24,7 +25,7 @@ from cxrcore.models.segmenter_card import LUNG_HEAT_MAX_IMAGES, default_segmente
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.evaluate import PageProgress
-from cxrcore.ui.explain import array_digest, session_memo
+from cxrcore.ui.explain import session_memo
 
 DEFINITION = (
     "Share of a map's heat inside the lung fields: the map is scaled to 0-1 by its own range (its coolest "
