@@ -7,8 +7,11 @@ the run then fails if that error is missing or another error box appears beside 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from streamlit import config
 from streamlit.testing.v1 import AppTest
 
@@ -51,3 +54,16 @@ def run(at: AppTest, expect_error: str | None = None) -> AppTest:
 def run_page(path: str | Path, timeout: float = TIMEOUT, expect_error: str | None = None) -> AppTest:
     """Build and run ``path`` once, then ``check`` it."""
     return run(page(path, timeout), expect_error)
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
+    """Wrap ``module.name`` (the real function) so that each call is counted; returns the counter."""
+    calls = [0]
+    original: Callable[..., Any] = getattr(module, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls

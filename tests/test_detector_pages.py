@@ -6,15 +6,13 @@ from __future__ import annotations
 import io
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import DETECTOR_CLASSES, save_detector, write_png
-from page_harness import page, run, run_page
+from page_harness import count_calls, page, run, run_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -50,19 +48,6 @@ def ws(demo_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> W
         shutil.copy(path, bundled / path.name)
     monkeypatch.setenv("CXR_CHECKPOINTS", str(bundled))
     return demo_ws
-
-
-def _count(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
-    """Wrap ``module.name`` (the real function) so that each call is counted."""
-    calls = [0]
-    original: Callable[..., Any] = getattr(module, name)
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, counted)
-    return calls
 
 
 def _phantom_png(ws: Workspace) -> Path:
@@ -157,7 +142,7 @@ def test_explain_draws_the_detectors_boxes_and_the_threshold_does_not_run_it_aga
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = save_detector(ws.home)
-    detected = _count(monkeypatch, ud, "detect")
+    detected = count_calls(monkeypatch, ud, "detect")
     at = _upload(ws)
     # The detector is not offered as the classifier; it is picked by default as the lesion detector.
     assert not any("runs/det" in p for p in at.selectbox(key="sidebar_checkpoint").options)

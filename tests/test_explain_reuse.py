@@ -3,11 +3,8 @@ control moves (AppTest with the bundled demo localiser, calls counted)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
-from page_harness import run, run_page
+from page_harness import count_calls, run, run_page
 from streamlit.testing.v1 import AppTest
 
 from cxrcore.store import Workspace
@@ -15,19 +12,6 @@ from cxrcore.ui import explain as ux
 from cxrcore.ui import state
 
 PAGE = "pages/5_Explain.py"
-
-
-def _count(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
-    """Wrap ``module.name`` so that each call is counted; returns the one-element counter."""
-    calls = [0]
-    original: Callable[..., Any] = getattr(module, name)
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, counted)
-    return calls
 
 
 def _upload(at: AppTest, ws: Workspace, index: int = 0) -> AppTest:
@@ -40,8 +24,8 @@ def _upload(at: AppTest, ws: Workspace, index: int = 0) -> AppTest:
 def test_the_filters_are_computed_only_once_their_toggle_is_on(
     demo_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    activations = _count(monkeypatch, ux, "channel_activations")
-    members = _count(monkeypatch, ux, "list_checkpoints")  # the ensemble section's first engine call
+    activations = count_calls(monkeypatch, ux, "channel_activations")
+    members = count_calls(monkeypatch, ux, "list_checkpoints")  # the ensemble section's first engine call
     at = _upload(run_page(PAGE), demo_ws)
     shown = len(at.get("image"))
     assert shown > 0 and activations[0] == 0 and members[0] == 0
@@ -58,8 +42,8 @@ def test_the_filters_are_computed_only_once_their_toggle_is_on(
 def test_display_controls_recolour_the_cached_maps_without_running_the_model(
     demo_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    explained = _count(monkeypatch, ux, "explain")
-    guarded = _count(monkeypatch, ux, "assess")
+    explained = count_calls(monkeypatch, ux, "explain")
+    guarded = count_calls(monkeypatch, ux, "assess")
     at = _upload(run_page(PAGE), demo_ws)
     assert explained[0] == 1 and guarded[0] == 1
     first = [str(image.proto) for image in at.get("image")]  # media URLs: a content hash each
@@ -90,7 +74,7 @@ def test_display_controls_recolour_the_cached_maps_without_running_the_model(
 def test_another_image_is_explained_and_the_session_keeps_a_few_results(
     demo_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    explained = _count(monkeypatch, ux, "explain")
+    explained = count_calls(monkeypatch, ux, "explain")
     at = _upload(_upload(run_page(PAGE), demo_ws, 0), demo_ws, 4)  # both pass the upload guard
     assert explained[0] == 2
     for percent in (0.0, 1.0, 2.0, 3.0, 4.0):
@@ -103,7 +87,7 @@ def test_the_sample_phantoms_are_drawn_once_not_on_every_run(
     demo_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ux._phantom_png.clear()
-    drawn = _count(monkeypatch, ux, "sample_phantom_png")
+    drawn = count_calls(monkeypatch, ux, "sample_phantom_png")
     at = run_page(PAGE)
     assert len(at.get("image")) == 4 and drawn[0] == 4
     at.radio(key="explain_source").set_value("Upload files")

@@ -6,13 +6,11 @@ The pages see one bundled classifier and the bundled lung segmenter, copied into
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
-from page_harness import run, run_page
+from page_harness import count_calls, run, run_page
 from streamlit.testing.v1 import AppTest
 
 from cxrcore.models.catalog import BUNDLED_DIR
@@ -31,19 +29,6 @@ def _bundle(folder: Path, classifier: str, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("CXR_CHECKPOINTS", str(folder))
 
 
-def _count(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
-    """Wrap ``module.name`` so that each call is counted; returns the one-element counter."""
-    calls = [0]
-    original: Callable[..., Any] = getattr(module, name)
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, counted)
-    return calls
-
-
 def _frame(at: AppTest, column: str) -> pd.DataFrame:
     """The page's one table with ``column``."""
     found = [d.value for d in at.dataframe if column in d.value.columns]
@@ -59,7 +44,7 @@ def test_explain_shows_each_labels_heat_inside_the_lungs_and_segments_once(
     workspace_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _bundle(tmp_path / "bundled", "demo-localiser", monkeypatch)
-    segmented = _count(monkeypatch, ul, "segment_lungs")
+    segmented = count_calls(monkeypatch, ul, "segment_lungs")
     at = run_page(EXPLAIN)
     at.file_uploader(key="explain_upload").upload(*sample_phantom_png(1))
     run(at)

@@ -52,15 +52,20 @@ def guard_path(checkpoint: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(WEIGHTS_SUFFIX) + GUARD_SUFFIX)
 
 
-def raw_card(weights: Path) -> dict[str, Any]:
-    """The card JSON embedded in a safetensors file, as stored (not migrated)."""
+def safetensors_metadata(weights: Path, what: str = "checkpoint") -> dict[str, str]:
+    """A safetensors file's metadata (no tensor is read); CheckpointError naming an unreadable file."""
     if not weights.is_file():
-        raise CheckpointError(f"checkpoint {str(weights)!r} does not exist")
+        raise CheckpointError(f"{what} {str(weights)!r} does not exist")
     try:
         with safetensors.safe_open(str(weights), framework="numpy") as f:
-            metadata = f.metadata() or {}
+            return dict(f.metadata() or {})
     except Exception as exc:  # safetensors raises its own error types for corrupt or foreign files
         raise CheckpointError(f"{str(weights)!r} is not a readable safetensors file ({exc})") from exc
+
+
+def raw_card(weights: Path) -> dict[str, Any]:
+    """The card JSON embedded in a safetensors file, as stored (not migrated)."""
+    metadata = safetensors_metadata(weights)
     if CARD_METADATA_KEY not in metadata and SEGMENTER_CARD_KEY in metadata:
         raise SegmenterFileError(
             f"{str(weights)!r} is a lung segmenter, not a classifier or detector; "

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors
 
 from cxrcore.data.jsrt import ORGANS
 from cxrcore.lung_crop import Box, register_lung_crop_method
-from cxrcore.models.card import SEGMENTER_CARD_KEY, CheckpointError, file_fingerprint
+from cxrcore.models.card import SEGMENTER_CARD_KEY, CheckpointError, file_fingerprint, safetensors_metadata
 from cxrcore.models.catalog import bundled_dir
 from cxrcore.models.model_card import WEIGHTS_DTYPES, CardError
 from cxrcore.preprocess import PreprocessConfig
@@ -185,13 +184,7 @@ def read_segmenter_card(path: str | Path) -> SegmenterCard:
             message names the file.
     """
     weights = Path(path)
-    if not weights.is_file():
-        raise CheckpointError(f"lung segmenter {str(weights)!r} does not exist")
-    try:
-        with safetensors.safe_open(str(weights), framework="numpy") as f:
-            metadata = f.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for corrupt or foreign files
-        raise CheckpointError(f"{str(weights)!r} is not a readable safetensors file ({exc})") from exc
+    metadata = safetensors_metadata(weights, "lung segmenter")
     if SEGMENTER_CARD_KEY not in metadata:
         raise CheckpointError(f"{str(weights)!r} holds no lung segmenter card ({SEGMENTER_CARD_KEY!r})")
     try:
