@@ -1,6 +1,7 @@
 """The Explain page's lesion-detector panel: what it adds to an upload, and what a threshold move costs.
 
 Run: .venv/bin/python bench/bench_detector_panel.py [--sizes 96 256 512] [--repeats 3] [--image-size 512]
+     .venv/bin/python bench/bench_detector_panel.py --bundled   # the bundled real-data detector instead
 
 For each detector input size, a Faster R-CNN on ResNet-18 (random weights: the time does not depend on
 them) is saved in a throwaway workspace beside the bundled demo localiser, and the Explain page is driven
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[96, 256, 512])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=512, help="side of the uploaded phantom")
+    parser.add_argument("--bundled", action="store_true", help="time checkpoints/real-detector instead")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cxr-bench-detpanel-"))
     bundled = tmp / "bundled"
@@ -128,12 +130,16 @@ def main() -> None:
     name, data = sample_phantom_png(0, size=args.image_size)
     pixels, _ = read_image(data)
     results: dict[str, Any] = {"image": list(pixels.shape), "torch_threads": torch.get_num_threads()}
-    for size in args.sizes:
-        path = str(save_detector(tmp / "workspace", size).resolve())
+    if args.bundled:
+        for path in (ROOT / "checkpoints").glob("real-detector.*"):
+            shutil.copy(path, bundled / path.name)
+    for size in [0] if args.bundled else args.sizes:
+        real = bundled / "real-detector.safetensors"
+        path = str((real if args.bundled else save_detector(tmp / "workspace", size)).resolve())
         runs = detect_times(load_checkpoint(path), pixels, args.repeats)
         without = [timed_upload(name, data, NO_DETECTOR)["upload_s"] for _ in range(args.repeats)]
         pages = [timed_upload(name, data, path, threshold=0.3) for _ in range(args.repeats)]
-        results[f"input_{size}"] = {
+        results["real-detector" if args.bundled else f"input_{size}"] = {
             "detect_median_s": round(statistics.median(runs), 3),
             "upload_without_detector_median_s": round(statistics.median(without), 3),
             "upload_with_detector_median_s": round(statistics.median(p["upload_s"] for p in pages), 3),
@@ -141,7 +147,8 @@ def main() -> None:
             "detect_calls_per_upload_and_move": sorted({p["detect_calls"] for p in pages}),
             "errors": sorted({e for p in pages for e in p["errors"]}),
         }
-        shutil.rmtree(Path(path).parent)  # the next size's detector is then the only one
+        if not args.bundled:
+            shutil.rmtree(Path(path).parent)  # the next size's detector is then the only one
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(results, indent=2))
 

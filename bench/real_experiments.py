@@ -5,11 +5,12 @@ Run: CXR_DATA_DIR=../shared/data .venv/bin/python bench/real_experiments.py [--o
 
 Every step is a ``python -m cxrcore`` command from ``cxrcore/workflows/realdata.py``: register the
 sources and merge them, then train each run in its own process (a run whose best checkpoint exists is
-kept unless ``--force``), then write ``checkpoints/real-densenet121.safetensors`` (float16, with its
-upload guard) whose model card holds the commands, the data fingerprint, the split seed, the training
-time, the hardware and the test-split figures of ``python -m cxrcore evaluate ... --by source``.
-The workspace is ``$CXR_HOME`` (``make`` sets it to ./workspace). About 75 minutes on 2 CPU cores.
-Prints one JSON object: seconds per run and the bundled file.
+kept unless ``--force``), then write ``checkpoints/real-densenet121.safetensors`` and
+``checkpoints/real-densenet121-256.safetensors`` (float16, with their upload guards) whose model cards
+hold the commands, the data fingerprint, the split seed, the training time, the hardware and the
+test-split figures of ``python -m cxrcore evaluate ... --by source``. The workspace is ``$CXR_HOME``
+(``make`` sets it to ./workspace). About two hours on 2 CPU cores. Prints one JSON object: seconds per
+run and the bundled files.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cxrcore.models.card import read_card
 from cxrcore.store import Workspace
 from cxrcore.workflows.bundle import bundle_checkpoint, hardware
 from cxrcore.workflows.realdata import (
+    BUNDLED_RUNS,
     CALIBRATE_COMMAND,
     REAL_DATASET,
     REGISTER_COMMANDS,
@@ -37,8 +39,6 @@ from cxrcore.workflows.realdata import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_RUN = "real-densenet121"
-BUNDLED_FILE = ROOT / "checkpoints" / f"{BUNDLED_RUN}.safetensors"
 
 
 def train(runs: list[tuple[str, str]], ws: Workspace, data: Path, force: bool) -> dict[str, float | str]:
@@ -57,14 +57,15 @@ def train(runs: list[tuple[str, str]], ws: Workspace, data: Path, force: bool) -
     return done
 
 
-def bundle(ws: Workspace) -> Path:
-    """Write the bundled real-data checkpoint with how it was made and its test figures."""
-    source = ws.home / "runs" / BUNDLED_RUN / "best.safetensors"
+def bundle(ws: Workspace, run: str) -> Path:
+    """Write one bundled real-data checkpoint with how it was made and its test figures."""
+    source = ws.home / "runs" / run / "best.safetensors"
     card = read_card(source)
-    command = dict(TRAIN_COMMANDS)[BUNDLED_RUN]
+    command = dict(TRAIN_COMMANDS)[run]
+    calibrate = CALIBRATE_COMMAND.replace("real-densenet121.safetensors", f"{run}.safetensors")
     record = ws.get_dataset(REAL_DATASET)
     how_made = {
-        "commands": [f"python -m cxrcore {c}" for c in (*REGISTER_COMMANDS, command, CALIBRATE_COMMAND)],
+        "commands": [f"python -m cxrcore {c}" for c in (*REGISTER_COMMANDS, command, calibrate)],
         "recipe": "bench/real_experiments.py",
         "data": "real public chest X-rays of $CXR_DATA_DIR: 524 NIH ChestX-ray14 images, 149 paediatric "
         "pneumonia images (Kermany), 400 TBX11K tuberculosis images; patient-level split 70/10/20",
@@ -75,7 +76,9 @@ def bundle(ws: Workspace) -> Path:
         "hardware": hardware(),
     }
     evaluate_on = {"workspace": ws, "dataset": REAL_DATASET, "split": "test", "by": "source"}
-    return bundle_checkpoint(source, BUNDLED_FILE, how_made, evaluate_on=evaluate_on)
+    return bundle_checkpoint(
+        source, ROOT / "checkpoints" / f"{run}.safetensors", how_made, evaluate_on=evaluate_on
+    )
 
 
 def main() -> int:
@@ -94,7 +97,8 @@ def main() -> int:
     runs = [(r, c) for r, c in TRAIN_COMMANDS if wanted is None or r in wanted]
     result: dict[str, object] = {"runs": train(runs, ws, data, args.force)}
     if not args.no_bundle:
-        result["bundled"] = str(bundle(ws).relative_to(ROOT))
+        # in order: the 256 px run starts from the bundled 128 px file
+        result["bundled"] = [str(bundle(ws, run).relative_to(ROOT)) for run in BUNDLED_RUNS]
     print(json.dumps(result))
     return 0
 

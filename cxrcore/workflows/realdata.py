@@ -194,6 +194,11 @@ TRAIN_COMMANDS: tuple[tuple[str, str], ...] = (
         f"train --dataset {REAL_DATASET} --model densenet121 --input-size 128 --epochs 20 --lr 1e-3"
         " --batch-size 32 --seed 0 --run-name real-densenet121",
     ),
+    (  # the same network fine-tuned at 256 px from the bundled file: 8 x 8 maps instead of 4 x 4
+        "real-densenet121-256",
+        f"train --dataset {REAL_DATASET} --model densenet121 --init checkpoints/real-densenet121.safetensors"
+        " --input-size 256 --epochs 6 --lr 3e-4 --batch-size 16 --seed 0 --run-name real-densenet121-256",
+    ),
     (
         "real-resnet18",
         f"train --dataset {REAL_DATASET} --model resnet18 --input-size 128 --epochs 20 --lr 1e-3"
@@ -233,3 +238,5 @@ CALIBRATE_COMMAND = (
     f"checkpoint calibrate checkpoints/real-densenet121.safetensors --dataset {REAL_DATASET}"
     " --method auto --threshold youden"
 )
+# The real-data runs bundled in checkpoints/ (the first is the dashboard's default classifier).
+BUNDLED_RUNS = ("real-densenet121", "real-densenet121-256")
