@@ -88,8 +88,12 @@ def delete_checkpoint(path: str | Path, workspace_home: str | Path) -> list[Path
 
 
 def list_checkpoints(workspace_home: str | Path) -> list[CheckpointEntry]:
-    """Bundled checkpoints (real-data ones first), then the workspace's runs, newest first."""
-    bundled = sorted(_weights(bundled_dir().glob("*.safetensors")))
+    """Bundled checkpoints (real-data ones first), then the workspace's runs, newest first.
+
+    Bundled files are ordered by name without the suffix, so a variant (``real-densenet121-256``)
+    comes after the model it was made from (``real-densenet121``, the default).
+    """
+    bundled = sorted(_weights(bundled_dir().glob("*.safetensors")), key=lambda p: p.name.split(".")[0])
     runs = sorted(
         _weights(Path(workspace_home, "runs").glob("*/*.safetensors")),
         key=lambda p: p.stat().st_mtime,
