@@ -90,15 +90,17 @@ def test_the_app_killed_and_restarted_finds_its_jobs_right_and_the_runs_resume(d
     base = TrainConfig(dataset=DEMO_DATASET, model="tiny", input_size=32, batch_size=8, max_steps_per_epoch=3)
 
     # 1. The server dies; its job lives on (its own session), and the new server sees it running.
-    server, job_id = _server(ws, base.replace(epochs=4, run_name="survivor"))
+    server, job_id = _server(ws, base.replace(epochs=8, run_name="survivor"))
     assert job_id is not None
     pid = _wait(ws, job_id, lambda j: len(j.history) >= 1).pid
     _kill(server)
     assert jobs.process_alive(pid)
     server, _ = _server(ws)
-    assert jobs.get_job(ws, job_id).status == "running"
+    # Running, unless it already ended on a quiet machine (then finished, never failed or lost).
+    status = jobs.get_job(ws, job_id).status
+    assert status == "running" or (status == "finished" and not jobs.process_alive(pid)), status
     finished = _wait(ws, job_id, lambda j: j.status != "running")
-    assert finished.status == "finished" and len(finished.history) == 4, finished.error
+    assert finished.status == "finished" and len(finished.history) == 8, finished.error
     _assert_files_whole(ws.home / "runs" / "survivor")
     _kill(server)
 
