@@ -1,7 +1,7 @@
 """Where the Explain page's script spends its time on an upload: one AppTest run under cProfile.
 
 Run: CXR_HOME=/tmp/ws .venv/bin/python bench/profile_explain_upload.py [OUT.txt]   (the demo is prepared
-in CXR_HOME when missing)
+in CXR_HOME when missing; CXR_PROFILE_IMAGE=PATH uploads that file instead of the first demo phantom)
 
 Opens the Explain page, uploads the first demo phantom PNG, and profiles that run (the model is loaded
 by a first, unprofiled upload, as a running server would already have it); then moves the opacity
@@ -53,7 +53,8 @@ def main() -> int:
     ScriptRunner._run_script = _profiled_run_script(ScriptRunner._run_script)
     home = Path(os.environ.get("CXR_HOME", ROOT / "workspace"))
     prepare_demo(Workspace(home))
-    image = sorted((home / "demo" / "phantoms" / "images").glob("*.png"))[0]
+    image = Path(os.environ.get("CXR_PROFILE_IMAGE", "")) if os.environ.get("CXR_PROFILE_IMAGE") else None
+    image = image or sorted((home / "demo" / "phantoms" / "images").glob("*.png"))[0]
     data = image.read_bytes()
     warm = run_page(PAGE)
     warm.file_uploader(key="explain_upload").upload(image.name, data)

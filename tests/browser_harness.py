@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -49,8 +50,19 @@ def _free_port() -> int:
 @contextmanager
 def dashboard(home: Path, timeout: float = 60.0) -> Iterator[tuple[str, float]]:
     """Start ``streamlit run Home.py`` on a free port; yields (base URL, seconds to healthy)."""
+    with dashboard_process(home, timeout) as (url, healthy_s, _):
+        yield url, healthy_s
+
+
+@contextmanager
+def dashboard_process(home: Path, timeout: float = 60.0) -> Iterator[tuple[str, float, subprocess.Popen]]:
+    """``dashboard``, also yielding the server process (for its memory).
+
+    The server's output goes to a file, not a pipe: an unread pipe fills up and stalls the server.
+    """
     port = _free_port()
     env = {**os.environ, "CXR_HOME": str(home)}
+    log_file = tempfile.TemporaryFile()
     started = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -68,7 +80,7 @@ def dashboard(home: Path, timeout: float = 60.0) -> Iterator[tuple[str, float]]:
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log_file,
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -81,16 +93,18 @@ def dashboard(home: Path, timeout: float = 60.0) -> Iterator[tuple[str, float]]:
             except OSError:
                 pass
             if proc.poll() is not None or time.perf_counter() - started > timeout:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                log_file.seek(0)
+                out = log_file.read().decode(errors="replace")
                 raise RuntimeError(f"the dashboard did not start:\n{out[-2000:]}")
             time.sleep(0.2)
-        yield url, time.perf_counter() - started
+        yield url, time.perf_counter() - started, proc
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log_file.close()
 
 
 @contextmanager
@@ -121,7 +135,84 @@ def wait_until_idle(page: object, timeout_ms: float = 90_000) -> None:
     page.wait_for_function(idle, timeout=timeout_ms)
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children, in MB (Linux /proc)."""
+    total, pids = 0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        pids += [int(c) for c in children]
+    return total / 1024
+
+
 def errors_on(page: object) -> list[str]:
     """Texts of exceptions and error boxes on the page."""
     found = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
     return [found.nth(i).inner_text() for i in range(found.count())]
+
+
+# When the script has finished and the page shows its title: the page's first draw.
+_DRAWN = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const main = document.querySelector('[data-testid="stMain"]');
+    return app !== null && main !== null && main.querySelector("h1") !== null
+        && app.getAttribute("data-test-script-state") === "notRunning";
+}"""
+# An Explain result on screen: the panel's download button is drawn after the probabilities and the
+# maps, and the script has finished (so the sections below it are drawn too).
+_EXPLAINED = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!app || app.getAttribute("data-test-script-state") !== "notRunning") return false;
+    const buttons = [...document.querySelectorAll('[data-testid="stDownloadButton"]')];
+    return buttons.some(b => b.innerText.includes("Download the panel"))
+        && document.querySelectorAll('[data-testid="stImage"] img').length >= 3;
+}"""
+# The images' sources: a redrawn map gets a new media URL.
+_IMAGE_SOURCES = """() => [...document.querySelectorAll('[data-testid="stImage"] img')].map(i => i.src).join("|")"""
+_REDRAWN = """(before) => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!app || app.getAttribute("data-test-script-state") !== "notRunning") return false;
+    const now = [...document.querySelectorAll('[data-testid="stImage"] img')].map(i => i.src).join("|");
+    return now !== before && now.length > 0;
+}"""
+POLL_MS = 25
+
+
+def time_first_draw(page: object, url: str, timeout_ms: float = 90_000) -> float:
+    """Open ``url`` and return the seconds until its title is drawn and its script has finished."""
+    started = time.perf_counter()
+    page.goto(url, wait_until="commit")  # the app draws over its websocket, after the document loads
+    page.wait_for_function(_DRAWN, polling=POLL_MS, timeout=timeout_ms)
+    return time.perf_counter() - started
+
+
+def time_upload(page: object, path: Path | list[Path], timeout_ms: float = 120_000) -> float:
+    """Upload a file on the Explain page (already drawn) and return the seconds until the result is on
+    screen. A guard warning ("Show the predictions anyway") is a failure here: pick images it accepts."""
+    started = time.perf_counter()
+    files = [str(p) for p in path] if isinstance(path, list) else str(path)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(files)
+    try:
+        page.wait_for_function(_EXPLAINED, polling=POLL_MS, timeout=timeout_ms)
+    except Exception:
+        if page.get_by_text("Show the predictions anyway").count():
+            raise RuntimeError(f"the upload guard flagged {path}; time an image it accepts") from None
+        raise
+    return time.perf_counter() - started
+
+
+def time_slider_step(page: object, label: str, timeout_ms: float = 60_000) -> float:
+    """Move the slider called ``label`` one step right with the keyboard; seconds until the maps are
+    drawn again and the script has finished."""
+    before = page.evaluate(_IMAGE_SOURCES)
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text=label).first.get_by_role("slider")
+    thumb.focus()
+    started = time.perf_counter()
+    thumb.press("ArrowRight")
+    page.wait_for_function(_REDRAWN, arg=before, polling=POLL_MS, timeout=timeout_ms)
+    return time.perf_counter() - started
