@@ -51,9 +51,8 @@ def prepare_workspace(where: Path) -> Path:
     """A fresh workspace as ``make run`` leaves it (demo, and real data when CXR_DATA_DIR is set)."""
     home = where / "template"
     env = {**os.environ, "CXR_HOME": str(home)}
-    subprocess.run(
-        [sys.executable, "-m", "cxrcore", "demo", "prepare"], cwd=ROOT, env=env, check=True, capture_output=True
-    )
+    command = [sys.executable, "-m", "cxrcore", "demo", "prepare"]
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
     return home
 
 
@@ -157,9 +156,8 @@ def main() -> int:
     if missing:
         print(json.dumps({"skipped": missing}))
         return 0
-    from playwright.sync_api import sync_playwright
-
     from browser_harness import CHROMIUM, CHROMIUM_ARGS
+    from playwright.sync_api import sync_playwright
 
     out: dict[str, object] = {"real_data": bool(os.environ.get("CXR_DATA_DIR")), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="bench-browser-") as tmp, sync_playwright() as p:

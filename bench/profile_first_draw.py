@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from page_harness import page  # noqa: E402
-from profile_explain_upload import PROFILE, _PROFILING, _profiled_run_script  # noqa: E402
+from profile_explain_upload import _PROFILING, PROFILE, _profiled_run_script  # noqa: E402
 from streamlit.runtime.scriptrunner.script_runner import ScriptRunner  # noqa: E402
 
 

@@ -62,7 +62,7 @@ def dashboard_process(home: Path, timeout: float = 60.0) -> Iterator[tuple[str, 
     """
     port = _free_port()
     env = {**os.environ, "CXR_HOME": str(home)}
-    log_file = tempfile.TemporaryFile()
+    log_file = tempfile.TemporaryFile()  # noqa: SIM115 (closed when the server stops)
     started = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -173,7 +173,8 @@ _EXPLAINED = """() => {
         && document.querySelectorAll('[data-testid="stImage"] img').length >= 3;
 }"""
 # The images' sources: a redrawn map gets a new media URL.
-_IMAGE_SOURCES = """() => [...document.querySelectorAll('[data-testid="stImage"] img')].map(i => i.src).join("|")"""
+_IMAGE_SOURCES = """() => [...document.querySelectorAll('[data-testid="stImage"] img')]
+    .map(i => i.src).join("|")"""
 _REDRAWN = """(before) => {
     const app = document.querySelector('[data-testid="stApp"]');
     if (!app || app.getAttribute("data-test-script-state") !== "notRunning") return false;

@@ -67,3 +67,8 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> l
 
     monkeypatch.setattr(module, name, counted)
     return calls
+
+
+def readings_tables(at: AppTest) -> list[Any]:
+    """The Explain page's per-label readings tables (probability, threshold, call, ...) on the page."""
+    return [d for d in at.dataframe if {"probability", "threshold", "call"} <= set(d.value.columns)]

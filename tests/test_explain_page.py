@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from io_corpus import PHI, dicom_bytes, dicom_dataset
-from page_harness import run, run_page
+from page_harness import readings_tables, run, run_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -56,7 +56,7 @@ def _upload(name: str, data: bytes, expect_error: str | None = None) -> AppTest:
 @pytest.mark.parametrize(("name", "data"), [("phantom.png", _png), ("phantom.dcm", _dicom)])
 def test_an_upload_gets_probabilities_and_maps_side_by_side(ws: Workspace, name: str, data) -> None:
     at = _upload(name, data())
-    assert len(at.get("plotly_chart")) == 1  # probabilities
+    assert len(readings_tables(at)) == 1  # probabilities
     labels = at.multiselect(key="explain_labels").value
     assert sorted(labels) == ["Effusion", "Nodule", "Opacity"]  # top 4 of 3 labels
     text = _texts(at)
@@ -71,7 +71,7 @@ def test_an_upload_gets_probabilities_and_maps_side_by_side(ws: Workspace, name:
 def test_a_corrupt_upload_shows_the_readers_message_and_nothing_else(ws: Workspace) -> None:
     at = _upload("broken.png", _png()[:60], expect_error="Cannot read 'broken.png'")
     assert len(at.error) == 1
-    assert len(at.get("image")) == 0 and len(at.get("plotly_chart")) == 0
+    assert len(at.get("image")) == 0 and len(readings_tables(at)) == 0
 
 
 def test_an_image_of_the_dataset_shows_its_true_boxes(ws: Workspace) -> None:
@@ -86,7 +86,7 @@ def test_without_a_file_a_synthetic_phantom_can_be_clicked(ws: Workspace) -> Non
     assert len(at.get("image")) == 4  # the phantoms to click
     at.button(key="explain_sample_0").click()
     run(at)
-    assert len(at.get("plotly_chart")) == 1
+    assert len(readings_tables(at)) == 1
     assert len(at.get("image")) == 3 * 3
     smoothing = at.slider(key="explain_smooth")
     assert smoothing.value == pytest.approx(6.25)  # percent of the map's side: the engine's default

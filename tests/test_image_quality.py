@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from io_corpus import dicom_bytes, dicom_dataset, pil_bytes, write
-from page_harness import run, run_page
+from page_harness import readings_tables, run, run_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -178,13 +178,13 @@ def test_the_page_refuses_a_constant_or_nan_upload_and_shows_no_probability(page
         ("nan.tif", _float_tiff(np.full((64, 64), np.nan)), "'nan.tif': 4096 of 4096 pixels"),
     ):
         at = _upload(name, data, expect_error=phrase)
-        assert len(at.error) == 1 and len(at.get("plotly_chart")) == 0 and len(at.get("image")) == 0
+        assert len(at.error) == 1 and len(readings_tables(at)) == 0 and len(at.get("image")) == 0
 
 
 def test_the_page_warns_about_an_odd_upload_before_any_probability(page_ws: Path) -> None:
     at = _upload("wide.png", _png(_noise(40, 400)))
     assert any("its aspect ratio is extreme (400 x 40 pixels)" in w.value for w in at.warning)
-    assert len(at.get("plotly_chart")) == 0  # held back until "show the predictions anyway"
+    assert len(readings_tables(at)) == 0  # held back until "show the predictions anyway"
     at.checkbox(key="explain_anyway").check()
     run(at)
-    assert len(at.get("plotly_chart")) == 1
+    assert len(readings_tables(at)) == 1

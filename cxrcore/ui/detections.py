@@ -111,11 +111,8 @@ def _controls(ws: Workspace) -> tuple[str | None, float]:
     return path, float(threshold)
 
 
-def detector_view(ws: Workspace, pixels: np.ndarray) -> DetectorView | None:
-    """The picked detector's boxes on the image above the chosen score (None: no detector picked)."""
-    path, threshold = _controls(ws)
-    if path is None:
-        return None
+def _boxes_view(path: str, threshold: float, pixels: np.ndarray) -> DetectorView:
+    """Run (or reuse) the detector at ``path`` on the image and keep the boxes above ``threshold``."""
     checkpoint = load_model(path)
     with st.spinner("Running the lesion detector..."):
         found = cached_detections(checkpoint, pixels)
@@ -149,21 +146,27 @@ def detector_panel(
 ) -> list[list[Tile]]:
     """The panel with a detector's boxes beside the maps, and its boxes table; the rows to download.
 
-    Without a detector (none trained, or "none" picked) the panel is shown as it is; a detector that
-    fails says so in one line and leaves the maps in place.
+    The maps are drawn before the detector runs, so they are on screen while it works. Without a
+    detector (none trained, or "none" picked) the panel is shown as it is; a detector that fails says so
+    in one line and leaves the maps in place.
     """
-    view = None
+    path, threshold = None, 0.0
     with guarded("run the lesion detector"):
-        view = detector_view(ws, pixels)
-    if view is None:
+        path, threshold = _controls(ws)
+    if path is None:
         show_panel(rows)
         return rows
-    side = detector_tile(view, pixels, tile)
     maps, right = st.columns([max(len(r) for r in rows), 1])
     with maps:
         show_panel(rows)
+    view = None
     with right:
         st.markdown("**Lesion detector**")
-        st.image(side.rgb, caption=side.caption, width="stretch")
+        with guarded("run the lesion detector"):
+            view = _boxes_view(path, threshold, pixels)
+            side = detector_tile(view, pixels, tile)
+            st.image(side.rgb, caption=side.caption, width="stretch")
+    if view is None:
+        return rows
     boxes_table(view, choice.name)
     return beside_first_row(rows, side)

@@ -23,21 +23,38 @@ from cxrcore.models.guard import Verdict
 from cxrcore.models.readout import CALIBRATION_NAMES
 from cxrcore.ui import charts
 
+PROBABILITY_HELP = "The model's calibrated probability; the call compares it with the label's threshold."
+
 
 def readings_section(checkpoint: Checkpoint, explanation: Explanation) -> pd.DataFrame:
-    """The probability bars with each label's threshold and trust mark, and the per-label table.
+    """The per-label table, each probability drawn as a bar beside its threshold and trust mark; the
+    bars with threshold ticks as a chart on request.
 
-    Returns the readings (labels called positive first), whose order the label picker follows.
+    The chart is behind a toggle: a Plotly chart costs a new browser session about a second of drawing,
+    which would double the time from an upload to its result. Returns the readings (labels called
+    positive first), whose order the label picker follows.
     """
     readings = label_readings(checkpoint.card, explanation.probabilities)
-    st.plotly_chart(charts.readings_figure(readings), width="stretch", key="explain_readings")
     called = readings.loc[readings["call"] == "above", "label"].tolist()
+    st.dataframe(
+        readings_table(readings),
+        width="stretch",
+        key="explain_readings_table",
+        column_config={
+            "probability": st.column_config.ProgressColumn(
+                "probability", format="%.3f", min_value=0.0, max_value=1.0, help=PROBABILITY_HELP
+            ),
+        },
+    )
     st.caption(
         (f"Called positive (at or above the label's threshold): {', '.join(called)}. " if called else "")
         + f"⚠ marks a label whose test AUROC interval reaches below {MIN_AUROC_LOWER} or which had fewer "
         f"than {MIN_TEST_POSITIVES} positive test images: do not read much into its probability."
     )
-    st.dataframe(readings_table(readings), width="stretch", key="explain_readings_table")
+    if st.toggle(
+        "Probabilities as a chart, with each label's threshold", value=False, key="explain_readings_chart"
+    ):
+        st.plotly_chart(charts.readings_figure(readings), width="stretch", key="explain_readings")
     return readings
 
 
