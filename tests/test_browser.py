@@ -94,7 +94,7 @@ def test_every_page_and_uploads_in_chromium(trained_home: Path, tmp_path: Path) 
         # A DICOM upload: probabilities and heat maps, no error.
         page.goto(f"{url}/Explain")
         wait_until_idle(page)
-        assert page.locator('[data-testid="stPlotlyChart"]').count() == 0  # waiting for an image
+        assert page.get_by_text("Download the panel").count() == 0  # waiting for an image
         dicom = _dicom_file(tmp_path)
         warned = _upload(page, dicom, ARTIFACTS / "explain-dicom.png")
         if dicom.name != "generated.dcm":
@@ -102,7 +102,9 @@ def test_every_page_and_uploads_in_chromium(trained_home: Path, tmp_path: Path) 
             # and is flagged by one that learnt synthetic phantoms only.
             assert warned == _default_model_is_synthetic(home)
         assert errors_on(page) == []
-        assert page.locator('[data-testid="stPlotlyChart"]').count() == 1
+        assert page.get_by_text("Download the panel").count() == 1
+        assert page.locator('[data-testid="stDataFrame"]').count() >= 1  # the readings, with their bars
+        assert page.locator('[data-testid="stPlotlyChart"]').count() == 0  # the chart only on request
         assert page.locator('[data-testid="stImage"]').count() >= 3 * 3
         # A PNG upload replaces it.
         _upload(page, _png_file(home), ARTIFACTS / "explain-png.png")
@@ -114,7 +116,7 @@ def test_every_page_and_uploads_in_chromium(trained_home: Path, tmp_path: Path) 
         _upload(page, broken, ARTIFACTS / "explain-corrupt.png")
         errors = errors_on(page)
         assert len(errors) == 1 and "Cannot read 'broken.png'" in errors[0]
-        assert page.locator('[data-testid="stPlotlyChart"]').count() == 0
+        assert page.get_by_text("Download the panel").count() == 0
         # Three files at once: a gallery of the two readable ones, a warning for the third, and the CSV.
         _clear_uploads(page)
         files = [str(dicom), str(_png_file(home)), str(broken)]

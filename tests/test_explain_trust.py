@@ -62,6 +62,7 @@ def test_the_explain_page_marks_thresholds_calls_and_trust(demo_ws: Workspace) -
     at.session_state[state.CHECKPOINT] = str(TINY)
     at.file_uploader(key="explain_upload").upload("phantom.png", _png())
     run(at)
+    assert not at.get("plotly_chart")  # the chart only on request
     at.toggle(key="explain_readings_chart").set_value(True)
     run(at)
     card = read_card(TINY)
