@@ -72,16 +72,24 @@ def main() -> int:
     run(at)
     slider_s = time.perf_counter() - started
 
+    header = (
+        f"Explain page, AppTest, upload of {image.name}: script run {upload_s:.2f} s (profiled); "
+        f"opacity slider moved afterwards: {slider_s:.2f} s (not profiled)"
+    )
+    write_summary(header, 25, sys.argv[1] if len(sys.argv) > 1 else None)
+    return 0
+
+
+def write_summary(header: str, top: int, out: str | None) -> None:
+    """The profile's cumulative-time summary under ``header``, to the file ``out`` or printed."""
     text = io.StringIO()
-    text.write(f"Explain page, AppTest, upload of {image.name}: script run {upload_s:.2f} s ")
-    text.write(f"(profiled); opacity slider moved afterwards: {slider_s:.2f} s (not profiled)\n")
-    pstats.Stats(PROFILE, stream=text).sort_stats("cumulative").print_stats(25)
+    text.write(header + "\n")
+    pstats.Stats(PROFILE, stream=text).sort_stats("cumulative").print_stats(top)
     summary = text.getvalue().replace(str(ROOT) + "/", "")
-    if len(sys.argv) > 1:
-        Path(sys.argv[1]).write_text(summary)
+    if out:
+        Path(out).write_text(summary)
     else:
         sys.stdout.write(summary)
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ cumulative-time summary (top 40) to OUT.txt, or prints it.
 
 from __future__ import annotations
 
-import io
-import pstats
 import sys
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from page_harness import page  # noqa: E402
-from profile_explain_upload import _PROFILING, PROFILE, _profiled_run_script  # noqa: E402
+from profile_explain_upload import _PROFILING, _profiled_run_script, write_summary  # noqa: E402
 from streamlit.runtime.scriptrunner.script_runner import ScriptRunner  # noqa: E402
 
 
@@ -33,14 +31,8 @@ def main() -> int:
     at.run()
     _PROFILING["on"] = False
     seconds = time.perf_counter() - started
-    text = io.StringIO()
-    text.write(f"{sys.argv[1]}, first AppTest run in a fresh process: {seconds:.2f} s\n")
-    pstats.Stats(PROFILE, stream=text).sort_stats("cumulative").print_stats(40)
-    summary = text.getvalue().replace(str(ROOT) + "/", "")
-    if len(sys.argv) > 2:
-        Path(sys.argv[2]).write_text(summary)
-    else:
-        sys.stdout.write(summary)
+    header = f"{sys.argv[1]}, first AppTest run in a fresh process: {seconds:.2f} s"
+    write_summary(header, 40, sys.argv[2] if len(sys.argv) > 2 else None)
     return 0
 
 
