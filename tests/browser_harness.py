@@ -192,12 +192,11 @@ def time_first_draw(page: object, url: str, timeout_ms: float = 90_000) -> float
     return time.perf_counter() - started
 
 
-def time_upload(page: object, path: Path | list[Path], timeout_ms: float = 120_000) -> float:
+def time_upload(page: object, path: Path, timeout_ms: float = 120_000) -> float:
     """Upload a file on the Explain page (already drawn) and return the seconds until the result is on
     screen. A guard warning ("Show the predictions anyway") is a failure here: pick images it accepts."""
     started = time.perf_counter()
-    files = [str(p) for p in path] if isinstance(path, list) else str(path)
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(files)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(path))
     try:
         page.wait_for_function(_EXPLAINED, polling=POLL_MS, timeout=timeout_ms)
     except Exception:

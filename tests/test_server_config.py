@@ -31,6 +31,13 @@ def test_the_config_keeps_the_server_local_protected_and_limited() -> None:
     assert CONFIG["client"]["showErrorDetails"] == "none"  # no tracebacks (paths, values) for visitors
 
 
+def test_the_config_keeps_per_run_overheads_off_the_hot_path() -> None:
+    # A full garbage collection after every script run (about 0.8 s with PyTorch loaded) and a watcher
+    # walking every imported module's file for each new session slowed every upload and slider move.
+    assert CONFIG["runner"]["postScriptGC"] is False
+    assert CONFIG["server"]["fileWatcherType"] == "none"
+
+
 def test_the_engine_refuses_bytes_over_the_upload_limit_before_reading_them() -> None:
     check_upload_size(MAX_UPLOAD_MB << 20)  # exactly the limit is accepted
     with pytest.raises(UploadTooLargeError, match=r"the file is 64.0 MB, over this dashboard's upload limit"):

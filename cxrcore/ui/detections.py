@@ -159,14 +159,14 @@ def detector_panel(
     maps, right = st.columns([max(len(r) for r in rows), 1])
     with maps:
         show_panel(rows)
-    view = None
+    view, side = None, None
     with right:
         st.markdown("**Lesion detector**")
         with guarded("run the lesion detector"):
             view = _boxes_view(path, threshold, pixels)
             side = detector_tile(view, pixels, tile)
             st.image(side.rgb, caption=side.caption, width="stretch")
-    if view is None:
+    if view is None or side is None:
         return rows
     boxes_table(view, choice.name)
     return beside_first_row(rows, side)
