@@ -32,7 +32,7 @@ from cxrcore.evaluate.localisation import average_precision
 from cxrcore.io.reader import read_image
 from cxrcore.models import create_model, load_checkpoint
 from cxrcore.models.detection import detect
-from cxrcore.models.detector import DETECTOR_BACKBONES, detector_name
+from cxrcore.models.detector_names import DETECTOR_BACKBONES, detector_name
 from cxrcore.store import Workspace
 from cxrcore.train.config import TrainConfig
 from cxrcore.train.detect_loop import DetectTrainer, build_box_data

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cxrcore.explain.engine import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS
+from cxrcore.explain.methods import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS
 from cxrcore.explain.panel import panel_png, panel_tiles
 from cxrcore.preprocess import boxes_to_input
 from cxrcore.ui import detections as ud

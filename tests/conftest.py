@@ -130,7 +130,7 @@ def save_detector(
     import torch
 
     from cxrcore.models import create_model, save_checkpoint
-    from cxrcore.models.detector import BOX_FORMAT
+    from cxrcore.models.detector_names import BOX_FORMAT
 
     torch.manual_seed(0)
     model = create_model("faster_rcnn_resnet18", labels=list(classes), input_size=input_size)

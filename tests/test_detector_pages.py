@@ -20,12 +20,12 @@ from cxrcore.data.adapters import load_source
 from cxrcore.evaluate.detector_threshold import detector_operating_points
 from cxrcore.explain.panel import beside_first_row, detection_tile, panel_png
 from cxrcore.io import read_image
-from cxrcore.models import load_checkpoint
+from cxrcore.models import detection, load_checkpoint
 from cxrcore.models.card import read_card
 from cxrcore.models.catalog import BUNDLED_DIR
 from cxrcore.models.checkpoint import write_card
 from cxrcore.models.detection import DEFAULT_SCORE_THRESHOLD, detect
-from cxrcore.models.detector import DETECTOR_BACKBONES, DETECTOR_KINDS
+from cxrcore.models.detector_names import DETECTOR_BACKBONES, DETECTOR_KINDS
 from cxrcore.store import Workspace
 from cxrcore.train import jobs
 from cxrcore.train.config import DETECT_DEFAULTS
@@ -142,7 +142,7 @@ def test_explain_draws_the_detectors_boxes_and_the_threshold_does_not_run_it_aga
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = save_detector(ws.home)
-    detected = count_calls(monkeypatch, ud, "detect")
+    detected = count_calls(monkeypatch, detection, "detect")
     at = _upload(ws)
     # The detector is not offered as the classifier; it is picked by default as the lesion detector.
     assert not any("runs/det" in p for p in at.selectbox(key="sidebar_checkpoint").options)

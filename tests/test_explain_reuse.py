@@ -7,6 +7,8 @@ import pytest
 from page_harness import count_calls, run, run_page
 from streamlit.testing.v1 import AppTest
 
+from cxrcore.explain import engine, internals
+from cxrcore.models import guard
 from cxrcore.store import Workspace
 from cxrcore.ui import explain as ux
 from cxrcore.ui import state
@@ -24,7 +26,7 @@ def _upload(at: AppTest, ws: Workspace, index: int = 0) -> AppTest:
 def test_the_filters_are_computed_only_once_their_toggle_is_on(
     demo_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    activations = count_calls(monkeypatch, ux, "channel_activations")
+    activations = count_calls(monkeypatch, internals, "channel_activations")
     members = count_calls(monkeypatch, ux, "list_checkpoints")  # the ensemble section's first engine call
     at = _upload(run_page(PAGE), demo_ws)
     shown = len(at.get("image"))
@@ -42,8 +44,8 @@ def test_the_filters_are_computed_only_once_their_toggle_is_on(
 def test_display_controls_recolour_the_cached_maps_without_running_the_model(
     demo_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    explained = count_calls(monkeypatch, ux, "explain")
-    guarded = count_calls(monkeypatch, ux, "assess")
+    explained = count_calls(monkeypatch, engine, "explain")
+    guarded = count_calls(monkeypatch, guard, "assess")
     at = _upload(run_page(PAGE), demo_ws)
     assert explained[0] == 1 and guarded[0] == 1
     first = [str(image.proto) for image in at.get("image")]  # media URLs: a content hash each
@@ -74,7 +76,7 @@ def test_display_controls_recolour_the_cached_maps_without_running_the_model(
 def test_another_image_is_explained_and_the_session_keeps_a_few_results(
     demo_ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    explained = count_calls(monkeypatch, ux, "explain")
+    explained = count_calls(monkeypatch, engine, "explain")
     at = _upload(_upload(run_page(PAGE), demo_ws, 0), demo_ws, 4)  # both pass the upload guard
     assert explained[0] == 2
     for percent in (0.0, 1.0, 2.0, 3.0, 4.0):

@@ -39,13 +39,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cxrcore.explain.cam import (
-    METHODS,
     ExplainError,
     class_activation_maps,
     get_method,
     resolve_layer,
 )
 from cxrcore.explain.crm import crm_maps
+from cxrcore.explain.methods import (
+    DEFAULT_METHODS,
+    DEFAULT_SMOOTH,
+    EXPLAIN_METHODS,
+    EXTRA_METHODS,
+    METHOD_NAMES,
+)
 from cxrcore.hints import did_you_mean, unknown_choice
 from cxrcore.models.checkpoint import Checkpoint, as_checkpoint
 from cxrcore.models.ensemble import EnsembleError, check_members
@@ -71,26 +77,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_METHODS: tuple[str, ...] = ("cam", "crm")
-# The Grad-CAM family (cxrcore.explain.cam): gradients or extra passes, so computed only when asked.
-EXTRA_METHODS: tuple[str, ...] = tuple(METHODS)
-# "cam": closed form for average-pooled heads, Grad-CAM otherwise; "crm": all output nodes;
-# "crm_label": only the label's own node.
-EXPLAIN_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, "crm_label", *EXTRA_METHODS)
-METHOD_NAMES: dict[str, str] = {
-    "cam": "CAM",
-    "crm": "CRM",
-    "crm_label": "CRM (own label)",
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "xgradcam": "XGrad-CAM",
-    "hirescam": "HiResCAM",
-    "layercam": "LayerCAM",
-    "eigencam": "Eigen-CAM",
-    "scorecam": "Score-CAM",
-    "ablationcam": "Ablation-CAM",
-}
-DEFAULT_SMOOTH = 1 / 16  # Gaussian standard deviation, as a fraction of the map's side
 FLAT_TOLERANCE = 1e-6  # a map whose range is below this fraction of its peak counts as constant
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as cxrcore.io
 

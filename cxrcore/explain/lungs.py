@@ -18,16 +18,20 @@ and letterbox included).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from cxrcore.explain.engine import METHOD_NAMES, Explanation
+from cxrcore.explain.methods import METHOD_NAMES
 from cxrcore.explain.overlay import to_rgb
-from cxrcore.models.checkpoint import Checkpoint
-from cxrcore.models.segmenter import LungMasks
 from cxrcore.preprocess import mask_to_input
+
+if TYPE_CHECKING:  # annotations only: drawing the shares needs no PyTorch
+    from cxrcore.explain.engine import Explanation
+    from cxrcore.models.checkpoint import Checkpoint
+    from cxrcore.models.segmenter import LungMasks
 
 LUNG_SHARE_METHODS: tuple[str, ...] = ("cam", "crm")  # the maps of every forward pass
 MOSTLY = 0.5  # from this share on, most of a map's heat lies on the lungs

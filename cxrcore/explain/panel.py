@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pandas as pd
 
 from cxrcore.explain.boxes import BOX_THRESHOLD, boxes_from_heatmap
-from cxrcore.explain.engine import METHOD_NAMES, Explanation
 from cxrcore.explain.heatmap import heatmap_overlay, to_png_bytes
+from cxrcore.explain.methods import METHOD_NAMES
 from cxrcore.explain.overlay import draw_boxes, label_colours, to_rgb
+
+if TYPE_CHECKING:  # annotations only: drawing a panel needs no PyTorch
+    from cxrcore.explain.engine import Explanation
 
 GT_COLOUR = (0, 255, 0)
 

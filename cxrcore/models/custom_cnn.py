@@ -25,7 +25,8 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-DEFAULT_INPUT_SIZE = 227
+from cxrcore.models.zoo import CUSTOM_CNN_INPUT_SIZE as DEFAULT_INPUT_SIZE
+
 MIN_INPUT_SIZE = 35
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 INIT_STD = 0.01

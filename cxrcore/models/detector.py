@@ -37,43 +37,27 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from cxrcore.models.detector_names import (  # noqa: F401  (the vocabulary, re-exported)
+    BOX_FORMAT,
+    DEFAULT_KIND,
+    DETECTOR_BACKBONES,
+    DETECTOR_INPUT_SIZE,
+    DETECTOR_KINDS,
+    KIND_NAMES,
+    MIN_INPUT_SIZE,
+    parse_name,
+)
 from cxrcore.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-DETECTOR_KINDS: tuple[str, ...] = ("faster_rcnn", "mask_rcnn")
-DEFAULT_KIND = "faster_rcnn"
-KIND_NAMES = {"faster_rcnn": "Faster R-CNN", "mask_rcnn": "Mask R-CNN (box-filled masks)"}
-# Backbone -> one-line summary; each is the timm network of the classifier entry of the same name.
-DETECTOR_BACKBONES: dict[str, str] = {
-    "resnet18": "ResNet-18",
-    "resnet50": "ResNet-50",
-    "mobilenetv3_large_100": "MobileNetV3-Large 1.0",
-    "densenet121": "DenseNet-121",
-}
-DETECTOR_INPUT_SIZE = 512
-MIN_INPUT_SIZE = 64
 FPN_CHANNELS = 128
 BOX_HEAD_WIDTH = 256
 TRUNK_LEVELS = (2, 3, 4)  # timm feature indices at strides 8, 16, 32
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
-BOX_FORMAT = "xywh pixels of the original image, (x, y) the top-left corner"
 # Keep low-scoring boxes: FROC and AP sweep the score; the pages filter with a slider.
 SCORE_FLOOR = 0.01
 MAX_DETECTIONS = 50
-
-
-def detector_name(kind: str, backbone: str) -> str:
-    """The registry name of a detector, e.g. ``faster_rcnn_resnet18``."""
-    return f"{kind}_{backbone}"
-
-
-def parse_name(name: str) -> tuple[str, str]:
-    """(kind, backbone) of a detector's registry name."""
-    for kind in DETECTOR_KINDS:
-        if name.startswith(kind + "_") and name[len(kind) + 1 :] in DETECTOR_BACKBONES:
-            return kind, name[len(kind) + 1 :]
-    raise ValueError(f"{name!r} is not a detector name (<kind>_<backbone>)")
 
 
 class TrunkFPN(nn.Module):
@@ -239,26 +223,6 @@ def load_trunk_weights(detector: CXRDetector, classifier_state: dict[str, Tensor
     trunk.load_state_dict({**state, **loaded})
     logger.info("initialised %d of %d trunk tensors from a classifier", len(loaded), len(state))
     return len(loaded)
-
-
-def register_detectors() -> None:
-    """Register every (kind, backbone) detector in the model registry."""
-    from cxrcore.models.registry import register_model
-
-    for kind in DETECTOR_KINDS:
-        for backbone, summary in DETECTOR_BACKBONES.items():
-
-            def build(
-                num_labels: int, in_chans: int, *, input_size: int, _k: str = kind, _b: str = backbone
-            ) -> nn.Module:
-                return build_detector(_k, _b, num_labels, in_chans, input_size)
-
-            register_model(
-                detector_name(kind, backbone),
-                input_size=DETECTOR_INPUT_SIZE,
-                summary=f"{KIND_NAMES[kind]} with FPN on {summary}",
-                task="detect",
-            )(build)
 
 
 def is_detector(model: nn.Module) -> bool:

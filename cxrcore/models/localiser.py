@@ -24,12 +24,13 @@ per level, half a cell after three levels).
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 from torch import Tensor, nn
 
-DEFAULT_INPUT_SIZE = 128
 MIN_INPUT_SIZE = 16
+TINY_GROUPS = 4  # group norm: per-image statistics, so results never depend on the batch
 WIDTHS = (32, 64, 128, 128)
 
 
@@ -93,3 +94,22 @@ class LocalisingCNN(AvgPoolNet):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+
+class TinyNet(AvgPoolNet):
+    """Three stride-2 convolutions (16-32-64 channels) with group norm, average pooling and a linear layer.
+
+    Group norm instead of batch norm keeps every output independent of the rest of the batch, so a
+    run split across processes matches a one-process run and training and evaluation behave alike.
+    """
+
+    def __init__(self, num_labels: int, in_chans: int = 1) -> None:
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        widths = (in_chans, 16, 32, 64)
+        for i, (c_in, c_out) in enumerate(itertools.pairwise(widths), start=1):
+            layers[f"conv{i}"] = nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False)
+            layers[f"norm{i}"] = nn.GroupNorm(TINY_GROUPS, c_out)
+            layers[f"act{i}"] = nn.ReLU()
+        self.features = nn.Sequential(layers)
+        self.classifier = nn.Linear(widths[-1], num_labels)

@@ -1,34 +1,36 @@
-"""The model registry and the uniform model interface (``CXRModel``) every registered model has.
+"""The model registry: names, summaries and builders of every model, listed without loading PyTorch.
 
 A builder registered with ``@register_model`` returns ``(net, classifier, cam_layer, pooling)`` where
 ``classifier`` and ``cam_layer`` are dotted module names relative to ``net``; the registry wraps the
 network in a ``CXRModel`` whose spec names them relative to the wrapper (``"net." + name``). The
 network must provide ``forward_features(x)`` (last spatial feature map) and ``forward_head(features)``
 (logits), as timm models do. ``create_model`` is the only way the rest of the engine builds a model.
+Builders import PyTorch when called, so listing the entries (a page's model picker) stays light;
+``CXRModel`` lives in ``cxrcore.models.network`` and is served from here on first use.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import torch
-from torch import Tensor, nn
 
 from cxrcore.hints import unknown_choice
 from cxrcore.models.model_card import TASKS
 from cxrcore.models.spec import ModelSpec
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from cxrcore.models.detector import CXRDetector
+    from cxrcore.models.network import CXRModel
 
 logger = logging.getLogger(__name__)
 
 # A builder: (num_labels, in_chans, *, input_size, **kwargs) -> (net, classifier, cam_layer, pooling).
-Builder = Callable[..., tuple[nn.Module, str, str, str]]
+Builder = Callable[..., "tuple[nn.Module, str, str, str]"]
 
 # Label count used by ``model_info`` parameter counts (the NIH ChestX-ray14 findings).
 INFO_NUM_LABELS = 14
@@ -46,122 +48,6 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
-
-
-class CXRModel(nn.Module):
-    """A classifier with its spec: ``forward`` returns logits, features and head are separately reachable.
-
-    Input is a normalised float tensor of shape (B, spec.in_chans, H, W); see ``cxrcore.models.spec``
-    for the one-channel grey convention.
-    """
-
-    spec: ModelSpec
-    net: nn.Module
-
-    def __init__(self, net: nn.Module, spec: ModelSpec) -> None:
-        super().__init__()
-        self.net = net
-        self.spec = spec
-        self._check_layers()
-
-    def _check_layers(self) -> None:
-        """Raise ValueError unless the spec's classifier and CAM layer names resolve in the network."""
-        for field, name in (("classifier", self.spec.classifier), ("cam_layer", self.spec.cam_layer)):
-            try:
-                self.get_submodule(name)
-            except AttributeError as exc:
-                arch = self.spec.architecture
-                raise ValueError(f"spec.{field} {name!r} is not a module of {arch}") from exc
-        if not isinstance(self.get_submodule(self.spec.classifier), nn.Linear):
-            raise ValueError(f"spec.classifier {self.spec.classifier!r} is not an nn.Linear")
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """Output names, one per logit."""
-        return self.spec.labels
-
-    def _check_input(self, x: Tensor) -> None:
-        """Raise ValueError unless ``x`` is a floating (B, in_chans, H, W) tensor."""
-        if not isinstance(x, Tensor):
-            raise ValueError(f"model input must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[1] != self.spec.in_chans:
-            raise ValueError(
-                f"{self.spec.architecture} expects input of shape (B, {self.spec.in_chans}, H, W) "
-                f"(grey images are one channel, never repeated to three), got {tuple(x.shape)}"
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"model input must be a floating-point tensor (normalised), got {x.dtype}")
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits of shape (B, num_labels) for a normalised batch."""
-        return self.forward_head(self.forward_features(x))
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The last spatial feature map (B, C, h, w), identical to the output of ``spec.cam_layer``."""
-        self._check_input(x)
-        return self.net.forward_features(x)
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """Logits from the feature map returned by ``forward_features``."""
-        return self.net.forward_head(features)
-
-    def classifier_module(self) -> nn.Linear:
-        """The final linear layer."""
-        return self.get_submodule(self.spec.classifier)  # type: ignore[return-value]
-
-    def cam_module(self) -> nn.Module:
-        """The module whose output is the last spatial feature map."""
-        return self.get_submodule(self.spec.cam_layer)
-
-    def reset_head(self, labels: Sequence[str]) -> None:
-        """Replace the final linear layer with a freshly initialised one for a new label set."""
-        new_spec = self.spec.with_labels(labels)
-        old = self.classifier_module()
-        new = nn.Linear(
-            old.in_features,
-            new_spec.num_labels,
-            bias=old.bias is not None,
-            device=old.weight.device,
-            dtype=old.weight.dtype,
-        )
-        init = getattr(self.net, "init_classifier", None)
-        if callable(init):
-            init(new)
-        parent, _, child = self.spec.classifier.rpartition(".")
-        setattr(self.get_submodule(parent), child, new)
-        if hasattr(self.net, "num_classes"):
-            self.net.num_classes = new_spec.num_labels
-        logger.info(
-            "reset %s head: %d -> %d labels",
-            new_spec.architecture,
-            self.spec.num_labels,
-            len(new_spec.labels),
-        )
-        self.spec = new_spec
-
-    def head_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the final linear layer (the part ``reset_head`` replaces)."""
-        yield from self.classifier_module().parameters()
-
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Every parameter outside the final linear layer."""
-        head = {id(p) for p in self.classifier_module().parameters()}
-        for p in self.parameters():
-            if id(p) not in head:
-                yield p
-
-    @staticmethod
-    def probabilities(logits: Tensor) -> Tensor:
-        """Uncalibrated per-label probabilities (independent sigmoids) of a bare model.
-
-        A checkpoint's probabilities come from ``Checkpoint.probabilities``, which applies the
-        calibration stored in its card (``cxrcore.models.readout``).
-        """
-        return torch.sigmoid(logits)
-
-    def extra_repr(self) -> str:
-        """Architecture and label count in the module's repr."""
-        return f"architecture={self.spec.architecture!r}, num_labels={self.spec.num_labels}"
 
 
 def register_model(
@@ -186,11 +72,11 @@ def register_model(
 
 
 def _ensure_builtins() -> None:
-    """Import the built-in entries (they register themselves on import)."""
-    from cxrcore.models import zoo  # noqa: F401
+    """Register the built-in entries (names and builders only: PyTorch loads when a model is built)."""
+    from cxrcore.models import zoo  # noqa: F401  (its entries register themselves on import)
 
     if not any(entry.task == "detect" for entry in _REGISTRY.values()):
-        from cxrcore.models.detector import register_detectors
+        from cxrcore.models.detector_names import register_detectors
 
         register_detectors()
 
@@ -252,6 +138,8 @@ def create_model(
     Raises:
         ValueError: unknown name (with close matches), or an inconsistent label definition.
     """
+    from cxrcore.models.network import CXRModel
+
     entry = _lookup(name)
     names = _resolve_labels(num_labels, labels)
     size = entry.input_size if input_size is None else int(input_size)
@@ -304,6 +192,8 @@ def create_from_spec(spec: ModelSpec) -> CXRModel | CXRDetector:
 @functools.cache
 def _count_parameters(name: str) -> tuple[int, str, str, str]:
     """Parameter count at 1 channel and the default size, plus layer names, built without memory."""
+    import torch
+
     with torch.device("meta"):
         model = create_model(name, num_labels=INFO_NUM_LABELS, in_chans=1)
     count = sum(p.numel() for p in model.parameters())
@@ -324,3 +214,12 @@ def model_info(name: str) -> dict[str, Any]:
         "cam_layer": cam_layer,
         "num_parameters": count,
     }
+
+
+def __getattr__(name: str) -> Any:
+    """``CXRModel`` (from ``cxrcore.models.network``), imported on first use: listing needs no PyTorch."""
+    if name == "CXRModel":
+        from cxrcore.models.network import CXRModel
+
+        return CXRModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,20 +20,18 @@ Where each entry's last spatial feature map comes from (the CAM layer) and what 
 
 from __future__ import annotations
 
-import itertools
-from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import timm
-from torch import nn
-
-from cxrcore.models import localiser
-from cxrcore.models.custom_cnn import DEFAULT_INPUT_SIZE, CompactCNN
 from cxrcore.models.registry import Builder, register_model
 
+if TYPE_CHECKING:
+    from torch import nn
+
+# Default input sizes of the entries; the networks' modules read theirs from here.
 TIMM_INPUT_SIZE = 224
 TINY_INPUT_SIZE = 64
-TINY_GROUPS = 4  # group norm: per-image statistics, so results never depend on the batch
+CUSTOM_CNN_INPUT_SIZE = 227
+LOCALISER_INPUT_SIZE = 128
 
 # registry name -> (classifier, cam layer, pooling, summary); names relative to the timm network.
 _TIMM_ENTRIES: dict[str, tuple[str, str, str, str]] = {
@@ -52,6 +50,8 @@ def _timm_builder(timm_name: str, classifier: str, cam_layer: str, pooling: str)
     def build(
         num_labels: int, in_chans: int, *, input_size: int, **kwargs: Any
     ) -> tuple[nn.Module, str, str, str]:
+        import timm
+
         if kwargs.pop("pretrained", False):
             raise ValueError(
                 "pretrained weights are never downloaded; import them with "
@@ -74,34 +74,17 @@ for _name, (_classifier, _cam_layer, _pooling, _summary) in _TIMM_ENTRIES.items(
 
 @register_model(
     "custom_cnn",
-    input_size=DEFAULT_INPUT_SIZE,
+    input_size=CUSTOM_CNN_INPUT_SIZE,
     summary="Compact custom CNN (5 conv + 3 FC, LRN, dropout 0.5) of the salient-activations study",
 )
 def build_custom_cnn(
-    num_labels: int, in_chans: int, *, input_size: int = DEFAULT_INPUT_SIZE, conv_init: str = "kaiming"
+    num_labels: int, in_chans: int, *, input_size: int = CUSTOM_CNN_INPUT_SIZE, conv_init: str = "kaiming"
 ) -> tuple[nn.Module, str, str, str]:
     """The compact custom CNN, sized for ``input_size`` (``conv_init``: see cxrcore.models.custom_cnn)."""
+    from cxrcore.models.custom_cnn import CompactCNN
+
     net = CompactCNN(num_labels, in_chans=in_chans, input_size=input_size, conv_init=conv_init)
     return net, "classifier", "features", "flatten"
-
-
-class TinyNet(localiser.AvgPoolNet):
-    """Three stride-2 convolutions (16-32-64 channels) with group norm, average pooling and a linear layer.
-
-    Group norm instead of batch norm keeps every output independent of the rest of the batch, so a
-    run split across processes matches a one-process run and training and evaluation behave alike.
-    """
-
-    def __init__(self, num_labels: int, in_chans: int = 1) -> None:
-        super().__init__()
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        widths = (in_chans, 16, 32, 64)
-        for i, (c_in, c_out) in enumerate(itertools.pairwise(widths), start=1):
-            layers[f"conv{i}"] = nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False)
-            layers[f"norm{i}"] = nn.GroupNorm(TINY_GROUPS, c_out)
-            layers[f"act{i}"] = nn.ReLU()
-        self.features = nn.Sequential(layers)
-        self.classifier = nn.Linear(widths[-1], num_labels)
 
 
 @register_model("tiny", input_size=TINY_INPUT_SIZE, summary="Tiny 3-conv network for tests and demos")
@@ -109,18 +92,22 @@ def build_tiny(
     num_labels: int, in_chans: int, *, input_size: int = TINY_INPUT_SIZE
 ) -> tuple[nn.Module, str, str, str]:
     """The tiny test network (any input size of at least 8 px)."""
+    from cxrcore.models.localiser import TinyNet
+
     return TinyNet(num_labels, in_chans=in_chans), "classifier", "features", "avg"
 
 
 @register_model(
     "localiser",
-    input_size=localiser.DEFAULT_INPUT_SIZE,
+    input_size=LOCALISER_INPUT_SIZE,
     summary="Compact stride-8 CNN with a local view: fine CAM/CRM maps (16x16 at 128 px)",
 )
 def build_localiser(
-    num_labels: int, in_chans: int, *, input_size: int = localiser.DEFAULT_INPUT_SIZE
+    num_labels: int, in_chans: int, *, input_size: int = LOCALISER_INPUT_SIZE
 ) -> tuple[nn.Module, str, str, str]:
     """The localising CNN (any input size of at least 16 px; the map is 1/8 of it)."""
+    from cxrcore.models import localiser
+
     if input_size < localiser.MIN_INPUT_SIZE:
         raise ValueError(
             f"localiser input_size must be at least {localiser.MIN_INPUT_SIZE} px, got {input_size}"

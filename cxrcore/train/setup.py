@@ -82,7 +82,7 @@ def resolve_model(cfg: TrainConfig) -> TrainConfig:
     Raises:
         ValueError: the model's task is not the run's (e.g. a detector asked to classify).
     """
-    from cxrcore.models.detector import DEFAULT_KIND, DETECTOR_BACKBONES, detector_name
+    from cxrcore.models.detector_names import DEFAULT_KIND, DETECTOR_BACKBONES, detector_name
     from cxrcore.models.registry import model_task
 
     if cfg.task == "detect" and cfg.model in DETECTOR_BACKBONES:

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cxrcore.data.detections import DETECTION_COLUMNS
+from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD, DETECTION_COLUMNS
 from cxrcore.digest import array_digest
 from cxrcore.explain.panel import Tile, beside_first_row, detection_tile
 from cxrcore.models.card import read_card
 from cxrcore.models.catalog import CheckpointEntry, list_checkpoints
-from cxrcore.models.checkpoint import Checkpoint
-from cxrcore.models.detection import DEFAULT_SCORE_THRESHOLD, detect
-from cxrcore.models.detector import KIND_NAMES, parse_name
+from cxrcore.models.detector_names import KIND_NAMES, parse_name
 from cxrcore.models.readout import default_score_threshold, score_threshold_source
 from cxrcore.store import Workspace
 from cxrcore.ui import state
@@ -30,6 +29,9 @@ from cxrcore.ui.data import csv_download
 from cxrcore.ui.explain import ImageChoice, model_key, session_memo, show_panel
 from cxrcore.ui.models import load_model
 from cxrcore.ui.page import guarded
+
+if TYPE_CHECKING:  # PyTorch loads when a detector first runs
+    from cxrcore.models.checkpoint import Checkpoint
 
 DETECTOR_WIDGET = "explain_detector"
 THRESHOLD_WIDGET = "explain_detector_threshold"
@@ -61,6 +63,8 @@ def detector_checkpoints(ws_home: str | Path) -> list[CheckpointEntry]:
 
 def cached_detections(checkpoint: Checkpoint, pixels: np.ndarray) -> pd.DataFrame:
     """Every box ``detect`` keeps, once per (image as shown, detector weights) in this session."""
+    from cxrcore.models.detection import detect
+
     key = (model_key(checkpoint), array_digest(pixels))
     return session_memo(state.DETECTIONS, key, lambda: detect(checkpoint, pixels))
 

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from cxrcore.models.catalog import list_checkpoints
-from cxrcore.models.detector import (
+from cxrcore.models.detector_names import (
     DEFAULT_KIND,
     DETECTOR_BACKBONES,
     DETECTOR_INPUT_SIZE,

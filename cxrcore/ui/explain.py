@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -14,26 +14,21 @@ import streamlit as st
 from cxrcore.data.index import DatasetError
 from cxrcore.digest import array_digest
 from cxrcore.explain.boxes import BOX_THRESHOLD
-from cxrcore.explain.engine import (
-    DEFAULT_METHODS,
-    DEFAULT_SMOOTH,
-    EXTRA_METHODS,
-    Explanation,
-    explain,
-    explain_ensemble,
-)
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
-from cxrcore.explain.internals import channel_activations, first_layer_filters
+from cxrcore.explain.methods import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS
 from cxrcore.explain.panel import PanelOptions, Tile
 from cxrcore.io import MAX_UPLOAD_MB, UPLOAD_TYPES, ImageReadError, assess_image, read_image
 from cxrcore.io import read_upload as read_upload_bytes
 from cxrcore.models.catalog import list_checkpoints
-from cxrcore.models.checkpoint import Checkpoint
-from cxrcore.models.guard import Verdict, assess
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.models import load_model
 from cxrcore.workflows.demo import sample_phantom_png
+
+if TYPE_CHECKING:  # PyTorch loads when a model first runs, not when the page is first drawn
+    from cxrcore.explain.engine import Explanation
+    from cxrcore.models.checkpoint import Checkpoint
+    from cxrcore.models.guard import Verdict
 
 SESSION_CACHE_ENTRIES = 4  # results kept per session and kind: a few images or settings to go back to
 _T = TypeVar("_T")
@@ -111,6 +106,8 @@ def image_source(ws: Workspace, dataset: str | None, checkpoint: Path | None = N
 
 def guard_verdict(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray) -> Verdict:
     """The upload guard's verdict on the image as shown, once per image and model in this session."""
+    from cxrcore.models.guard import assess
+
     key = (model_key(checkpoint), array_digest(choice.pixels, choice.data, pixels))
     return session_memo(
         state.GUARD_VERDICTS, key, lambda: assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)
@@ -177,6 +174,8 @@ def cached_explanation(
     Display options (colour map, opacity, thresholds, boxes) only re-colour the maps, so moving them
     reuses the result and never runs the model.
     """
+    from cxrcore.explain.engine import explain
+
     key = (
         model_key(checkpoint),
         array_digest(pixels),
@@ -306,6 +305,8 @@ def ensemble_section(
     method = st.selectbox("Method", [*DEFAULT_METHODS, *EXTRA_METHODS], key="explain_ens_method")
     if not picked:
         return
+    from cxrcore.explain.engine import explain_ensemble
+
     loaded = [checkpoint] + [load_model(p) for p in picked]
     ens = explain_ensemble(loaded, pixels, labels, method, smooth=smooth)
     for column, label in zip(st.columns(len(labels)), labels, strict=True):
@@ -317,6 +318,8 @@ def ensemble_section(
 
 def internals_section(checkpoint: Checkpoint, image01: np.ndarray) -> None:
     """The first-layer filters and the strongest channels of the CAM layer for this (prepared) image."""
+    from cxrcore.explain.internals import channel_activations, first_layer_filters
+
     model = checkpoint.model
     filters = first_layer_filters(model)
     grid, channels = channel_activations(model, image01, top=16)

@@ -9,22 +9,26 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 
+from cxrcore.models.card import file_fingerprint, read_card
 from cxrcore.models.catalog import CheckpointEntry, delete_checkpoint, user_checkpoint
-from cxrcore.models.checkpoint import Checkpoint, file_fingerprint, load_checkpoint, read_card
-from cxrcore.models.detector import DETECTOR_BACKBONES, KIND_NAMES, parse_name
-from cxrcore.models.export import export_onnx
-from cxrcore.models.external import import_weights_file
+from cxrcore.models.detector_names import DETECTOR_BACKBONES, KIND_NAMES, parse_name
 from cxrcore.models.model_card import ModelCard
 from cxrcore.models.readout import CALIBRATION_NAMES, default_score_threshold, score_threshold_source
 from cxrcore.ui import charts
 
+if TYPE_CHECKING:  # PyTorch loads with the first model, not with the first page drawn
+    from cxrcore.models.checkpoint import Checkpoint
+
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=6)
 def _load(path: str, fingerprint: str) -> Checkpoint:
+    from cxrcore.models.checkpoint import load_checkpoint
+
     return load_checkpoint(path)
 
 
@@ -167,6 +171,8 @@ def import_form(ws_home: Path) -> Path | None:
         submitted = st.form_submit_button("Import")
     if not submitted or upload is None:
         return None
+    from cxrcore.models.external import import_weights_file
+
     names = [n.strip() for n in labels.split(",") if n.strip()] or None
     return import_weights_file(
         upload.name, upload.getvalue(), ws_home / "runs" / "imported", architecture, names
@@ -190,6 +196,8 @@ def delete_section(entry: CheckpointEntry, ws_home: Path) -> bool:
 @st.cache_data(show_spinner="Exporting to ONNX...", max_entries=4)
 def onnx_bytes(path: str, fingerprint: str) -> bytes:
     """The checkpoint as ONNX (cached by its content)."""
+    from cxrcore.models.export import export_onnx
+
     return export_onnx(load_model(path).model)
 
 

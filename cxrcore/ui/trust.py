@@ -7,6 +7,8 @@ what the model was trained on, read from its card.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import streamlit as st
 
@@ -17,11 +19,13 @@ from cxrcore.evaluate.trust import (
     readings_table,
     training_summary,
 )
-from cxrcore.explain.engine import Explanation
-from cxrcore.models.checkpoint import Checkpoint
-from cxrcore.models.guard import Verdict
 from cxrcore.models.readout import CALIBRATION_NAMES
 from cxrcore.ui import charts
+
+if TYPE_CHECKING:  # annotations only: the readings need no PyTorch
+    from cxrcore.explain.engine import Explanation
+    from cxrcore.models.checkpoint import Checkpoint
+    from cxrcore.models.guard import Verdict
 
 PROBABILITY_HELP = "The model's calibrated probability; the call compares it with the label's threshold."
 
