@@ -16,6 +16,10 @@ from PIL import Image
 if TYPE_CHECKING:
     from cxrcore.store import Workspace
 
+# Tests load only the models they use: no start-up warm-up in AppTest runs nor in the servers they start
+# (a test of the warm-up sets it back on for its own server).
+os.environ["CXR_WARMUP_S"] = "off"
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep ``-m "not slow"`` quick: a test that needs ``trained_home`` (two trainings) must be slow."""

@@ -13,6 +13,7 @@ from cxrcore.errors import is_user_error
 from cxrcore.notice import RESEARCH_NOTICE  # the pages import it from here
 from cxrcore.store import Workspace
 from cxrcore.ui import state
+from cxrcore.ui.warmup import schedule_warmup
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,9 @@ def setup_page(title: str, icon: str = "🫁") -> Workspace:
     """Configure the page, show the research notice in the sidebar, and return the workspace."""
     st.set_page_config(page_title=f"{title} · CXR dashboard", page_icon=icon, layout="wide")
     st.sidebar.caption(f"⚠️ {RESEARCH_NOTICE}")
-    return Workspace()
+    ws = Workspace()
+    schedule_warmup(ws.home)  # once per process: the models load in the background after this page
+    return ws
 
 
 @contextmanager
