@@ -33,11 +33,15 @@ if choice is None:
 with guarded("explain the image"):
     loaded = load_model(checkpoint)
     pixels = ux.window_controls(choice)
-    if not ux.guard_warning(loaded, choice, pixels):
+    if ux.image_refused(choice):
         st.stop()
+    # One forward pass gives the maps and the features the upload guard measures; nothing is shown
+    # before the guard has had its say.
     base = ux.cached_explanation(loaded, pixels, None, DEFAULT_METHODS)
+    if not ux.guard_warning(loaded, choice, pixels, base):
+        st.stop()
     readings = trust.readings_section(loaded, base)  # labels called positive first
-    trust.about_section(loaded, ux.guard_verdict(loaded, choice, pixels))
+    trust.about_section(loaded, ux.guard_verdict(loaded, choice, pixels, base))
     order = readings["label"].tolist()
 
     left, right, last = st.columns([3, 2, 1])

@@ -46,8 +46,10 @@ def test_display_controls_recolour_the_cached_maps_without_running_the_model(
 ) -> None:
     explained = count_calls(monkeypatch, engine, "explain")
     guarded = count_calls(monkeypatch, guard, "assess")
+    guard_passes = count_calls(monkeypatch, guard, "pooled_features")
     at = _upload(run_page(PAGE), demo_ws)
     assert explained[0] == 1 and guarded[0] == 1
+    assert guard_passes[0] == 0  # the guard reads the explanation's forward pass
     first = [str(image.proto) for image in at.get("image")]  # media URLs: a content hash each
     at.slider(key="explain_alpha").set_value(0.9)
     run(at)

@@ -110,3 +110,22 @@ def test_cheap_checks_name_their_reason(loaded) -> None:
     assert "aspect ratio" in " ".join(_verdict(in_memory, wide).reasons)
     flat = _png(np.full((128, 128), 90, np.uint8))
     assert "nearly uniform" in " ".join(_verdict(in_memory, flat).reasons)
+
+
+def test_the_guard_reads_the_explanations_features_instead_of_running_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cxrcore.explain.engine import explain
+    from cxrcore.models import guard as guard_module
+    from cxrcore.models.catalog import BUNDLED_DIR
+
+    checkpoint = load_checkpoint(BUNDLED_DIR / "demo-localiser.safetensors")
+    pixels = np.random.default_rng(3).random((96, 96)).astype(np.float32)
+    own = guard_module.assess(checkpoint, pixels)
+    explanation = explain(checkpoint, pixels)
+    passes: list[int] = []
+    monkeypatch.setattr(guard_module, "pooled_features", lambda *a: passes.append(1))
+    shared = guard_module.assess(checkpoint, pixels, features=explanation.pooled_features)
+    assert passes == []  # no forward pass of its own
+    assert own.score is not None and shared.score == pytest.approx(own.score, rel=1e-5)
+    assert shared.suspicious == own.suspicious and shared.threshold == own.threshold

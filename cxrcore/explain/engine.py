@@ -118,7 +118,9 @@ class Explanation:
     ``maps`` is keyed by (method, label). ``probabilities`` (calibrated as the checkpoint's card says,
     ``Checkpoint.probabilities``) and ``logits`` cover every output of the model; ``labels`` are the
     explained ones, in the order asked. ``image01`` is the grey [0, 1]
-    picture the model saw (after preprocessing), the one to draw the maps over.
+    picture the model saw (after preprocessing), the one to draw the maps over. ``pooled_features`` is
+    the spatially averaged last feature map of the same pass (float64, one value per channel), what the
+    upload guard measures, so it needs no forward pass of its own.
     """
 
     architecture: str
@@ -128,6 +130,7 @@ class Explanation:
     logits: dict[str, float]
     maps: dict[tuple[str, str], SaliencyMap]
     image01: np.ndarray
+    pooled_features: np.ndarray | None = None
 
     def get(self, method: str, label: str) -> SaliencyMap:
         """The map of ``method`` for ``label``; ExplainError naming what was computed otherwise."""
@@ -351,6 +354,7 @@ def explain(
         with torch.no_grad():
             features = model.forward_features(x)
             logits = model.forward_head(features)[0].float().cpu()
+            pooled = features.float().mean(dim=(2, 3))[0].cpu().numpy().astype(np.float64)
         raw = _feature_maps(model, x, features, names, indices, layer_name)
     label_names = [model.spec.labels[i] for i in indices]
     maps: dict[tuple[str, str], SaliencyMap] = {}
@@ -368,6 +372,7 @@ def explain(
         logits=dict(zip(model.spec.labels, logits.tolist(), strict=True)),
         maps=maps,
         image01=image01,
+        pooled_features=pooled,
     )
 
 

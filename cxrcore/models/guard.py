@@ -186,19 +186,23 @@ def assess(
     data: bytes | None = None,
     *,
     model_pixels: np.ndarray | None = None,
+    features: np.ndarray | None = None,
 ) -> Verdict:
     """The guard's verdict on one grey [0, 1] image as read (and its file's bytes, for the colour check).
 
     The feature distance is taken on ``model_pixels`` when given (the image as shown to the model,
-    e.g. after a DICOM window), else on ``pixels``; it needs the checkpoint's stored guard, and
-    without one only the cheap checks run.
+    e.g. after a DICOM window), else on ``pixels``; ``features`` are that image's pooled features when
+    a forward pass already made them (``Explanation.pooled_features``), which spares the guard its own.
+    It needs the checkpoint's stored guard; without one only the cheap checks run.
     """
     reasons = cheap_checks(pixels, data)
     guard = None if checkpoint.path is None else load_guard(checkpoint.path)
     if guard is None:
         return Verdict(None, None, reasons)
-    x, _ = checkpoint.input_tensor(pixels if model_pixels is None else model_pixels)
-    score = float(guard.distance(pooled_features(checkpoint.model, x))[0])
+    if features is None:
+        x, _ = checkpoint.input_tensor(pixels if model_pixels is None else model_pixels)
+        features = pooled_features(checkpoint.model, x)
+    score = float(guard.distance(features)[0])
     if score > guard.threshold:
         reasons.append(
             f"its features are far from the training images' (distance {score:.1f}, "

@@ -104,27 +104,38 @@ def image_source(ws: Workspace, dataset: str | None, checkpoint: Path | None = N
     return _from_dataset(ws, dataset) if dataset else None
 
 
-def guard_verdict(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray) -> Verdict:
-    """The upload guard's verdict on the image as shown, once per image and model in this session."""
+def guard_verdict(
+    checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray, explanation: Explanation | None = None
+) -> Verdict:
+    """The upload guard's verdict on the image as shown, once per image and model in this session; with
+    the image's explanation, from its forward pass (the guard then runs no model of its own)."""
     from cxrcore.models.guard import assess
 
+    features = None if explanation is None else explanation.pooled_features
     key = (model_key(checkpoint), array_digest(choice.pixels, choice.data, pixels))
     return session_memo(
-        state.GUARD_VERDICTS, key, lambda: assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels)
+        state.GUARD_VERDICTS,
+        key,
+        lambda: assess(checkpoint, choice.pixels, choice.data, model_pixels=pixels, features=features),
     )
 
 
-def guard_warning(checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray) -> bool:
-    """Refuse an image with nothing to see, and warn before any prediction when the image does not look
-    like the model's training images.
-
-    Returns whether to go on and show the predictions.
-    """
+def image_refused(choice: ImageChoice) -> bool:
+    """Refuse an image with nothing to see (blank, too small, ...) with the reason; whether refused."""
     quality = assess_image(choice.pixels, choice.meta, repr(choice.name))
     if quality.refused:
         st.error(quality.refusal)
-        return False
-    verdict = guard_verdict(checkpoint, choice, pixels)
+    return quality.refused
+
+
+def guard_warning(
+    checkpoint: Checkpoint, choice: ImageChoice, pixels: np.ndarray, explanation: Explanation | None = None
+) -> bool:
+    """Warn before any prediction is shown when the image does not look like the model's training images.
+
+    Returns whether to go on and show the predictions.
+    """
+    verdict = guard_verdict(checkpoint, choice, pixels, explanation)
     if not verdict.suspicious:
         if verdict.score is not None:
             st.caption(

@@ -173,8 +173,8 @@ def review_image(
     except (ImageReadError, OSError) as exc:
         return ImageReview(name, error=str(exc))
     size = (int(pixels.shape[1]), int(pixels.shape[0]))
-    verdict = assess(checkpoint, pixels, data)
     explanation = explain(checkpoint, pixels, methods=DEFAULT_METHODS)
+    verdict = assess(checkpoint, pixels, data, features=explanation.pooled_features)  # the same pass
     readings = label_readings(checkpoint.card, explanation.probabilities)
     boxes, frame = _top_boxes(explanation, checkpoint, size, box_threshold)
     shown = _panel_labels(readings, panel_labels)
