@@ -172,6 +172,19 @@ _EXPLAINED = """() => {
     return buttons.some(b => b.innerText.includes("Download the panel"))
         && document.querySelectorAll('[data-testid="stImage"] img').length >= 3;
 }"""
+# The probabilities and the maps on screen (what a user waits for; the lesion detector's boxes and the
+# lung section follow): the readings table and two CAM / CRM tiles of this run, their pictures loaded.
+_MAPS_SHOWN = """() => {
+    const fresh = el => !el.closest('[data-stale="true"]');
+    const tables = [...document.querySelectorAll('[data-testid="stDataFrame"]')].filter(fresh);
+    const maps = [...document.querySelectorAll('[data-testid="stImage"]')].filter(fresh)
+        .filter(i => /^(CAM|CRM)/.test((i.innerText || "").trim()));
+    const loaded = maps.every(i => {
+        const img = i.querySelector("img");
+        return img && img.complete && img.naturalWidth > 0;
+    });
+    return tables.length > 0 && maps.length >= 2 && loaded;
+}"""
 # The images' sources: a redrawn map gets a new media URL.
 _IMAGE_SOURCES = """() => [...document.querySelectorAll('[data-testid="stImage"] img')]
     .map(i => i.src).join("|")"""
@@ -193,17 +206,25 @@ def time_first_draw(page: object, url: str, timeout_ms: float = 90_000) -> float
 
 
 def time_upload(page: object, path: Path, timeout_ms: float = 120_000) -> float:
-    """Upload a file on the Explain page (already drawn) and return the seconds until the result is on
-    screen. A guard warning ("Show the predictions anyway") is a failure here: pick images it accepts."""
+    """Upload a file on the Explain page (already drawn) and return the seconds until the whole result is
+    on screen. A guard warning ("Show the predictions anyway") is a failure here: pick images it accepts."""
+    return time_upload_stages(page, path, timeout_ms)["done_s"]
+
+
+def time_upload_stages(page: object, path: Path, timeout_ms: float = 120_000) -> dict[str, float]:
+    """``time_upload``, in two stages: ``maps_s`` until the probabilities and the maps are on screen,
+    ``done_s`` until the whole page is (the detector's boxes, the lung section, the download button)."""
     started = time.perf_counter()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(path))
     try:
+        page.wait_for_function(_MAPS_SHOWN, polling=POLL_MS, timeout=timeout_ms)
+        maps = time.perf_counter() - started
         page.wait_for_function(_EXPLAINED, polling=POLL_MS, timeout=timeout_ms)
     except Exception:
         if page.get_by_text("Show the predictions anyway").count():
             raise RuntimeError(f"the upload guard flagged {path}; time an image it accepts") from None
         raise
-    return time.perf_counter() - started
+    return {"maps_s": maps, "done_s": time.perf_counter() - started}
 
 
 def time_slider_step(page: object, label: str, timeout_ms: float = 60_000) -> float:
