@@ -129,6 +129,11 @@ def _claim_alive(claim: dict[str, Any]) -> bool:
     return process_alive(int(pid), WORKER_MODULE.encode())
 
 
+def claim_running(claim_file: Path) -> bool:
+    """Whether the worker of a claim file (``<key>.claim``) runs or is being started."""
+    return _claim_alive(_read_json(claim_file))
+
+
 def _status(ws: Workspace, key: str, target: Path) -> PredictionStatus:
     """The status of the table at ``target`` (key ``key``), from the files alone."""
     if is_stored(target):

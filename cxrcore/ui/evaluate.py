@@ -66,6 +66,12 @@ class PageProgress:
 POLL_S = 1.0  # how often a page waiting on background predictions reads their progress
 
 
+def model_name(checkpoint: str | Path) -> str:
+    """A model's short name on the page: a bundled file's stem, or a run's folder and file (``tiny/best``)."""
+    path = Path(checkpoint)
+    return f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") else path.stem
+
+
 def _pending(ws: Workspace, checkpoints: list[str], dataset: str, splits: set[str]) -> list[tuple[str, str]]:
     """(checkpoint, split) pairs whose predictions are not stored; small splits are predicted here first."""
     pending = []
@@ -76,7 +82,7 @@ def _pending(ws: Workspace, checkpoints: list[str], dataset: str, splits: set[st
             if background.split_size(ws, dataset, split) > background.INLINE_MAX_IMAGES:
                 pending.append((checkpoint, split))
                 continue
-            with PageProgress(f"Predicting {Path(checkpoint).parent.name} on the {split} split") as bar:
+            with PageProgress(f"Predicting {model_name(checkpoint)} on the {split} split") as bar:
                 predict(checkpoint, ws, dataset, split, progress=bar)
     return pending
 
@@ -93,7 +99,7 @@ def _progress_panel(home: str, pending: list[tuple[str, str]], dataset: str) -> 
     if all(status.state == background.READY for _, _, status in found):
         st.rerun()
     for checkpoint, split, status in found:
-        what = f"{Path(checkpoint).parent.name} on the {split} split"
+        what = f"{model_name(checkpoint)} on the {split} split"
         if status.state == background.FAILED:
             st.error(f"Predicting {what} failed: {status.error}")
             if status.log_tail:
