@@ -51,6 +51,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 READY, RUNNING, FAILED, MISSING = "ready", "running", "failed", "missing"
 STATES: tuple[str, ...] = (READY, RUNNING, FAILED, MISSING)
+WAITING = "waiting"  # a running worker's progress state while it waits for a free slot
+
+
+def max_workers() -> int:
+    """How many workers predict at once (the rest wait): half the CPU cores, at least one.
+
+    Each worker's PyTorch uses every core, so more at once only makes each slower.
+    """
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class PredictionStatus:
     total: int = 0
     error: str = ""
     log_tail: str = ""
+    waiting: bool = False  # running, but waiting for other predictions to finish first
 
 
 def _folder(ws: Workspace) -> Path:
@@ -101,9 +111,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def write_progress(path: Path, state: str, done: int, total: int, error: str = "") -> None:
+def write_progress(
+    path: Path, state: str, done: int, total: int, error: str = "", queued_at: float | None = None
+) -> None:
     """Write a worker's progress record atomically (readers see the old one or the new one)."""
     record = {"state": state, "done": done, "total": total, "error": error, "updated_at": time.time()}
+    if queued_at is not None:
+        record["queued_at"] = queued_at
     write_bytes_atomic(path, jsonsafe.dumps(record).encode())
 
 
@@ -142,7 +156,7 @@ def _status(ws: Workspace, key: str, target: Path) -> PredictionStatus:
     done, total = int(progress.get("done", 0)), int(progress.get("total", 0))
     claim = _read_json(_files(ws, key, ".claim"))
     if _claim_alive(claim):
-        return PredictionStatus(RUNNING, key, done, total)
+        return PredictionStatus(RUNNING, key, done, total, waiting=progress.get("state") == WAITING)
     if progress.get("state") == FAILED:
         return PredictionStatus(FAILED, key, done, total, str(progress.get("error")), log_tail(ws, key))
     if claim:
@@ -155,6 +169,41 @@ def status(checkpoint: str | Path, ws: Workspace, dataset: str, split: str) -> P
     """Where a checkpoint's predictions over a dataset split stand: ready, running, failed or missing."""
     target = prediction_target(checkpoint, ws, dataset, split)
     return _status(ws, target.stem, target)
+
+
+def _waits_behind(ws: Workspace, key: str, queued_at: float) -> bool:
+    """Whether another live worker has waited for a slot longer than this one (slots go first come)."""
+    for other in _folder(ws).glob("*.progress.json"):
+        other_key = other.name.removesuffix(".progress.json")
+        record = _read_json(other)
+        if other_key == key or record.get("state") != WAITING:
+            continue
+        if (float(record.get("queued_at", 0)), other_key) < (queued_at, key) and claim_running(
+            _files(ws, other_key, ".claim")
+        ):
+            return True
+    return False
+
+
+@contextmanager
+def _slot(ws: Workspace, key: str, queued_at: float) -> Iterator[None]:
+    """Hold one of ``max_workers()`` slots (lock files) while predicting; wait, first come first served,
+    while all are taken."""
+    folder = _folder(ws)
+    while True:
+        for i in range(0 if _waits_behind(ws, key, queued_at) else max_workers()):
+            fd = os.open(folder / f"slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                yield
+            finally:
+                os.close(fd)
+            return
+        time.sleep(0.5)
 
 
 @contextmanager
@@ -188,10 +237,11 @@ def start(
             return found
         total = split_size(ws, dataset, split)
         claim = _files(ws, key, ".claim")
-        write_bytes_atomic(claim, jsonsafe.dumps({"pid": None, "claimed_at": time.time()}).encode())
+        claimed_at = time.time()  # the worker's place in the queue for a slot
+        write_bytes_atomic(claim, jsonsafe.dumps({"pid": None, "claimed_at": claimed_at}).encode())
         write_progress(_files(ws, key, ".progress.json"), RUNNING, 0, total)
         pid = _launch(ws, key, checkpoint, dataset, split)
-        record = {"pid": pid, "claimed_at": time.time(), "checkpoint": str(checkpoint)}
+        record = {"pid": pid, "claimed_at": claimed_at, "checkpoint": str(checkpoint)}
         write_bytes_atomic(claim, jsonsafe.dumps({**record, "dataset": dataset, "split": split}).encode())
     log.info("predicting %s on %s/%s in the background (pid %d)", checkpoint.parent.name, dataset, split, pid)
     return PredictionStatus(RUNNING, key, 0, total)
@@ -233,7 +283,12 @@ def run_worker(checkpoint: str, dataset: str, split: str, key: str) -> int:
     from cxrcore.evaluate.predict import predict
 
     try:
-        preds = predict(checkpoint, ws, dataset, split, progress=report)
+        before = _read_json(progress_file)
+        queued_at = float(_read_json(_files(ws, key, ".claim")).get("claimed_at") or time.time())
+        write_progress(progress_file, WAITING, 0, int(before.get("total", 0)), queued_at=queued_at)
+        with _slot(ws, key, queued_at):
+            write_progress(progress_file, RUNNING, 0, int(before.get("total", 0)))
+            preds = predict(checkpoint, ws, dataset, split, progress=report)
     except Exception as exc:  # any failure is reported to the pages, the traceback goes to the log
         traceback.print_exc()
         before = _read_json(progress_file)

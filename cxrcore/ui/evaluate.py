@@ -23,12 +23,11 @@ from cxrcore.evaluate.classification import (
 from cxrcore.evaluate.predict import Predictions, predict, split_has_images
 from cxrcore.evaluate.report import EnsembleComparison, Evaluation, compare_ensembles, evaluate_checkpoint
 from cxrcore.models.card import file_fingerprint, read_card
-from cxrcore.models.catalog import CheckpointEntry, list_checkpoints
 from cxrcore.models.readout import CALIBRATION_NAMES
 from cxrcore.store import Workspace
 from cxrcore.ui import charts
 from cxrcore.ui.data import csv_download
-from cxrcore.workflows.demo import DEMO_DATASET
+from cxrcore.workflows.first_visit import ensemble_defaults as ensemble_defaults  # the page's defaults
 
 if TYPE_CHECKING:  # the maps need PyTorch: imported when localisation is asked for
     from cxrcore.evaluate.map_localisation import LocalisationReport
@@ -115,6 +114,7 @@ def _progress_panel(home: str, pending: list[tuple[str, str]], dataset: str) -> 
         else:
             total = max(status.total, 1)
             text = f"Predicting {what}: {status.done}/{status.total} images"
+            text += " (waiting for other predictions to finish)" if status.waiting else ""
             st.progress(min(status.done / total, 1.0), text=text)
 
 
@@ -185,47 +185,6 @@ def comparison(
         return None
     fps = tuple(file_fingerprint(p) for p in paths)
     return _comparison(str(ws.home), tuple(paths), fps, dataset, updated_at, tuple(methods), split)
-
-
-MAX_DEFAULT_MEMBERS = 3
-
-
-def _fitting_group(ws: Workspace, dataset: str) -> list[CheckpointEntry]:
-    """The largest set of checkpoints sharing one label set that fit ``dataset`` and were trained on data
-    of its kind (real X-rays for a real dataset, phantoms for a synthetic one); at most three classifiers,
-    no "last"."""
-    record = ws.get_dataset(dataset)
-    synthetic = bool(record.notes.get("synthetic"))
-    groups: dict[tuple[str, ...], list[CheckpointEntry]] = {}
-    for entry in list_checkpoints(ws.home):
-        if entry.path.stem == "last" or entry.info.get("task") == "detect" or entry.synthetic != synthetic:
-            continue
-        if not entry.label_fit(record.labels).ok:
-            continue
-        groups.setdefault(tuple(entry.info["labels"]), []).append(entry)
-    best = max(groups.values(), key=len, default=[])  # the first of the largest groups
-    return best[:MAX_DEFAULT_MEMBERS]
-
-
-def ensemble_defaults(ws: Workspace, dataset: str) -> tuple[str, list[str], str]:
-    """The dataset and members the Ensembles page opens with, and a note when it is not the sidebar's.
-
-    Checkpoints trained on data like the selected dataset's (the bundled real-data ones on a real
-    dataset); when fewer than two fit, the bundled demo models on the demo phantoms.
-    """
-    members = _fitting_group(ws, dataset)
-    if len(members) >= 2:
-        return dataset, [str(e.path) for e in members], ""
-    demo = [r.name for r in ws.list_datasets() if r.name == DEMO_DATASET]
-    if demo and dataset != DEMO_DATASET:
-        members = _fitting_group(ws, DEMO_DATASET)
-        if len(members) >= 2:
-            note = (
-                f"Fewer than two models trained on data like {dataset} fit it, so the comparison opens with "
-                f"the bundled demo models on {DEMO_DATASET} (synthetic phantoms, not real patients)."
-            )
-            return DEMO_DATASET, [str(e.path) for e in members], note
-    return dataset, [], ""
 
 
 def _known(preds: Predictions, j: int) -> tuple[np.ndarray, np.ndarray]:
