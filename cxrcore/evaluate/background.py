@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -252,6 +253,8 @@ def _launch(ws: Workspace, key: str, checkpoint: Path, dataset: str, split: str)
     env = dict(os.environ, CXR_HOME=str(ws.home), PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, "-m", WORKER_MODULE, str(checkpoint), dataset, split, "--key", key]
+    nice = shutil.which("nice")  # low priority from its first instruction, imports included
+    command = [nice, "-n", str(NICENESS), *command] if nice else command
     with open(_files(ws, key, ".log"), "ab") as out:
         child = subprocess.Popen(
             command,
@@ -269,7 +272,8 @@ def _launch(ws: Workspace, key: str, checkpoint: Path, dataset: str, split: str)
 
 def run_worker(checkpoint: str, dataset: str, split: str, key: str) -> int:
     """The worker's body: predict at low priority, writing progress; 0 when the table is stored."""
-    os.nice(NICENESS)
+    if os.nice(0) < NICENESS:  # started without `nice`
+        os.nice(NICENESS)
     ws = Workspace()
     progress_file = _files(ws, key, ".progress.json")
     last = [0.0]
