@@ -95,6 +95,7 @@ def test_evaluate_averages_the_heat_in_the_lungs_over_the_splits_first_images(
     assert "the first 10 of the" in _texts(at)
     again = run_page(EVALUATE)  # a later visit reads the stored shares
     again.toggle(key="eval_lung_show").set_value(True)
+    run(again)
     again.number_input(key="eval_lung_images").set_value(10)
     run(again)
     assert "Reused from the workspace" in _texts(again)
