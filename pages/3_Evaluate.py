@@ -1,6 +1,7 @@
 """Evaluate: one checkpoint on a dataset split, with ROC and PR curves, AUROC confidence intervals,
 calibration, an operating-point tool, and how much of its maps' heat lies inside the lungs. Thresholds
-come from the validation split."""
+come from the validation split. Predictions not stored yet are made in the background, with their progress
+shown until the results are ready."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ if rule in TARGET_RULES:
 
 with guarded("evaluate the model"):
     result = ev.evaluation(ws, checkpoint, dataset, split, rule, target)
+    if result is None:  # predictions are being made in the background; their progress is shown
+        st.stop()
     labels = list(result.predictions.labels)
     n = len(result.predictions.table)
     st.caption(

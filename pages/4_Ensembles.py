@@ -1,5 +1,6 @@
 """Ensembles: two or more checkpoints and their majority vote, simple and weighted average and stacking
-(Rajaraman, Kim & Antani, PeerJ 2020), fitted on the validation split and compared on test."""
+(Rajaraman, Kim & Antani, PeerJ 2020), fitted on the validation split and compared on test. Members'
+predictions not stored yet are made in the background, with their progress shown meanwhile."""
 
 from __future__ import annotations
 
@@ -51,30 +52,31 @@ if len(members) < 2 or not methods:
 
 with guarded("compare the ensembles"):
     result = ev.comparison(ws, [Path(m) for m in members], dataset, methods, split)
-    label = st.selectbox("Label", [MEAN_ROW, *result.labels], key="ens_label")
-    st.subheader("Comparison")
-    st.caption(
-        "Thresholds: each member's and ensemble's operating point (Youden's J) on validation; the vote "
-        "is positive when most members are. * marks the best in each column (lowest for ECE). "
-        "Δ AUROC is each ensemble minus the best member, with DeLong's p-value per label."
-    )
-    shown = best_marks(result.table, label)
-    rows = result.table[result.table["label"] == label].set_index("model")
-    ci = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(rows["auroc_lo"], rows["auroc_hi"], strict=True)]
-    shown.insert(1, "AUROC 95% CI", ci if label != MEAN_ROW else ["pick a label" for _ in ci])
-    shown["vs best member"] = rows["vs_best_member"]
-    shown["Δ AUROC"] = rows["delta_auroc"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}")
-    shown["p (DeLong)"] = rows["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
-    st.dataframe(shown, width="stretch")
-    csv_download(result.table, f"ensembles-{dataset}-{split}", "Full table, every label (CSV)")
-    if label != MEAN_ROW:
-        st.subheader(f"ROC curves · {label}")
-        ev.comparison_roc(result, label)
-    st.subheader("What was fitted on validation")
-    for key, fitted in result.fitted.items():
-        with st.expander(key):
-            st.json(fitted, expanded=False)
-    st.caption(f"Metrics in the table: {', '.join(TABLE_METRICS)}.")
+    if result is not None:  # None: the members' predictions are being made in the background
+        label = st.selectbox("Label", [MEAN_ROW, *result.labels], key="ens_label")
+        st.subheader("Comparison")
+        st.caption(
+            "Thresholds: each member's and ensemble's operating point (Youden's J) on validation; the vote "
+            "is positive when most members are. * marks the best in each column (lowest for ECE). "
+            "Δ AUROC is each ensemble minus the best member, with DeLong's p-value per label."
+        )
+        shown = best_marks(result.table, label)
+        rows = result.table[result.table["label"] == label].set_index("model")
+        ci = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(rows["auroc_lo"], rows["auroc_hi"], strict=True)]
+        shown.insert(1, "AUROC 95% CI", ci if label != MEAN_ROW else ["pick a label" for _ in ci])
+        shown["vs best member"] = rows["vs_best_member"]
+        shown["Δ AUROC"] = rows["delta_auroc"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}")
+        shown["p (DeLong)"] = rows["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+        st.dataframe(shown, width="stretch")
+        csv_download(result.table, f"ensembles-{dataset}-{split}", "Full table, every label (CSV)")
+        if label != MEAN_ROW:
+            st.subheader(f"ROC curves · {label}")
+            ev.comparison_roc(result, label)
+        st.subheader("What was fitted on validation")
+        for key, fitted in result.fitted.items():
+            with st.expander(key):
+                st.json(fitted, expanded=False)
+        st.caption(f"Metrics in the table: {', '.join(TABLE_METRICS)}.")
 
 if not ws.load_dataset(dataset).boxes.empty:
     st.subheader("Localisation against the true boxes")

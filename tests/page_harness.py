@@ -72,3 +72,16 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> l
 def readings_tables(at: AppTest) -> list[Any]:
     """The Explain page's per-label readings tables (probability, threshold, call, ...) on the page."""
     return [d for d in at.dataframe if {"probability", "threshold", "call"} <= set(d.value.columns)]
+
+
+def wait_for_background_predictions(home: str | Path, timeout: float = 180.0) -> None:
+    """Wait until no background prediction worker of the workspace at ``home`` runs (pages started them)."""
+    import time
+
+    from cxrcore.evaluate import background
+
+    deadline = time.monotonic() + timeout
+    claims = Path(home) / "predictions" / "background"
+    while any(background.claim_running(path) for path in claims.glob("*.claim")):
+        assert time.monotonic() < deadline, f"background predictions still running after {timeout:g} s"
+        time.sleep(0.2)

@@ -64,6 +64,9 @@ def test_ensembles_page_compares_members_and_methods(ws: Workspace) -> None:
 
 def test_ensembles_page_scores_localisation_against_the_boxes(ws: Workspace) -> None:
     at = run_page("pages/4_Ensembles.py")
+    assert not at.number_input  # the maps' controls stay closed (and PyTorch unloaded) until asked for
+    at.toggle(key="loc_show").set_value(True)
+    run(at)
     at.number_input(key="loc_images").set_value(5)
     at.button(key="loc_run").click()
     run(at)

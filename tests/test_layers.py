@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "cxrcore.hints": 0,  # the one "did you mean" helper for unknown names; imports nothing of cxrcore
     "cxrcore.notice": 0,  # the research-use notice of every page and report; imports nothing of cxrcore
     "cxrcore.digest": 0,  # content digests of arrays and bytes; imports nothing of cxrcore
+    "cxrcore.processes": 0,  # whether a background process of ours still runs; imports nothing of cxrcore
     "cxrcore.jsonsafe": 0,  # the one JSON sanitiser (NaN and inf become null); imports nothing of cxrcore
     "cxrcore.models": 1,
     "cxrcore.explain": 2,

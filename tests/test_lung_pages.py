@@ -82,6 +82,9 @@ def test_evaluate_averages_the_heat_in_the_lungs_over_the_splits_first_images(
 ) -> None:
     _bundle(tmp_path / "bundled", "demo-tiny", monkeypatch)
     at = run_page(EVALUATE)
+    assert "Not computed yet" not in _texts(at)  # closed until asked for
+    at.toggle(key="eval_lung_show").set_value(True)
+    run(at)
     assert "Not computed yet" in _texts(at)
     at.number_input(key="eval_lung_images").set_value(10)
     run(at)
@@ -91,6 +94,8 @@ def test_evaluate_averages_the_heat_in_the_lungs_over_the_splits_first_images(
     assert list(table.index) == ["Nodule", "Opacity", "Effusion"] and (table["images"] == 10).all()
     assert "the first 10 of the" in _texts(at)
     again = run_page(EVALUATE)  # a later visit reads the stored shares
+    again.toggle(key="eval_lung_show").set_value(True)
+    run(again)
     again.number_input(key="eval_lung_images").set_value(10)
     run(again)
     assert "Reused from the workspace" in _texts(again)

@@ -150,7 +150,7 @@ def test_calibrate_refuses_a_dataset_without_validation_images(
 def test_the_evaluate_page_scores_an_unsplit_dataset_at_the_cards_thresholds(
     demo_ws: Workspace, tmp_path: Path
 ) -> None:
-    from page_harness import run, run_page
+    from page_harness import run, run_page, wait_for_background_predictions
 
     from cxrcore.ui import state
 
@@ -160,5 +160,8 @@ def test_the_evaluate_page_scores_an_unsplit_dataset_at_the_cards_thresholds(
     at.session_state[state.CHECKPOINT] = str(BUNDLED / "demo-tiny.safetensors")
     run(at)
     assert at.selectbox(key="eval_split").value == "all"
+    assert at.get("progress")  # all 240 images: predicted in the background
+    wait_for_background_predictions(demo_ws.home)
+    run(at)
     assert not [w.value for w in at.warning]
     assert any("model card's operating points" in c.value for c in at.caption)

@@ -142,7 +142,24 @@ def cmd_demo_prepare(args: argparse.Namespace) -> int:
     if data is not None and REAL_DATASET not in {r.name for r in ws.list_datasets()}:
         print(f"real data found in {data}: registering it as the bundled model's recipe does", flush=True)
         register_real_datasets(data, report=print)
+    if REAL_DATASET in {r.name for r in ws.list_datasets()}:
+        _start_first_predictions(ws, REAL_DATASET)
     return 0
+
+
+def _start_first_predictions(ws: Workspace, dataset: str) -> None:
+    """Start the predictions the Evaluate and Ensembles pages open with, in the background; never waits."""
+    from cxrcore.workflows.first_visit import start_first_predictions
+
+    for checkpoint, name, split, status in start_first_predictions(ws, dataset):
+        what = f"{Path(checkpoint).stem} on {name}/{split}"
+        if status.state == "ready":
+            print(f"predictions of {what}: stored")
+        elif status.state == "failed":
+            print(f"predictions of {what} failed: {status.error} (the Evaluate page offers to try again)")
+        else:
+            print(f"predicting {what} in the background ({status.total} images)")
+    print("the Evaluate and Ensembles pages show their progress and the results when ready")
 
 
 def cmd_demo_real_data(args: argparse.Namespace) -> int:

@@ -37,6 +37,8 @@ DETECTION_SHOWN = [
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predict a checkpoint over a dataset split and store the table in the workspace."""
+    if args.background:
+        return _predict_in_background(args)
     from cxrcore.evaluate.predict import predict
 
     with ImageBar(f"predicting {args.split}") as bar:
@@ -53,6 +55,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     info = {**preds.meta, "from_cache": preds.from_cache}
     emit(info, args.json, lambda: "\n".join(f"{k:>22}: {v}" for k, v in info.items()))
     return 0
+
+
+def _predict_in_background(args: argparse.Namespace) -> int:
+    """Start (or find) a background prediction and print its status; never waits for it."""
+    from cxrcore.evaluate import background
+
+    status = background.start(args.checkpoint, Workspace(), args.dataset, args.split, retry=args.refresh)
+    info = {"key": status.key, "state": status.state, "done": status.done, "total": status.total}
+    if status.error:
+        info["error"] = status.error
+    emit(info, args.json, lambda: "\n".join(f"{k:>8}: {v}" for k, v in info.items()))
+    return EXIT_ERROR if status.state == background.FAILED else 0
 
 
 def _is_detector(path: str) -> bool:
@@ -281,6 +295,12 @@ def add_evaluation_commands(groups: Any) -> None:
     pred.add_argument("--batch-size", type=int, default=64)
     pred.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     pred.add_argument("--refresh", action="store_true", help="predict again even if stored")
+    pred.add_argument(
+        "--background",
+        action="store_true",
+        help="start the prediction in a low-priority background process and return at once (run again "
+        "to see its progress; with --refresh, a failed one is started again)",
+    )
     pred.set_defaults(func=cmd_predict)
     ev = groups.add_parser("evaluate", help="metrics with confidence intervals for a checkpoint")
     ev.add_argument("checkpoint")

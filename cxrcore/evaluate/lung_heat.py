@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,16 +30,14 @@ from cxrcore.atomic import atomic_path
 from cxrcore.data.index import DatasetError
 from cxrcore.data.split import split_rows
 from cxrcore.evaluate.predict import truth_for
-from cxrcore.evaluate.segmentation import bootstrap_mean_ci
-from cxrcore.explain.engine import DEFAULT_SMOOTH, check_smooth, explain
-from cxrcore.explain.lungs import LUNG_SHARE_METHODS, heat_in_lungs, lungs_on_input
 from cxrcore.io import ImageReadError, read_image
-from cxrcore.models.card import CheckpointError, weights_fingerprint
-from cxrcore.models.checkpoint import Checkpoint, load_checkpoint, read_card
-from cxrcore.models.segmenter import load_segmenter, segment_lungs
+from cxrcore.models.card import CheckpointError, read_card, weights_fingerprint
 from cxrcore.models.segmenter_card import LUNG_HEAT_MAX_IMAGES, default_segmenter_path
 from cxrcore.store import Workspace
 from cxrcore.stored_files import StoredFileError, read_stored_frame
+
+if TYPE_CHECKING:  # the maps and the segmenter need PyTorch: imported where they run
+    from cxrcore.models.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +75,10 @@ def _key(
 
 def _image_row(loaded: Checkpoint, segmenter: Any, image_id: str, pixels: np.ndarray, smooth: float) -> dict:
     """One image's lung area share and each label's CAM share and the CRM share."""
+    from cxrcore.explain.engine import explain
+    from cxrcore.explain.lungs import LUNG_SHARE_METHODS, heat_in_lungs, lungs_on_input
+    from cxrcore.models.segmenter import segment_lungs
+
     lungs = lungs_on_input(loaded, pixels, segment_lungs(pixels, segmenter))
     result = explain(loaded, pixels, None, LUNG_SHARE_METHODS, smooth=smooth)
     row: dict[str, Any] = {"image_id": image_id, "lung_area": float(lungs.mean())}
@@ -88,6 +90,8 @@ def _image_row(loaded: Checkpoint, segmenter: Any, image_id: str, pixels: np.nda
 
 def summarise(rows: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
     """Per label: images, positives, mean CAM share (95% CI) over all images and over positives; CRM alike."""
+    from cxrcore.evaluate.segmentation import bootstrap_mean_ci
+
     table = []
     for label in labels:
         cam, crm = rows[f"cam:{label}"], rows["crm"]
@@ -175,6 +179,8 @@ def stored_lung_heat(
     max_images: int = LUNG_HEAT_MAX_IMAGES,
 ) -> LungHeatReport | None:
     """The stored shares of these settings (default smoothing), or None when not made yet; nothing runs."""
+    from cxrcore.explain.engine import DEFAULT_SMOOTH
+
     path = Path(checkpoint)
     return _stored(_target(path, ws, dataset, split, max_images, DEFAULT_SMOOTH), read_card(path).labels)
 
@@ -186,16 +192,20 @@ def lung_heat(
     split: str = "test",
     *,
     max_images: int = LUNG_HEAT_MAX_IMAGES,
-    smooth: float = DEFAULT_SMOOTH,
+    smooth: float | None = None,
     refresh: bool = False,
     progress: Progress | None = None,
 ) -> LungHeatReport:
     """Heat-in-lungs shares of a classifier's CAM and CRM over the first ``max_images`` images of a split.
 
     Read from the workspace when already made (see the module docstring). Needs the bundled lung
-    segmenter (``CheckpointError`` saying how to train one otherwise).
+    segmenter (``CheckpointError`` saying how to train one otherwise). ``smooth`` None: the maps' default.
     """
-    smooth = check_smooth(smooth)
+    from cxrcore.explain.engine import DEFAULT_SMOOTH, check_smooth
+    from cxrcore.models.checkpoint import load_checkpoint
+    from cxrcore.models.segmenter import load_segmenter
+
+    smooth = check_smooth(DEFAULT_SMOOTH if smooth is None else smooth)
     if max_images < 1:
         raise ValueError(f"max_images must be at least 1, got {max_images!r}")
     path = Path(checkpoint)

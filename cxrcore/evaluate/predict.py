@@ -9,7 +9,8 @@ new table. The probabilities are added when a table is read, calibrated as the c
 (``cxrcore.models.readout``), so recalibrating a checkpoint never needs the model to run again.
 
 Images come from the preprocessing cache through a DataLoader (optionally with worker processes), so
-decoding and preprocessing overlap the forward pass.
+decoding and preprocessing overlap the forward pass. PyTorch and the model code are imported only when
+a model runs, so reading stored tables (what the dashboard's pages do first) stays light.
 """
 
 from __future__ import annotations
@@ -21,28 +22,27 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader
 
 from cxrcore import jsonsafe
 from cxrcore.atomic import atomic_path
-from cxrcore.data.cache import PreprocessCache
 from cxrcore.data.index import DatasetError, label_columns
 from cxrcore.data.split import split_rows
-from cxrcore.data.torch_dataset import ANY_FINDING, CXRDataset, target_matrix
 from cxrcore.labels import label_fit
-from cxrcore.models.card import weights_fingerprint
-from cxrcore.models.checkpoint import Checkpoint, load_checkpoint, read_card
+from cxrcore.models.card import read_card, weights_fingerprint
 from cxrcore.models.model_card import ModelCard
 from cxrcore.models.readout import calibrated_probabilities, calibration_method, expit
-from cxrcore.models.registry import CXRModel
 from cxrcore.preprocess import PreprocessConfig
 from cxrcore.store import Workspace
 from cxrcore.stored_files import StoredFileError, read_stored_frame
+
+if TYPE_CHECKING:  # PyTorch is imported where a model runs, not to read stored tables
+    from cxrcore.data.torch_dataset import CXRDataset
+    from cxrcore.models.checkpoint import Checkpoint
+    from cxrcore.models.registry import CXRModel
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ def truth_for(rows: pd.DataFrame, model_labels: Sequence[str], card: ModelCard) 
     Labels the dataset does not have are NaN (unknown) rather than an error, so a model can be scored
     on the labels two datasets share.
     """
+    from cxrcore.data.torch_dataset import ANY_FINDING, target_matrix
+
     labels = list(model_labels)
     if labels == [ANY_FINDING]:
         trained_on = card.trained_labels
@@ -155,6 +157,9 @@ def run_model(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Logits of a model over a dataset, in dataset order, without gradients."""
+    import torch
+    from torch.utils.data import DataLoader
+
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, persistent_workers=False
     )
@@ -209,7 +214,7 @@ def predict(
 
     Read from the workspace when already made; the checkpoint's weights are loaded only when not.
     """
-    loaded = checkpoint if isinstance(checkpoint, Checkpoint) else None
+    loaded = None if isinstance(checkpoint, str | Path) else checkpoint  # a loaded Checkpoint
     if loaded is not None and loaded.path is None:
         raise ValueError("predictions are stored per checkpoint file; save the model first")
     checkpoint = loaded.path if loaded is not None else Path(checkpoint)
@@ -226,6 +231,10 @@ def predict(
         except StoredFileError as exc:  # a damaged table is never used: it is predicted anew
             log.warning("%s", exc)
     start = time.perf_counter()
+    from cxrcore.data.cache import PreprocessCache
+    from cxrcore.data.torch_dataset import CXRDataset
+    from cxrcore.models.checkpoint import load_checkpoint
+
     model = (loaded or load_checkpoint(checkpoint)).model
     rows = split_rows(ws.load_dataset(dataset).index, split)
     truth = truth_for(rows, labels, card)

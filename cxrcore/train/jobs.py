@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cxrcore import jsonsafe
+from cxrcore import jsonsafe, processes
 from cxrcore.atomic import write_bytes_atomic
 from cxrcore.labels import label_fit
 from cxrcore.store import Workspace, WorkspaceError
@@ -229,21 +229,7 @@ def _exit_status(pid: int, wait: float = 0.0) -> int | None:
 
 def process_alive(pid: int) -> bool:
     """Whether ``pid`` is a live (not zombie) training process; a reused pid running something else is not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    proc = Path("/proc") / str(pid)
-    if not proc.is_dir():
-        return True  # no /proc (not Linux): the signal test is all there is
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes()
-    except (OSError, IndexError):
-        return False  # it ended while we looked
-    return state not in ("Z", "X") and b"cxrcore.train" in cmdline
+    return processes.process_alive(pid, b"cxrcore.train")
 
 
 def _exit_text(code: int | None) -> str:

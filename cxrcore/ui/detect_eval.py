@@ -2,27 +2,29 @@
 
 A detector's boxes over a split are made once (with a progress bar) and stored in the workspace; the
 metrics on them are cached by the weights' fingerprint, the dataset's version, the split and the score
-threshold, so moving between tabs or pages never runs the detector again.
+threshold, so moving between tabs or pages never runs the detector again. PyTorch is imported only
+when a detector is shown (the pages import this module for every model).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from cxrcore.evaluate.box_fusion import FUSION_METHODS, FUSION_NAMES
-from cxrcore.evaluate.detect_predict import detect_split
 from cxrcore.evaluate.detection_report import froc_curves
-from cxrcore.evaluate.detector_eval import DetectorEvaluation, compare_detector_ensembles, evaluate_detector
-from cxrcore.models.card import read_card
-from cxrcore.models.checkpoint import file_fingerprint
+from cxrcore.models.card import file_fingerprint, read_card
 from cxrcore.models.readout import default_score_threshold, score_threshold_source, shared_score_threshold
 from cxrcore.store import Workspace
 from cxrcore.ui.data import csv_download
 from cxrcore.ui.evaluate import PageProgress
+
+if TYPE_CHECKING:
+    from cxrcore.evaluate.detector_eval import DetectorEvaluation
 
 # The report's columns shown on the page, in order, with the words people read.
 SHOWN = {
@@ -41,6 +43,8 @@ SHOWN = {
 
 def _ensure_detections(ws: Workspace, checkpoints: list[Path], dataset: str, split: str) -> None:
     """Make (or find) each detector's stored boxes on the split, with a progress bar while one runs."""
+    from cxrcore.evaluate.detect_predict import detect_split
+
     for checkpoint in checkpoints:
         with PageProgress(f"Detecting with {checkpoint.parent.name} on the {split} split") as bar:
             detect_split(checkpoint, ws, dataset, split, progress=bar)
@@ -50,6 +54,8 @@ def _ensure_detections(ws: Workspace, checkpoints: list[Path], dataset: str, spl
 def _evaluation(
     home: str, checkpoint: str, fp: str, dataset: str, updated_at: float, split: str, score: float
 ) -> DetectorEvaluation:
+    from cxrcore.evaluate.detector_eval import evaluate_detector
+
     return evaluate_detector(checkpoint, Workspace(home), dataset, split, score_threshold=score)
 
 
@@ -156,6 +162,8 @@ def _fused(
     methods: tuple[str, ...],
     score: float,
 ) -> pd.DataFrame:
+    from cxrcore.evaluate.detector_eval import compare_detector_ensembles
+
     paths = list(checkpoints)
     return compare_detector_ensembles(
         paths, Workspace(home), dataset, split, methods=methods, score_threshold=score

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from cxrcore.data.index import VALID_SPLIT
+from cxrcore.evaluate import background
 from cxrcore.evaluate.calibration import compare_scores, reliability_curve
 from cxrcore.evaluate.classification import (
     FIXED_RULE,
@@ -18,18 +20,17 @@ from cxrcore.evaluate.classification import (
     roc_points,
     threshold_metrics,
 )
-from cxrcore.evaluate.map_localisation import FRAME, MAP_METHODS, LocalisationReport, localisation_report
 from cxrcore.evaluate.predict import Predictions, predict, split_has_images
 from cxrcore.evaluate.report import EnsembleComparison, Evaluation, compare_ensembles, evaluate_checkpoint
-from cxrcore.explain.engine import DEFAULT_SMOOTH
-from cxrcore.models.catalog import CheckpointEntry, list_checkpoints
-from cxrcore.models.checkpoint import file_fingerprint, read_card
+from cxrcore.models.card import file_fingerprint, read_card
 from cxrcore.models.readout import CALIBRATION_NAMES
 from cxrcore.store import Workspace
 from cxrcore.ui import charts
 from cxrcore.ui.data import csv_download
-from cxrcore.ui.explain import box_threshold_input, smoothing_input
-from cxrcore.workflows.demo import DEMO_DATASET
+from cxrcore.workflows.first_visit import ensemble_defaults as ensemble_defaults  # the page's defaults
+
+if TYPE_CHECKING:  # the maps need PyTorch: imported when localisation is asked for
+    from cxrcore.evaluate.map_localisation import LocalisationReport
 
 CALIBRATION_COLUMNS = {
     "n": "images",
@@ -61,13 +62,76 @@ class PageProgress:
             self.bar.empty()
 
 
-def _ensure_predictions(home: str, checkpoints: list[str], dataset: str, splits: set[str]) -> None:
-    """Make (or find) the stored predictions needed, with a progress bar while the models run."""
-    ws = Workspace(home)
+POLL_S = 1.0  # how often a page waiting on background predictions reads their progress
+
+
+def model_name(checkpoint: str | Path) -> str:
+    """A model's short name on the page: a bundled file's stem, or a run's folder and file (``tiny/best``)."""
+    path = Path(checkpoint)
+    return f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") else path.stem
+
+
+def _pending(ws: Workspace, checkpoints: list[str], dataset: str, splits: set[str]) -> list[tuple[str, str]]:
+    """(checkpoint, split) pairs whose predictions are not stored; small splits are predicted here first."""
+    pending = []
     for checkpoint in checkpoints:
         for split in sorted(splits):
-            with PageProgress(f"Predicting {Path(checkpoint).parent.name} on the {split} split") as bar:
+            if background.is_stored(background.prediction_target(checkpoint, ws, dataset, split)):
+                continue
+            if background.split_size(ws, dataset, split) > background.INLINE_MAX_IMAGES:
+                pending.append((checkpoint, split))
+                continue
+            with PageProgress(f"Predicting {model_name(checkpoint)} on the {split} split") as bar:
                 predict(checkpoint, ws, dataset, split, progress=bar)
+    return pending
+
+
+def _retry(home: str, checkpoint: str, dataset: str, split: str) -> None:
+    background.start(checkpoint, Workspace(home), dataset, split, retry=True)
+
+
+@st.fragment(run_every=POLL_S)
+def _progress_panel(home: str, pending: list[tuple[str, str]], dataset: str) -> None:
+    """Live progress of background predictions; the whole page runs again once every one is stored."""
+    ws = Workspace(home)
+    found = [(c, s, background.status(c, ws, dataset, s)) for c, s in pending]
+    if all(status.state == background.READY for _, _, status in found):
+        st.rerun()
+    for checkpoint, split, status in found:
+        what = f"{model_name(checkpoint)} on the {split} split"
+        if status.state == background.FAILED:
+            st.error(f"Predicting {what} failed: {status.error}")
+            if status.log_tail:
+                st.code(status.log_tail, language=None)
+            st.button(
+                "Try again",
+                key=f"retry_{status.key}",
+                on_click=_retry,
+                args=(home, checkpoint, dataset, split),
+            )
+        elif status.state == background.READY:
+            st.progress(1.0, text=f"Predicted {what}: ready")
+        else:
+            total = max(status.total, 1)
+            text = f"Predicting {what}: {status.done}/{status.total} images"
+            text += " (waiting for other predictions to finish)" if status.waiting else ""
+            st.progress(min(status.done / total, 1.0), text=text)
+
+
+def predictions_ready(ws: Workspace, checkpoints: list[str], dataset: str, splits: set[str]) -> bool:
+    """Whether the stored predictions needed are all there; if not, start them in the background and
+    show their progress (small splits are predicted at once, with a progress bar)."""
+    pending = _pending(ws, checkpoints, dataset, splits)
+    if not pending:
+        return True
+    for checkpoint, split in pending:
+        background.start(checkpoint, ws, dataset, split)
+    st.caption(
+        "Predictions run in the background at low priority and are stored in the workspace; the page "
+        "shows the results when they are ready (other pages stay usable meanwhile)."
+    )
+    _progress_panel(str(ws.home), pending, dataset)
+    return False
 
 
 @st.cache_data(show_spinner="Computing metrics...", max_entries=16)
@@ -86,13 +150,13 @@ def _evaluation(
 
 def evaluation(
     ws: Workspace, checkpoint: Path, dataset: str, split: str, rule: str, target: float | None
-) -> Evaluation:
-    """One checkpoint's evaluation, cached by weights fingerprint, dataset version, split and rule."""
+) -> Evaluation | None:
+    """One checkpoint's evaluation, cached by weights fingerprint, dataset version, split and rule; None
+    while its predictions are made in the background (their progress is shown)."""
     updated_at = ws.get_dataset(dataset).updated_at
     with_valid = rule != FIXED_RULE and split_has_images(ws, dataset, VALID_SPLIT)
-    _ensure_predictions(
-        str(ws.home), [str(checkpoint)], dataset, {split, VALID_SPLIT} if with_valid else {split}
-    )
+    if not predictions_ready(ws, [str(checkpoint)], dataset, {split, VALID_SPLIT} if with_valid else {split}):
+        return None
     fp = file_fingerprint(checkpoint)
     return _evaluation(str(ws.home), str(checkpoint), fp, dataset, updated_at, split, rule, target)
 
@@ -112,54 +176,15 @@ def _comparison(
 
 def comparison(
     ws: Workspace, checkpoints: list[Path], dataset: str, methods: list[str], split: str
-) -> EnsembleComparison:
-    """Members and ensembles on one split (ensembles fitted on validation), cached like evaluation()."""
+) -> EnsembleComparison | None:
+    """Members and ensembles on one split (ensembles fitted on validation), cached like evaluation(); None
+    while the members' predictions are made in the background."""
     paths = [str(p) for p in checkpoints]
     updated_at = ws.get_dataset(dataset).updated_at
-    _ensure_predictions(str(ws.home), paths, dataset, {split, VALID_SPLIT})
+    if not predictions_ready(ws, paths, dataset, {split, VALID_SPLIT}):
+        return None
     fps = tuple(file_fingerprint(p) for p in paths)
     return _comparison(str(ws.home), tuple(paths), fps, dataset, updated_at, tuple(methods), split)
-
-
-MAX_DEFAULT_MEMBERS = 3
-
-
-def _fitting_group(ws: Workspace, dataset: str) -> list[CheckpointEntry]:
-    """The largest set of checkpoints sharing one label set that fit ``dataset`` and were trained on data
-    of its kind (real X-rays for a real dataset, phantoms for a synthetic one); at most three classifiers,
-    no "last"."""
-    record = ws.get_dataset(dataset)
-    synthetic = bool(record.notes.get("synthetic"))
-    groups: dict[tuple[str, ...], list[CheckpointEntry]] = {}
-    for entry in list_checkpoints(ws.home):
-        if entry.path.stem == "last" or entry.info.get("task") == "detect" or entry.synthetic != synthetic:
-            continue
-        if not entry.label_fit(record.labels).ok:
-            continue
-        groups.setdefault(tuple(entry.info["labels"]), []).append(entry)
-    best = max(groups.values(), key=len, default=[])  # the first of the largest groups
-    return best[:MAX_DEFAULT_MEMBERS]
-
-
-def ensemble_defaults(ws: Workspace, dataset: str) -> tuple[str, list[str], str]:
-    """The dataset and members the Ensembles page opens with, and a note when it is not the sidebar's.
-
-    Checkpoints trained on data like the selected dataset's (the bundled real-data ones on a real
-    dataset); when fewer than two fit, the bundled demo models on the demo phantoms.
-    """
-    members = _fitting_group(ws, dataset)
-    if len(members) >= 2:
-        return dataset, [str(e.path) for e in members], ""
-    demo = [r.name for r in ws.list_datasets() if r.name == DEMO_DATASET]
-    if demo and dataset != DEMO_DATASET:
-        members = _fitting_group(ws, DEMO_DATASET)
-        if len(members) >= 2:
-            note = (
-                f"Fewer than two models trained on data like {dataset} fit it, so the comparison opens with "
-                f"the bundled demo models on {DEMO_DATASET} (synthetic phantoms, not real patients)."
-            )
-            return DEMO_DATASET, [str(e.path) for e in members], note
-    return dataset, [], ""
 
 
 def _known(preds: Predictions, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -297,9 +322,11 @@ def _localisation(
     method: str,
     threshold: float,
     max_images: int,
-    tolerance: float = 0.0,
-    smooth: float = DEFAULT_SMOOTH,
+    tolerance: float,
+    smooth: float,
 ) -> LocalisationReport:
+    from cxrcore.evaluate.map_localisation import localisation_report
+
     return localisation_report(
         list(checkpoints),
         Workspace(home),
@@ -314,7 +341,15 @@ def _localisation(
 
 
 def localisation_section(ws: Workspace, checkpoints: list[Path], dataset: str, split: str) -> None:
-    """Members' and the ensemble's maps scored against the dataset's boxes (PeerJ protocol)."""
+    """Members' and the ensemble's maps scored against the dataset's boxes (PeerJ protocol).
+
+    Closed until asked for: the maps need PyTorch, which the page's first draw does without.
+    """
+    if not st.toggle("Score the maps against the true boxes", key="loc_show"):
+        return
+    from cxrcore.evaluate.map_localisation import FRAME, MAP_METHODS
+    from cxrcore.ui.explain import box_threshold_input, smoothing_input
+
     c1, c2, c3, c4, c5 = st.columns(5)
     method = c1.selectbox("Map", MAP_METHODS, key="loc_method")
     threshold = box_threshold_input(c2, "loc_threshold")

@@ -2,13 +2,15 @@
 
 Explain segments the image once per session (``state.LUNG_MASKS``, keyed by the segmenter's weights and
 the image as shown), so moving a display control only re-reads the shares. Evaluate reads stored
-shares, or computes them for the split's first images when asked, with a progress bar.
+shares, or computes them for the split's first images when asked, with a progress bar; its section
+stays closed until asked for, so the page's first draw neither loads PyTorch nor reads the shares.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,16 +18,16 @@ import streamlit as st
 
 from cxrcore.digest import array_digest
 from cxrcore.evaluate.lung_heat import lung_heat, stored_lung_heat
-from cxrcore.explain.engine import Explanation
-from cxrcore.explain.lungs import lung_outline, lung_shares, lungs_on_input, share_reading
 from cxrcore.models.card import file_fingerprint
-from cxrcore.models.checkpoint import Checkpoint
-from cxrcore.models.segmenter import segment_lungs
 from cxrcore.models.segmenter_card import LUNG_HEAT_MAX_IMAGES, default_segmenter_path
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.evaluate import PageProgress
-from cxrcore.ui.explain import session_memo
+
+if TYPE_CHECKING:  # the maps and the segmenter need PyTorch: imported where they run
+    from cxrcore.explain.engine import Explanation
+    from cxrcore.models.checkpoint import Checkpoint
+    from cxrcore.models.segmenter import LungMasks
 
 DEFINITION = (
     "Share of a map's heat inside the lung fields: the map is scaled to 0-1 by its own range (its coolest "
@@ -52,10 +54,20 @@ def _missing_segmenter() -> Path | None:
     return path
 
 
+def segment_lungs(pixels: np.ndarray, segmenter: Path) -> LungMasks:
+    """The lung fields of an image by the segmenter at ``segmenter`` (PyTorch is loaded on first use)."""
+    from cxrcore.models.segmenter import segment_lungs as segment
+
+    return segment(pixels, segmenter)
+
+
 def explain_lung_section(
     checkpoint: Checkpoint, pixels: np.ndarray, result: Explanation, labels: list[str]
 ) -> None:
     """Per shown label, the share of its CAM's and the CRM's heat inside the lungs, beside their outline."""
+    from cxrcore.explain.lungs import lung_outline, lung_shares, lungs_on_input, share_reading
+    from cxrcore.ui.explain import session_memo
+
     st.markdown("**Heat inside the lungs**")
     if _missing_segmenter() is not None:
         return
@@ -91,7 +103,12 @@ def _report_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate_lung_section(ws: Workspace, checkpoint: Path, dataset: str, split: str) -> None:
     """Mean heat-in-lungs share per label over the split's first images: stored, or computed on request."""
-    if _missing_segmenter() is not None:
+    shown = st.toggle(
+        "Show the heat inside the lungs",
+        key="eval_lung_show",
+        help="The share of the model's maps inside the lung fields, averaged over the split's first images.",
+    )
+    if not shown or _missing_segmenter() is not None:
         return
     cap = int(
         st.number_input(

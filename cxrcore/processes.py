@@ -1,0 +1,29 @@
+"""Whether a background process of ours still runs, told apart from a zombie or a reused pid."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def process_alive(pid: int, marker: bytes) -> bool:
+    """Whether ``pid`` is a live (not zombie) process whose command line holds ``marker``.
+
+    A pid reused by a process running something else is not alive. Without ``/proc`` (not Linux) the
+    signal test is all there is.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    proc = Path("/proc") / str(pid)
+    if not proc.is_dir():
+        return True
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False  # it ended while we looked
+    return state not in ("Z", "X") and marker in cmdline
