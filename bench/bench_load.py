@@ -13,9 +13,11 @@ in turn, else phantoms and generated DICOMs; only files the default model's uplo
   uploads a different file. An upload is timed until its result is drawn (``time_upload``); one that
   fails keeps its reason (timeout, guard warning, an error on the page).
 - Memory: the server's resident memory (with its children) is sampled every 0.2 s during the rounds;
-  it is read before the rounds, and ``--settle`` seconds after each round's sessions have closed
-  (``--late`` adds a later reading: Streamlit keeps a closed session's state for 2 minutes, in case
-  its browser reconnects). The server's own metrics say how often a model was loaded.
+  it is read before the rounds, and ``--settle`` seconds after each round's sessions have closed.
+  Streamlit keeps a closed session (its state: uploads, maps) for 2 minutes in case its browser
+  reconnects, and drops the expired ones when another session closes: ``--late`` waits that long,
+  reads the memory, makes one visit and reads it again. The server's own metrics say how often a
+  model was loaded and how many sessions are open.
 
 Prints one JSON object, with the targets and whether each is met.
 """
@@ -149,6 +151,18 @@ def _session(endpoint: str, url: str, path: Path, barrier: threading.Barrier, ti
     return record
 
 
+def _visit(endpoint: str, url: str, timeout_s: float) -> None:
+    """A new browser session opens Explain and closes again, uploading nothing."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.connect_over_cdp(endpoint)
+        context = browser.new_context(viewport=VIEWPORT)
+        time_first_draw(context.new_page(), f"{url}/Explain", timeout_s * 1000)
+        context.close()
+        browser.close()
+
+
 def run_round(endpoint: str, url: str, files: list[Path], timeout_s: float) -> list[dict]:
     """``len(files)`` sessions at once, one file each; their records, in the order of ``files``."""
     barrier = threading.Barrier(len(files), timeout=timeout_s)
@@ -194,9 +208,13 @@ def measure(url: str, pid: int, endpoint: str, home: Path, args: argparse.Namesp
             print(f"round {r}: {[u.get('upload_s', u.get('error')) for u in batch]}", file=sys.stderr)
     after, counts_after = rss_mb(pid), server_counts(url)
     late = None
-    if args.late:
+    if args.late:  # then one visit, whose closing makes Streamlit drop the closed sessions that expired
         time.sleep(args.late)
         late = {"rss_mb": round(rss_mb(pid), 1), **server_counts(url)}
+        with ThreadPoolExecutor(max_workers=1) as pool:  # this thread's Playwright launched Chromium
+            pool.submit(_visit, endpoint, url, args.timeout).result()
+        time.sleep(args.settle)
+        late |= {"rss_after_visit_mb": round(rss_mb(pid), 1), "after_visit": server_counts(url)}
     return _summary(warm, singles, rounds, sampler, before, after, late, counts_before, counts_after)
 
 
