@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,16 +89,39 @@ def fresh_copy(template: Path, where: Path, name: str) -> Path:
 
 
 def upload_files(home: Path, kind: str, count: int) -> list[Path]:
-    """Real X-rays of ``kind`` ("png": NIH, "dicom": RSNA) from CXR_DATA_DIR, else generated ones."""
+    """Real X-rays of ``kind`` ("png": NIH, "dicom": RSNA) from CXR_DATA_DIR, else generated ones; only
+    files the upload guard of the Explain page's default model accepts (a flagged one shows a warning
+    instead of the result), repeated in turn when fewer than ``count`` are found."""
     data = Path(os.environ.get("CXR_DATA_DIR", "/nonexistent"))
     if kind == "png":
-        found = sorted((data / "nih14" / "images").glob("*.png"))[:count]
-        found = found or sorted((home / "demo" / "phantoms" / "images").glob("*.png"))[:count]
+        found = sorted((data / "nih14" / "images").glob("*.png"))
+        candidates = iter(found or sorted((home / "demo" / "phantoms" / "images").glob("*.png")))
     else:
         found = [p for p in sorted((data / "dicom").glob("*.dcm")) if not p.name.startswith("Fake")]
-        if not found:
-            found = [_generated_dicom(home, seed) for seed in range(count)]
-    return [found[i % len(found)] for i in range(count)]
+        candidates = iter(found or (_generated_dicom(home, seed) for seed in range(8 * count)))
+    accepted = guard_accepted(home, candidates, count)
+    if not accepted:
+        raise RuntimeError(f"the upload guard of the default model flags every {kind} file tried")
+    return [accepted[i % len(accepted)] for i in range(count)]
+
+
+def guard_accepted(home: Path, candidates: Iterator[Path], count: int) -> list[Path]:
+    """Up to ``count`` of ``candidates`` that the default classifier's upload guard accepts."""
+    from cxrcore.io import read_image
+    from cxrcore.models.catalog import list_checkpoints
+    from cxrcore.models.checkpoint import load_checkpoint
+    from cxrcore.models.guard import assess
+
+    default = next(e for e in list_checkpoints(home) if e.info.get("task") == "classify")
+    checkpoint = load_checkpoint(default.path)
+    accepted: list[Path] = []
+    for path in candidates:
+        pixels, _ = read_image(path)
+        if not assess(checkpoint, pixels, path.read_bytes()).suspicious:
+            accepted.append(path)
+        if len(accepted) == count:
+            break
+    return accepted
 
 
 def _generated_dicom(home: Path, seed: int) -> Path:

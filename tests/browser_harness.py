@@ -41,7 +41,8 @@ def browser_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on this machine that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -60,7 +61,7 @@ def dashboard_process(home: Path, timeout: float = 60.0) -> Iterator[tuple[str, 
 
     The server's output goes to a file, not a pipe: an unread pipe fills up and stalls the server.
     """
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CXR_HOME": str(home)}
     log_file = tempfile.TemporaryFile()  # noqa: SIM115 (closed when the server stops)
     started = time.perf_counter()

@@ -1,0 +1,53 @@
+"""Two people uploading on the Explain page at the same moment (a short run of ``bench/bench_load.py``:
+a real server, one headless Chromium, phantoms and generated DICOMs): both are served, no model is
+loaded again, and the JSON carries the figures the benchmark reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from browser_harness import browser_missing
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_load.py"
+
+pytestmark = [
+    pytest.mark.slow,  # prepares a workspace, starts the dashboard and drives Chromium (about a minute)
+    pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or ""),
+]
+
+
+def test_two_sessions_uploading_at_once_are_both_served(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CXR_DATA_DIR"}  # synthetic files: quick
+    out_file = tmp_path / "load.json"
+    command = [sys.executable, str(BENCH), "--sessions", "2", "--rounds", "1", "--single-runs", "1"]
+    proc = subprocess.run(
+        [*command, "--settle", "1", "--out", str(out_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out_file.read_text()) == result
+    assert result["real_data"] is False and result["sessions"] == 2 and result["rounds"] == 1
+    assert result["errors"] == [] and result["served"] == result["total"] == 2
+    uploads = result["by_round"][0]["uploads"]
+    assert sorted(u["kind"] for u in uploads) == ["dicom", "png"]
+    assert all(u["upload_s"] > 0 and "error" not in u for u in uploads)
+    assert result["concurrent_max_s"] == max(u["upload_s"] for u in uploads)
+    assert result["single_median_s"] == result["single_uploads"][0]["upload_s"] > 0
+    # The models were loaded during the warm-up, once, and not again by the concurrent sessions.
+    before, after = result["server_before"], result["server_after"]
+    assert (after["loads"], after["entries"]) == (before["loads"], before["entries"])
+    assert before["loads"] == before["entries"] >= 1
+    # The two sessions ended when their browser contexts closed.
+    assert after["active_sessions"] == 0 and after["closed_sessions"] - before["closed_sessions"] == 2
+    assert result["rss_samples"] > 0 and result["rss_peak_mb"] > 100 and result["rss_after_mb"] > 100
+    assert set(result["met"]) == set(result["targets"])
+    assert result["met"]["served_fraction"] is True and result["met"]["model_loads_during_rounds"] is True
