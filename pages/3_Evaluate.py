@@ -62,17 +62,25 @@ with guarded("evaluate the model"):
         + (" · predictions reused from the workspace" if result.predictions.from_cache else "")
     )
     chosen = st.multiselect("Labels", labels, default=labels[:6], key="eval_labels")
+    # Only the open tab runs and draws (each holds charts or tables of its own).
     tab_roc, tab_table, tab_cal, tab_op, tab_lungs = st.tabs(
-        ["ROC and PR curves", "Metrics table", "Calibration", "Operating point", "Heat in the lungs"]
+        ["ROC and PR curves", "Metrics table", "Calibration", "Operating point", "Heat in the lungs"],
+        key="eval_tab",
+        on_change="rerun",
     )
     with tab_roc:
-        ev.roc_section(result, chosen)
+        if tab_roc.open:
+            ev.roc_section(result, chosen)
     with tab_table:
-        st.dataframe(result.summary.round(4), width="stretch")
-        ev.downloads(result, f"{checkpoint.parent.name}-{dataset}-{split}")
+        if tab_table.open:
+            st.dataframe(result.summary.round(4), width="stretch")
+            ev.downloads(result, f"{checkpoint.parent.name}-{dataset}-{split}")
     with tab_cal:
-        ev.calibration_section(result.predictions, chosen, checkpoint)
+        if tab_cal.open:
+            ev.calibration_section(result.predictions, chosen, checkpoint)
     with tab_op:
-        ev.threshold_tool(result)
+        if tab_op.open:
+            ev.threshold_tool(result)
     with tab_lungs:
-        lungs.evaluate_lung_section(ws, checkpoint, dataset, split)
+        if tab_lungs.open:
+            lungs.evaluate_lung_section(ws, checkpoint, dataset, split)

@@ -56,6 +56,13 @@ def run_page(path: str | Path, timeout: float = TIMEOUT, expect_error: str | Non
     return run(page(path, timeout), expect_error)
 
 
+def open_tab(at: AppTest, key: str, label: str) -> AppTest:
+    """Switch a page's tabs (``st.tabs(..., key=key, on_change="rerun")``) to ``label``, as a click on the
+    tab does, and ``run`` the page again."""
+    at.session_state[key] = label
+    return run(at)
+
+
 def count_calls(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
     """Wrap ``module.name`` (the real function) so that each call is counted; returns the counter."""
     calls = [0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from page_harness import run, run_page
+from page_harness import open_tab, run, run_page
 
 from cxrcore.store import Workspace
 
@@ -21,20 +21,24 @@ def ws(trained_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def test_evaluate_page_shows_curves_table_and_threshold_tool(ws: Workspace) -> None:
     at = run_page("pages/3_Evaluate.py")
-    # ROC + PR, reliability diagram, confusion matrix.
-    assert len(at.get("plotly_chart")) == 4
+    # Only the open tab is drawn: ROC + PR first, the reliability diagram and the confusion matrix later.
+    assert len(at.get("plotly_chart")) == 2 and not at.dataframe
+    open_tab(at, "eval_tab", "Metrics table")
     summary = at.dataframe[0].value
     assert {"macro", "micro", "Nodule"} <= set(summary.index)
     nodule = summary.loc["Nodule"]
     assert nodule["auroc_lo"] <= nodule["auroc"] <= nodule["auroc_hi"]
     assert "predictions" in " ".join(b.label for b in at.get("download_button")).lower()
     # Calibration tab: the card's calibration (fitted when training ended) before and after, on test.
+    open_tab(at, "eval_tab", "Calibration")
+    assert len(at.get("plotly_chart")) == 1
     calibration = next(d.value for d in at.dataframe if "ECE after" in d.value.columns)
     assert {"Nodule", "mean"} <= set(calibration.index)
     assert calibration.loc["mean", "ECE after"] < calibration.loc["mean", "ECE before"]
     assert any("calibrated by Platt scaling" in c.value for c in at.caption)
     assert any("thresholds: Youden" in c.value for c in at.caption)
     # Moving the threshold to 1.0 predicts nothing positive: sensitivity 0.
+    open_tab(at, "eval_tab", "Operating point")
     slider = next(s for s in at.slider if s.label == "Threshold")
     slider.set_value(1.0)
     run(at)

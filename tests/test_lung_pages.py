@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from page_harness import count_calls, run, run_page
+from page_harness import count_calls, open_tab, run, run_page
 from streamlit.testing.v1 import AppTest
 
 from cxrcore.models.catalog import BUNDLED_DIR
@@ -81,7 +81,7 @@ def test_evaluate_averages_the_heat_in_the_lungs_over_the_splits_first_images(
     demo_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _bundle(tmp_path / "bundled", "demo-tiny", monkeypatch)
-    at = run_page(EVALUATE)
+    at = open_tab(run_page(EVALUATE), "eval_tab", "Heat in the lungs")
     assert "Not computed yet" not in _texts(at)  # closed until asked for
     at.toggle(key="eval_lung_show").set_value(True)
     run(at)
@@ -93,7 +93,7 @@ def test_evaluate_averages_the_heat_in_the_lungs_over_the_splits_first_images(
     table = _frame(at, "CAM, all images")
     assert list(table.index) == ["Nodule", "Opacity", "Effusion"] and (table["images"] == 10).all()
     assert "the first 10 of the" in _texts(at)
-    again = run_page(EVALUATE)  # a later visit reads the stored shares
+    again = open_tab(run_page(EVALUATE), "eval_tab", "Heat in the lungs")  # reads the stored shares
     again.toggle(key="eval_lung_show").set_value(True)
     run(again)
     again.number_input(key="eval_lung_images").set_value(10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from page_harness import run, run_page
+from page_harness import open_tab, run, run_page
 from streamlit.testing.v1 import AppTest
 
 from cxrcore.store import Workspace
@@ -25,10 +25,9 @@ def test_home_page_shows_notice_and_demo_dataset(demo_workspace: Workspace) -> N
     assert table["synthetic"].iloc[0] == "yes"
 
 
-def open_tab(at: AppTest, label: str) -> AppTest:
-    """Switch the Dataset explorer to one of its tabs (as a click on it does) and rerun."""
-    at.session_state["explorer_tab"] = label
-    return run(at)
+def explorer_tab(at: AppTest, label: str) -> AppTest:
+    """Open one of the Dataset explorer's tabs."""
+    return open_tab(at, "explorer_tab", label)
 
 
 def test_explorer_shows_demo_statistics_leakage_and_gallery(demo_workspace: Workspace) -> None:
@@ -41,17 +40,17 @@ def test_explorer_shows_demo_statistics_leakage_and_gallery(demo_workspace: Work
     assert any("Synthetic demo data" in i.value for i in at.info)
     # Only the open tab runs: the first draw holds the two label charts and nothing of the others.
     assert len(at.get("plotly_chart")) == 2 and not at.success and not at.get("image")
-    open_tab(at, "Patients")
+    explorer_tab(at, "Patients")
     assert len(at.get("plotly_chart")) == 4  # images per patient, age, view, sex
-    open_tab(at, "Splits & leakage")
+    explorer_tab(at, "Splits & leakage")
     assert any(s.value == "no leakage" for s in at.success)  # the demo split is patient-level
-    open_tab(at, "Gallery")
+    explorer_tab(at, "Gallery")
     assert len(at.get("image")) == 8  # 8 images positive for the first label
     assert not at.get("plotly_chart")
 
 
 def test_explorer_split_builder_and_bad_registration(demo_workspace: Workspace, tmp_path: Path) -> None:
-    at = open_tab(run_page("pages/1_Dataset_Explorer.py"), "Splits & leakage")
+    at = explorer_tab(run_page("pages/1_Dataset_Explorer.py"), "Splits & leakage")
     before = demo_workspace.get_dataset(DEMO_DATASET).split
     at.number_input(key="split_seed").set_value(5)
     next(b for b in at.button if b.label == "Build patient-level split").click()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from page_harness import page, run, run_page
+from page_harness import open_tab, page, run, run_page
 
 from cxrcore.cli import main
 from cxrcore.models.card import read_card
@@ -154,6 +154,7 @@ def test_evaluate_page_offers_a_fitting_model_when_the_chosen_one_shares_no_labe
     run(at)
     assert not any("no label in common" in i.value for i in at.info)
     assert at.get("plotly_chart")
+    open_tab(at, "eval_tab", "Metrics table")
     assert "Tuberculosis" in at.dataframe[0].value.index
 
 
