@@ -139,9 +139,13 @@ def _claim_alive(claim: dict[str, Any]) -> bool:
     if not claim:
         return False
     pid = claim.get("pid")
+    starting = time.time() - float(claim.get("claimed_at", 0)) < LAUNCH_GRACE_S
     if pid is None:
-        return time.time() - float(claim.get("claimed_at", 0)) < LAUNCH_GRACE_S
-    return process_alive(int(pid), WORKER_MODULE.encode())
+        return starting
+    if process_alive(int(pid), WORKER_MODULE.encode()):
+        return True
+    # Just launched: until it execs, the child's command line is still its parent's.
+    return starting and process_alive(int(pid), b"")
 
 
 def claim_running(claim_file: Path) -> bool:
