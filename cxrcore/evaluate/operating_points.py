@@ -25,6 +25,7 @@ from cxrcore.evaluate.classification import (
     operating_point,
 )
 from cxrcore.hints import unknown_choice
+from cxrcore.models.readout import ABOVE, BELOW, NO_THRESHOLD, side  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ DETECTOR_RULES: tuple[str, ...] = (DETECTOR_RULE,)
 DETECTOR_RULE_NAMES: dict[str, str] = {
     DETECTOR_RULE: "highest overall F1 at IoU 0.5, one cut pooled over every class",
 }
-ABOVE, BELOW, NO_THRESHOLD = "above", "below", "no threshold"
 
 
 def check_rule(rule: str, target: float | None) -> float | None:
@@ -90,10 +90,3 @@ def choose_operating_points(
         "thresholds": thresholds,
         "skipped": skipped,
     }
-
-
-def side(probability: float, threshold: float | None) -> str:
-    """Whether a probability is at or above its threshold ("above"), below it, or has none."""
-    if threshold is None or not math.isfinite(threshold):
-        return NO_THRESHOLD
-    return ABOVE if probability >= threshold else BELOW

@@ -17,9 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from cxrcore.evaluate.operating_points import ABOVE, BELOW, NO_THRESHOLD, side
 from cxrcore.models.model_card import ModelCard
-from cxrcore.models.readout import calibration_method, thresholds
+from cxrcore.models.readout import ABOVE, BELOW, NO_THRESHOLD, calibration_method, side, thresholds
 
 MIN_AUROC_LOWER = 0.6  # a label whose AUROC interval reaches below this is marked unreliable
 MIN_TEST_POSITIVES = 10  # ... and so is one with fewer test positives than this

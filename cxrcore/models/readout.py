@@ -35,6 +35,17 @@ import numpy as np
 from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD
 from cxrcore.hints import unknown_choice
 
+# How a probability stands against its label's threshold.
+ABOVE, BELOW, NO_THRESHOLD = "above", "below", "no threshold"
+
+
+def side(probability: float, threshold: float | None) -> str:
+    """Whether a probability is at or above its threshold ("above"), below it, or has none."""
+    if threshold is None or not math.isfinite(threshold):
+        return NO_THRESHOLD
+    return ABOVE if probability >= threshold else BELOW
+
+
 logger = logging.getLogger(__name__)
 
 CALIBRATION_METHODS: tuple[str, ...] = ("temperature", "platt", "isotonic")

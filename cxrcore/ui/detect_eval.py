@@ -21,7 +21,7 @@ from cxrcore.models.card import file_fingerprint, read_card
 from cxrcore.models.readout import default_score_threshold, score_threshold_source, shared_score_threshold
 from cxrcore.store import Workspace
 from cxrcore.ui.data import csv_download
-from cxrcore.ui.evaluate import PageProgress
+from cxrcore.ui.page import PageProgress
 
 if TYPE_CHECKING:
     from cxrcore.evaluate.detector_eval import DetectorEvaluation

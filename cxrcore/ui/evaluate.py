@@ -27,6 +27,7 @@ from cxrcore.models.readout import CALIBRATION_NAMES
 from cxrcore.store import Workspace
 from cxrcore.ui import charts
 from cxrcore.ui.data import csv_download
+from cxrcore.ui.page import PageProgress
 from cxrcore.workflows.first_visit import ensemble_defaults as ensemble_defaults  # the page's defaults
 
 if TYPE_CHECKING:  # the maps need PyTorch: imported when localisation is asked for
@@ -40,26 +41,6 @@ CALIBRATION_COLUMNS = {
     "brier_before": "Brier before",
     "brier_after": "Brier after",
 }
-
-
-class PageProgress:
-    """Progress over images as a Streamlit progress bar, created on the first update and removed when the
-    ``with`` block ends."""
-
-    def __init__(self, text: str) -> None:
-        self.text, self.bar = text, None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = st.progress(0.0, text=self.text)
-        self.bar.progress(done / max(total, 1), text=f"{self.text}: {done}/{total} images")
-
-    def __enter__(self) -> PageProgress:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.bar is not None:
-            self.bar.empty()
 
 
 POLL_S = 1.0  # how often a page waiting on background predictions reads their progress

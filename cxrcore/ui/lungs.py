@@ -22,7 +22,7 @@ from cxrcore.models.card import file_fingerprint
 from cxrcore.models.segmenter_card import LUNG_HEAT_MAX_IMAGES, default_segmenter_path
 from cxrcore.store import Workspace
 from cxrcore.ui import state
-from cxrcore.ui.evaluate import PageProgress
+from cxrcore.ui.page import PageProgress
 
 if TYPE_CHECKING:  # the maps and the segmenter need PyTorch: imported where they run
     from cxrcore.explain.engine import Explanation

@@ -148,3 +148,23 @@ def page_link(page: str, label: str, icon: str | None = None) -> None:
         st.page_link(page, label=label, icon=icon)
     except StreamlitPageNotFoundError:
         st.caption(label)
+
+
+class PageProgress:
+    """Progress over images as a Streamlit progress bar, created on the first update and removed when the
+    ``with`` block ends."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.bar = text, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = st.progress(0.0, text=self.text)
+        self.bar.progress(done / max(total, 1), text=f"{self.text}: {done}/{total} images")
+
+    def __enter__(self) -> PageProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar is not None:
+            self.bar.empty()
