@@ -62,7 +62,7 @@ def dashboard_process(home: Path, timeout: float = 60.0) -> Iterator[tuple[str, 
     The server's output goes to a file, not a pipe: an unread pipe fills up and stalls the server.
     """
     port = free_port()
-    env = {**os.environ, "CXR_HOME": str(home), "MALLOC_ARENA_MAX": "2"}  # as `make run` starts it
+    env = {"MALLOC_ARENA_MAX": "2", **os.environ, "CXR_HOME": str(home)}  # as `make run` starts it
     log_file = tempfile.TemporaryFile()  # noqa: SIM115 (closed when the server stops)
     started = time.perf_counter()
     proc = subprocess.Popen(
