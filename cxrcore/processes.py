@@ -1,8 +1,11 @@
-"""Whether a background process of ours still runs, told apart from a zombie or a reused pid."""
+"""Background processes of ours: started detached with their output in a log, and whether one still runs
+(told apart from a zombie or a reused pid)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -27,3 +30,18 @@ def process_alive(pid: int, marker: bytes) -> bool:
     except (OSError, IndexError):
         return False  # it ended while we looked
     return state not in ("Z", "X") and marker in cmdline
+
+
+def start_detached(command: Sequence[str], log: Path, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen:
+    """Start ``command`` in a session of its own (it outlives the dashboard), with no input and its
+    output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+        )

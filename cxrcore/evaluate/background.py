@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -36,7 +35,7 @@ from cxrcore import jsonsafe
 from cxrcore.atomic import write_bytes_atomic
 from cxrcore.data.split import split_rows
 from cxrcore.models.card import read_card
-from cxrcore.processes import process_alive
+from cxrcore.processes import process_alive, start_detached
 from cxrcore.store import Workspace
 
 log = logging.getLogger(__name__)
@@ -262,16 +261,7 @@ def _launch(ws: Workspace, key: str, checkpoint: Path, dataset: str, split: str)
     nice, chrt = shutil.which("nice"), shutil.which("chrt")
     command = [nice, "-n", str(NICENESS), *command] if nice else command
     command = [chrt, "--idle", "0", *command] if chrt else command
-    with open(_files(ws, key, ".log"), "ab") as out:
-        child = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env=env,
-            start_new_session=True,
-        )
+    child = start_detached(command, _files(ws, key, ".log"), REPO_ROOT, env)
     # Reap it when it ends, so a long-running dashboard does not collect zombies.
     threading.Thread(target=child.wait, name=f"reap-{child.pid}", daemon=True).start()
     return child.pid

@@ -172,16 +172,7 @@ def _launch(ws: Workspace, job_id: int) -> None:
     ]
     command += ["--resume"] if resume else []
     try:
-        with open(folder / "train.log", "ab") as out:
-            child = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env=_child_env(ws),
-                start_new_session=True,
-            )
+        child = processes.start_detached(command, folder / "train.log", REPO_ROOT, _child_env(ws))
     except OSError as exc:
         _set_final(ws, job_id, "failed", f"could not start the training process: {exc}")
         return
