@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 # Two malloc arenas: the server's session threads each kept freed upload memory in an arena of their
 # own (about 25 MB a session, never returned); with two, memory falls back as sessions end.
 run: $(STAMP) demo
-	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run Home.py
+	MALLOC_ARENA_MAX=2 $(PY) -m cxrcore.ui.serve
 
 demo: $(STAMP)
 	$(PY) -m cxrcore demo prepare

@@ -62,14 +62,29 @@ def demo_prepare(home: Path) -> None:
 
 
 def stop_background(home: Path) -> None:
-    """Stop the background prediction workers of a workspace (each leads its own process group)."""
+    """Stop the background prediction workers of a workspace (each leads its own process group): those
+    its claim files name, and any other process of that workspace (one a page started just now)."""
+    pids = set()
     for claim in (home / "predictions" / "background").glob("*.claim"):
         try:
-            pid = json.loads(claim.read_text()).get("pid")
-            if pid:
-                os.killpg(int(pid), signal.SIGKILL)
+            pids.add(int(json.loads(claim.read_text()).get("pid") or 0))
         except (OSError, ValueError):
             continue
+    marker = f"CXR_HOME={home}".encode()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                pids.add(int(environ.parent.name))
+        except OSError:
+            continue
+    for pid in pids - {0, os.getpid()}:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            try:
+                os.kill(pid, signal.SIGKILL)  # not a group leader
+            except OSError:
+                continue
 
 
 def prepare_workspace(where: Path) -> Path:

@@ -69,9 +69,7 @@ def dashboard_process(home: Path, timeout: float = 60.0) -> Iterator[tuple[str, 
         [
             sys.executable,
             "-m",
-            "streamlit",
-            "run",
-            "Home.py",
+            "cxrcore.ui.serve",  # as `make run` starts it: streamlit run Home.py, its modules loaded first
             "--server.port",
             str(port),
             "--server.address",

@@ -120,6 +120,20 @@ def test_a_claim_whose_worker_has_gone_is_taken_over(demo_ws: Workspace) -> None
     assert found.state == bg.FAILED and "ended without finishing" in found.error
 
 
+def test_a_delayed_worker_waits_before_loading_pytorch(demo_ws: Workspace) -> None:
+    started = bg.start(TINY, demo_ws, DATASET, SPLIT, delay_s=60)
+    assert started.state == bg.RUNNING
+    [pid] = _workers(started.key)
+    try:
+        time.sleep(3)  # ample for the worker's own imports; PyTorch would take seconds more
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "libtorch" not in maps, "the worker loaded PyTorch during its delay"
+        assert bg.status(TINY, demo_ws, DATASET, SPLIT).done == 0
+        assert "--delay" in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    finally:
+        os.killpg(pid, signal.SIGKILL)
+
+
 def test_a_failed_worker_reports_its_error_and_is_started_again_only_on_retry(
     demo_ws: Workspace, tmp_path: Path
 ) -> None:

@@ -43,7 +43,7 @@ def test_the_warm_up_loads_the_models_the_explain_page_opens_with(
     um._load.clear()
     steps = warmup.warm_up(demo_ws.home)
     entries = list_checkpoints(demo_ws.home)
-    assert {"import", "classifier", "detector", "segmenter"} <= set(steps)
+    assert {"pages", "import", "classifier", "detector", "segmenter"} <= set(steps)
     loads: list[str] = []
     monkeypatch.setattr("cxrcore.models.checkpoint.load_checkpoint", lambda path: loads.append(path))
     first_classifier = next(e for e in entries if e.info.get("task") == "classify")

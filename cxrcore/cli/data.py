@@ -147,18 +147,23 @@ def cmd_demo_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# `make run` starts the dashboard right after `demo prepare`: the prediction workers wait this long, so
+# the server's start and the first page drawn do not share the machine with PyTorch's loading.
+FIRST_PREDICTIONS_DELAY_S = 8.0
+
+
 def _start_first_predictions(ws: Workspace, dataset: str) -> None:
     """Start the predictions the Evaluate and Ensembles pages open with, in the background; never waits."""
     from cxrcore.workflows.first_visit import start_first_predictions
 
-    for checkpoint, name, split, status in start_first_predictions(ws, dataset):
+    for checkpoint, name, split, status in start_first_predictions(ws, dataset, FIRST_PREDICTIONS_DELAY_S):
         what = f"{Path(checkpoint).stem} on {name}/{split}"
         if status.state == "ready":
             print(f"predictions of {what}: stored")
         elif status.state == "failed":
             print(f"predictions of {what} failed: {status.error} (the Evaluate page offers to try again)")
         else:
-            print(f"predicting {what} in the background ({status.total} images)")
+            print(f"predicting {what} in the background ({status.total} images, starting in a few seconds)")
     print("the Evaluate and Ensembles pages show their progress and the results when ready")
 
 

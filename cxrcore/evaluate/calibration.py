@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import brier_score_loss
 
 from cxrcore.hints import unknown_choice
 from cxrcore.models.readout import (
@@ -129,6 +128,8 @@ def brier_score(y_true: np.ndarray, y_prob: np.ndarray) -> float:
 
     NaN (with a warning) when no image has a known label.
     """
+    from sklearn.metrics import brier_score_loss
+
     t, p = _known_probabilities(y_true, y_prob)
     if t.size == 0:
         warnings.warn("Brier score is undefined: no image has a known label", stacklevel=2)

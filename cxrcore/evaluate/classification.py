@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
 from cxrcore.evaluate.calibration import (
     brier_score,
@@ -93,6 +92,8 @@ def _both_classes(t: np.ndarray, what: str, name: str = "label") -> bool:
 
 def roc_points(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve `(fpr, tpr, thresholds)` of one label over its known images (scikit-learn's `roc_curve`)."""
+    from sklearn.metrics import roc_curve
+
     t, s = known_pairs(y_true, y_score)
     if not _both_classes(t, "ROC curve"):
         return np.array([np.nan]), np.array([np.nan]), np.array([np.nan])
@@ -101,6 +102,8 @@ def roc_points(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.
 
 def pr_points(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision-recall curve `(precision, recall, thresholds)` of one label over its known images."""
+    from sklearn.metrics import precision_recall_curve
+
     t, s = known_pairs(y_true, y_score)
     if not _both_classes(t, "precision-recall curve"):
         return np.array([np.nan]), np.array([np.nan]), np.array([np.nan])
@@ -109,6 +112,8 @@ def pr_points(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.n
 
 def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """Average precision (scikit-learn's) of one label over its known images; NaN with one class."""
+    from sklearn.metrics import average_precision_score
+
     t, s = known_pairs(y_true, y_score)
     if not _both_classes(t, "average precision"):
         return float("nan")
@@ -271,6 +276,8 @@ def auroc_ci(
 
 def _candidate_curve(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every distinct threshold, from +inf down, with the true and false positive counts at it."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thresholds = roc_curve(t, p, drop_intermediate=False)
     positives = int(t.sum())
     return thresholds, np.rint(tpr * positives), np.rint(fpr * (t.size - positives))

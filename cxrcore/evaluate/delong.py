@@ -13,7 +13,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm, rankdata
 
 from cxrcore.evaluate.calibration import known_pairs
 
@@ -56,6 +55,8 @@ def delong_covariance(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarra
         `(auc, cov)`: shapes (n_models,) and (n_models, n_models). All NaN (with a warning) when a
         class is missing; `cov` is NaN (with a warning) when a class has a single image.
     """
+    from scipy.stats import rankdata
+
     scores = np.atleast_2d(np.asarray(scores, dtype=float))
     t, s = _known_scores(y_true, list(scores))
     k = s.shape[0]
@@ -87,6 +88,8 @@ def delong_ci(y_true: np.ndarray, score: np.ndarray, alpha: float = 0.05) -> tup
 
     The interval is auc +/- z_(1 - alpha/2) * sqrt(var), clipped to [0, 1].
     """
+    from scipy.stats import norm
+
     _check_alpha(alpha)
     auc, cov = delong_covariance(y_true, np.asarray(score, dtype=float)[None, :])
     half = norm.ppf(1.0 - alpha / 2.0) * np.sqrt(max(cov[0, 0], 0.0))
@@ -103,6 +106,8 @@ def delong_test(
     has zero variance the test is degenerate: equal AUROCs give z = 0 and p = 1 (identical models,
     for instance), unequal ones give an infinite z and p = 0.
     """
+    from scipy.stats import norm
+
     _check_alpha(alpha)
     auc, cov = delong_covariance(y_true, np.stack([np.asarray(score_a, float), np.asarray(score_b, float)]))
     diff = float(auc[0] - auc[1])

@@ -14,19 +14,17 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import logit
-from sklearn.linear_model import LogisticRegressionCV
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 
 from cxrcore.evaluate.classification import operating_point
 from cxrcore.hints import unknown_choice
 from cxrcore.jsonsafe import to_jsonable
 from cxrcore.models.ensemble import EnsembleError
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegressionCV
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +158,8 @@ def fit_weights(val_probs: np.ndarray, val_true: np.ndarray, method: WeightMetho
 
 def _auroc_weights(members: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Weights proportional to (AUROC - 0.5) of each member, floored at _AUROC_FLOOR."""
+    from sklearn.metrics import roc_auc_score
+
     gain = np.array([roc_auc_score(t, m) - 0.5 for m in members])
     gain = np.maximum(gain, _AUROC_FLOOR)
     return gain / gain.sum()
@@ -167,6 +167,8 @@ def _auroc_weights(members: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def _log_loss_weights(members: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Simplex weights minimising the log-loss of the weighted average of members (n_members, n_known)."""
+    from scipy.optimize import minimize
+
     n_members, n = members.shape
 
     def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
@@ -193,6 +195,8 @@ def _log_loss_weights(members: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def _member_logits(probs: np.ndarray, j: int) -> np.ndarray:
     """Member logits of label j as a feature matrix (n_images, n_members)."""
+    from scipy.special import logit
+
     return logit(np.clip(probs[:, :, j], _PROB_EPS, 1.0 - _PROB_EPS)).T
 
 
@@ -245,6 +249,9 @@ def fit_stacker(val_probs: np.ndarray, val_true: np.ndarray, seed: int = 0) -> S
     min(5, rarer-class count) folds and at least 2. A label with fewer than 2 images of either
     class among its known validation labels falls back to simple averaging, with the reason recorded.
     """
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
     p = _check_probs(val_probs)
     y = _check_truth(p, val_true)
     models: list[LogisticRegressionCV | None] = []

@@ -7,13 +7,14 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 log = logging.getLogger(__name__)
 
 
 def auroc_per_label(y_true: np.ndarray, y_score: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
     """AUROC of each label over the images where it is known; NaN (with a warning) if one class is missing."""
+    from sklearn.metrics import roc_auc_score
+
     out: dict[str, float] = {}
     for j, name in enumerate(labels):
         known = ~np.isnan(y_true[:, j])

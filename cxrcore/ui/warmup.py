@@ -2,10 +2,12 @@
 
 Pages draw without PyTorch (importing it takes about 5 s on 2 cores), so the first upload of a fresh
 server would pay for it. A few seconds after the first page of the process starts drawing, one
-background thread imports PyTorch, loads the models the Explain page opens with (the first classifier,
-the first lesion detector, the bundled lung segmenter) into the caches every session shares, and runs
-each once on a synthetic phantom, so kernels are initialised too. The delay keeps it off the first
-page's own draw; a page that needs a model sooner simply waits for the same import.
+background thread imports the modules every page imports at its top (scikit-learn and SciPy for
+Evaluate and Ensembles; see ``cxrcore.ui.serve``), then PyTorch, loads the models the Explain page
+opens with (the first classifier, the first lesion detector, the bundled lung segmenter) into the
+caches every session shares, and runs each once on a synthetic phantom, so kernels are initialised
+too. The delay keeps it off the first page's own draw; a page that needs a model sooner simply waits
+for the same import.
 
 ``CXR_WARMUP_S`` sets the delay in seconds (default 3); ``off`` turns the warm-up off (the test suite
 does, so that tests load only what they use).
@@ -79,6 +81,10 @@ def _timed(steps: dict[str, float], name: str, since: float) -> float:
 def _warm(home: Path, steps: dict[str, float]) -> None:
     """The warm-up's steps, each timed into ``steps``."""
     t = time.perf_counter()
+    from cxrcore.ui.serve import preload
+
+    preload()  # every page's modules (scikit-learn, SciPy, plotly), for the first visit of each page
+    t = _timed(steps, "pages", t)
     import torch  # noqa: F401  (the import is the longest step)
 
     from cxrcore.explain.engine import explain

@@ -77,9 +77,10 @@ def first_views(ws: Workspace, dataset: str) -> dict[str, list[str]]:
 
 
 def start_first_predictions(
-    ws: Workspace, dataset: str
+    ws: Workspace, dataset: str, delay_s: float = 0.0
 ) -> list[tuple[str, str, str, background.PredictionStatus]]:
     """Start in the background the predictions the pages' first views of ``dataset`` need; never waits.
+    The workers wait ``delay_s`` seconds before they load anything.
 
     Returns (checkpoint, dataset, split, status) for each, ready ones included.
     """
@@ -88,7 +89,7 @@ def start_first_predictions(
         splits = [split for split in FIRST_SPLITS if split_has_images(ws, name, split)]
         for checkpoint in checkpoints:  # the Evaluate page's model first: its view needs one model only
             for split in splits:
-                status = background.start(checkpoint, ws, name, split)
+                status = background.start(checkpoint, ws, name, split, delay_s=delay_s)
                 started.append((checkpoint, name, split, status))
                 log.info("%s on %s/%s: %s", Path(checkpoint).name, name, split, status.state)
     return started

@@ -1,0 +1,86 @@
+"""Start the dashboard with the home page's modules already loaded.
+
+``python -m cxrcore.ui.serve [streamlit options]`` is ``streamlit run Home.py [options]``, after
+importing what the home page imports at its top (pandas, pydicom, the ``cxrcore`` UI modules: about
+1.2 s on 2 CPU cores). Streamlit runs a page's imports only when a session first opens it, so
+otherwise the first visitor of a fresh server waits for them after the browser has loaded the app.
+The other pages' modules (scikit-learn and SciPy for Evaluate and Ensembles, plotly) load in the
+warm-up thread (``cxrcore.ui.warmup``) once the first page is drawn, before PyTorch and the default
+models. Importing them here too would delay the server's start by about 1 s; importing them in a
+thread while the first browser loads the app slowed its loading by about 0.5 s (the thread and the
+server's file serving share one interpreter lock). ``make run`` starts the dashboard this way;
+``streamlit run Home.py`` works as before, without the head start.
+
+The lists are read from the pages themselves (their top-level ``import`` statements), so they follow
+the pages as they change.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+HOME_PAGE = ROOT / "Home.py"
+
+
+def page_files() -> list[Path]:
+    """The dashboard's page scripts, in the order the sidebar lists them: Home, then ``pages/``."""
+    return [HOME_PAGE, *sorted((ROOT / "pages").glob("*.py"))]
+
+
+def page_imports(path: Path) -> list[str]:
+    """The modules a page script imports at its top level, in order; ``from a import b`` names ``a.b``
+    too (it may be a module; ``preload`` skips names that are not)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":
+            names.append(node.module)
+            names += [f"{node.module}.{alias.name}" for alias in node.names if alias.name != "*"]
+    return list(dict.fromkeys(names))
+
+
+def preload(pages: list[Path] | None = None) -> dict[str, float]:
+    """Import what ``pages`` import (default: every page); returns seconds per page. A module that fails
+    to import is logged and skipped: the page itself shows the error when it is opened."""
+    spent: dict[str, float] = {}
+    for path in pages if pages is not None else page_files():
+        started = time.perf_counter()
+        for name in page_imports(path):
+            if name in sys.modules:
+                continue
+            parent, _, child = name.rpartition(".")
+            if parent and parent in sys.modules and hasattr(sys.modules[parent], child):
+                continue  # `from a import b` where b is a function, a class or an imported module
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if not (parent and exc.name == name):  # else `from a import b`, b not a module of a
+                    log.warning("preloading %s for %s failed: %s", name, path.name, exc)
+            except Exception as exc:  # a broken module must not stop the server; the page says why
+                log.warning("preloading %s for %s failed: %s", name, path.name, exc)
+        spent[path.name] = round(time.perf_counter() - started, 3)
+    log.info("pages' modules preloaded in %.2f s: %s", sum(spent.values()), spent)
+    return spent
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``streamlit run Home.py`` with ``argv`` as its options, the home page's modules loaded first."""
+    from streamlit.web import cli
+
+    preload([HOME_PAGE])
+    sys.argv = ["streamlit", "run", str(HOME_PAGE), *(sys.argv[1:] if argv is None else argv)]
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()
