@@ -9,6 +9,7 @@ import streamlit as st
 
 from cxrcore.explain.methods import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS
 from cxrcore.explain.panel import panel_png, panel_tiles
+from cxrcore.models.card import read_card
 from cxrcore.preprocess import boxes_to_input
 from cxrcore.ui import detections as ud
 from cxrcore.ui import explain as ux
@@ -28,6 +29,8 @@ if checkpoint is None:
 choice = ux.image_source(ws, dataset, checkpoint)
 if choice is None:
     st.info("Upload one chest X-ray or several, or pick an image of the selected dataset.")
+    with guarded("read the model's card"):
+        trust.labels_section(read_card(checkpoint))
     st.stop()
 
 with guarded("explain the image"):

@@ -13,7 +13,13 @@ from page_harness import run, run_page
 from PIL import Image
 
 from cxrcore.data.phantoms import render_phantom
-from cxrcore.evaluate.trust import MIN_AUROC_LOWER, label_readings, label_trust, training_summary
+from cxrcore.evaluate.trust import (
+    MIN_AUROC_LOWER,
+    label_readings,
+    label_trust,
+    labels_table,
+    training_summary,
+)
 from cxrcore.models import read_card
 from cxrcore.models.readout import thresholds
 from cxrcore.store import Workspace
@@ -39,6 +45,29 @@ def test_readings_put_called_labels_first_and_mark_untrustworthy_ones() -> None:
     readings = label_readings(bare, probabilities)
     assert set(readings["call"]) == {"no threshold"} and not readings["reliable"].any()
     assert readings["label"].tolist() == ["Opacity", "Effusion", "Nodule"]  # by probability
+
+
+def test_the_labels_table_gives_each_labels_threshold_and_test_figures_before_any_image() -> None:
+    card = read_card(TINY)
+    table = labels_table(card)
+    assert table.index.tolist() == list(card.labels)
+    assert table["threshold"].to_dict() == {k: round(v, 3) for k, v in thresholds(card).items()}
+    effusion = card.evaluation["metrics"]["Effusion"]
+    assert table.loc["Effusion", "test AUROC [95% CI], positives"].startswith(f"{effusion['auroc']:.3f} [")
+    assert table.loc["Effusion", "trust"].startswith("unreliable") and table.loc["Nodule", "trust"] == "ok"
+    bare = labels_table(card.replace(evaluation=None, operating_points=None))
+    assert bare["threshold"].isna().all()
+    assert set(bare["trust"]) == {"unreliable: no test figures in the model card"}
+
+
+def test_the_explain_page_lists_the_models_labels_before_an_image_is_chosen(demo_ws: Workspace) -> None:
+    at = run_page("pages/5_Explain.py")
+    at.session_state[state.CHECKPOINT] = str(TINY)
+    run(at)
+    assert any("What this model reads" in m.value for m in at.markdown)
+    [table] = at.dataframe
+    assert table.value.index.tolist() == list(read_card(TINY).labels)
+    assert table.value.loc["Nodule", "trust"] == "ok"
 
 
 def test_training_summary_reads_sources_images_and_input_size_from_the_card() -> None:

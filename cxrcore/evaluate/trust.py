@@ -114,6 +114,22 @@ def trust_text(reliable: bool, why: str) -> str:
     return "ok" if reliable else f"unreliable: {why}"
 
 
+def labels_table(card: ModelCard) -> pd.DataFrame:
+    """Before any image: each label's threshold, test AUROC [CI] with positives, and trust, in the
+    card's label order (the readings table without an image's probabilities)."""
+    cuts = thresholds(card)
+    trust = label_trust(card)
+    labels = list(card.labels)
+    return pd.DataFrame(
+        {
+            "threshold": [round(cuts[label], 3) if label in cuts else float("nan") for label in labels],
+            "test AUROC [95% CI], positives": [auroc_text(trust.loc[label]) for label in labels],
+            "trust": [trust_text(trust.at[label, "reliable"], trust.at[label, "why"]) for label in labels],
+        },
+        index=pd.Index(labels, name="label"),
+    )
+
+
 def readings_table(readings: pd.DataFrame) -> pd.DataFrame:
     """The readings as people read them: probability, threshold, call, test AUROC [CI], trust."""
     return pd.DataFrame(

@@ -16,6 +16,7 @@ from cxrcore.evaluate.trust import (
     MIN_AUROC_LOWER,
     MIN_TEST_POSITIVES,
     label_readings,
+    labels_table,
     readings_table,
     training_summary,
 )
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # annotations only: the readings need no PyTorch
     from cxrcore.explain.engine import Explanation
     from cxrcore.models.checkpoint import Checkpoint
     from cxrcore.models.guard import Verdict
+    from cxrcore.models.model_card import ModelCard
 
 PROBABILITY_HELP = "The model's calibrated probability; the call compares it with the label's threshold."
 
@@ -60,6 +62,18 @@ def readings_section(checkpoint: Checkpoint, explanation: Explanation) -> pd.Dat
     ):
         st.plotly_chart(charts.readings_figure(readings), width="stretch", key="explain_readings")
     return readings
+
+
+def labels_section(card: ModelCard) -> None:
+    """Before an image is chosen: the labels the model reads, with each one's threshold, test figures
+    and trust, so a reader knows which probabilities to weigh before seeing any."""
+    st.markdown(f"**What this model reads** ({len(card.labels)} labels)")
+    st.dataframe(labels_table(card), width="stretch", key="explain_labels_table")
+    st.caption(
+        "A label is called positive when its probability reaches the threshold. ⚠ unreliable: its test "
+        f"AUROC interval reaches below {MIN_AUROC_LOWER}, or it had fewer than {MIN_TEST_POSITIVES} "
+        "positive test images."
+    )
 
 
 def about_section(checkpoint: Checkpoint, verdict: Verdict | None) -> None:
