@@ -52,6 +52,7 @@ from browser_harness import (  # noqa: E402
     rss_mb,
     time_first_draw,
     time_upload,
+    wait_settled,
 )
 
 TARGETS = {
@@ -133,6 +134,7 @@ def _session(endpoint: str, url: str, path: Path, barrier: threading.Barrier, ti
         try:
             try:
                 record["first_draw_s"] = round(time_first_draw(page, f"{url}/Explain", timeout_s * 1000), 3)
+                wait_settled(page, timeout_s * 1000)  # each person sees the page before picking a file
             finally:
                 barrier.wait()  # all start together, even when one failed to open the page
             record["upload_s"] = round(time_upload(page, path, timeout_s * 1000), 3)

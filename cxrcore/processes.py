@@ -32,9 +32,23 @@ def process_alive(pid: int, marker: bytes) -> bool:
     return state not in ("Z", "X") and marker in cmdline
 
 
+# The dashboard's launcher (``cxrcore.ui.serve``) limits its own PyTorch threads with OMP_NUM_THREADS and
+# sets this variable to say so; the processes it starts do not inherit the limit.
+SERVER_THREADS_MARK = "CXR_SERVER_LIMITS_THREADS"
+
+
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a process we start: without the dashboard's own thread limit (a training job or a
+    prediction worker uses the cores it is given)."""
+    out = dict(env)
+    if out.pop(SERVER_THREADS_MARK, None) is not None:
+        out.pop("OMP_NUM_THREADS", None)
+    return out
+
+
 def start_detached(command: Sequence[str], log: Path, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen:
     """Start ``command`` in a session of its own (it outlives the dashboard), with no input and its
-    output appended to ``log``."""
+    output appended to ``log``; ``env`` passes through ``child_environment``."""
     with open(log, "ab") as out:
         return subprocess.Popen(
             list(command),
@@ -42,6 +56,6 @@ def start_detached(command: Sequence[str], log: Path, cwd: Path, env: Mapping[st
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
-            env=dict(env),
+            env=child_environment(env),
             start_new_session=True,
         )

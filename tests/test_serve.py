@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cxrcore.processes import SERVER_THREADS_MARK, child_environment, start_detached
 from cxrcore.ui import serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +68,32 @@ def test_the_home_page_preload_loads_its_modules_but_not_pytorch() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip().splitlines()[-1] == "['cxrcore.train.jobs', 'cxrcore.ui.home', 'pandas']"
+
+
+def test_the_server_gives_pytorch_half_the_cores_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(serve.THREADS_ENV, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert serve.server_threads() == 4
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert serve.server_threads() == 1
+    monkeypatch.setenv(serve.THREADS_ENV, "3")
+    assert serve.server_threads() == 3
+    monkeypatch.setenv(serve.THREADS_ENV, "many")
+    assert serve.server_threads() == 1  # a bad value: half the cores, with a warning
+
+
+def test_the_thread_limit_is_the_servers_own_and_not_passed_to_its_workers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.delenv(serve.THREADS_ENV, raising=False)
+    environ = {"PATH": "/usr/bin"}
+    serve.limit_threads(environ)
+    assert environ == {"PATH": "/usr/bin", "OMP_NUM_THREADS": "1", SERVER_THREADS_MARK: "1"}
+    chosen = {"OMP_NUM_THREADS": "2"}
+    serve.limit_threads(chosen)  # a value set by the person starting the server stays, and is passed on
+    assert chosen == {"OMP_NUM_THREADS": "2"} and child_environment(chosen) == chosen
+    log = tmp_path / "child.log"
+    probe = f"import os; print(os.environ.get('OMP_NUM_THREADS'), os.environ.get({SERVER_THREADS_MARK!r}))"
+    start_detached([sys.executable, "-c", probe], log, tmp_path, environ).wait(timeout=60)
+    assert log.read_text().strip() == "None None"
