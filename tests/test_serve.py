@@ -97,3 +97,19 @@ def test_the_thread_limit_is_the_servers_own_and_not_passed_to_its_workers(
     probe = f"import os; print(os.environ.get('OMP_NUM_THREADS'), os.environ.get({SERVER_THREADS_MARK!r}))"
     start_detached([sys.executable, "-c", probe], log, tmp_path, environ).wait(timeout=60)
     assert log.read_text().strip() == "None None"
+
+
+def test_every_pages_modules_load_without_pytorch_scikit_learn_or_scipy() -> None:
+    """What the pages import at their top: Evaluate and Ensembles load scikit-learn and SciPy only when
+    they compute a metric, so their first draw while the predictions run in the background is quick."""
+    probe = (
+        "import sys\n"
+        "from cxrcore.ui.serve import preload\n"
+        "spent = preload()\n"
+        "print(len(spent), sorted(m for m in ('torch', 'timm', 'torchvision', 'sklearn', 'scipy')"
+        " if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "7 []"
