@@ -16,6 +16,14 @@ from cxrcore.ui import serve
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _last_line(code: str) -> str:
+    """The last line ``code`` prints, run in a fresh interpreter (nothing imported yet)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
 def test_the_pages_are_home_then_the_pages_folder_in_order() -> None:
     pages = serve.page_files()
     assert pages[0] == ROOT / "Home.py"
@@ -64,10 +72,7 @@ def test_the_home_page_preload_loads_its_modules_but_not_pytorch() -> None:
         "print(sorted(m for m in ('cxrcore.ui.home', 'cxrcore.train.jobs', 'pandas', 'torch', 'sklearn')"
         " if m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
-    )
-    assert done.stdout.strip().splitlines()[-1] == "['cxrcore.train.jobs', 'cxrcore.ui.home', 'pandas']"
+    assert _last_line(probe) == "['cxrcore.train.jobs', 'cxrcore.ui.home', 'pandas']"
 
 
 def test_the_server_gives_pytorch_half_the_cores_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,7 +114,4 @@ def test_every_pages_modules_load_without_pytorch_scikit_learn_or_scipy() -> Non
         "print(len(spent), sorted(m for m in ('torch', 'timm', 'torchvision', 'sklearn', 'scipy')"
         " if m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
-    )
-    assert done.stdout.strip().splitlines()[-1] == "7 []"
+    assert _last_line(probe) == "7 []"
