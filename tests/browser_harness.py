@@ -205,18 +205,19 @@ _SETTLED = """() => {
 POLL_MS = 25
 
 
-def time_first_draw(page: object, url: str, timeout_ms: float = 90_000) -> float:
-    """Open ``url`` and return the seconds until its title is drawn and its script has finished."""
+def time_first_draw(page: object, url: str, timeout_ms: float = 90_000, poll_ms: int = POLL_MS) -> float:
+    """Open ``url`` and return the seconds until its title is drawn and its script has finished (checked
+    in the page every ``poll_ms``)."""
     started = time.perf_counter()
     page.goto(url, wait_until="commit")  # the app draws over its websocket, after the document loads
-    page.wait_for_function(_DRAWN, polling=POLL_MS, timeout=timeout_ms)
+    page.wait_for_function(_DRAWN, polling=poll_ms, timeout=timeout_ms)
     return time.perf_counter() - started
 
 
-def wait_settled(page: object, timeout_ms: float = 60_000) -> None:
+def wait_settled(page: object, timeout_ms: float = 60_000, poll_ms: int = POLL_MS) -> None:
     """Wait until the drawn page is fully on screen (tables drawn, pictures loaded): what a person sees
     before picking a file, so an upload's time does not include the rest of the page's own drawing."""
-    page.wait_for_function(_SETTLED, polling=POLL_MS, timeout=timeout_ms)
+    page.wait_for_function(_SETTLED, polling=poll_ms, timeout=timeout_ms)
 
 
 def time_upload(page: object, path: Path, timeout_ms: float = 120_000) -> float:
@@ -225,15 +226,19 @@ def time_upload(page: object, path: Path, timeout_ms: float = 120_000) -> float:
     return time_upload_stages(page, path, timeout_ms)["done_s"]
 
 
-def time_upload_stages(page: object, path: Path, timeout_ms: float = 120_000) -> dict[str, float]:
+def time_upload_stages(
+    page: object, path: Path, timeout_ms: float = 120_000, poll_ms: int = POLL_MS
+) -> dict[str, float]:
     """``time_upload``, in two stages: ``maps_s`` until the probabilities and the maps are on screen,
-    ``done_s`` until the whole page is (the detector's boxes, the lung section, the download button)."""
+    ``done_s`` until the whole page is (the detector's boxes, the lung section, the download button).
+    The page checks every ``poll_ms``: with several sessions on one machine, a coarser check leaves
+    more of it to the sessions being measured."""
     started = time.perf_counter()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(path))
     try:
-        page.wait_for_function(_MAPS_SHOWN, polling=POLL_MS, timeout=timeout_ms)
+        page.wait_for_function(_MAPS_SHOWN, polling=poll_ms, timeout=timeout_ms)
         maps = time.perf_counter() - started
-        page.wait_for_function(_EXPLAINED, polling=POLL_MS, timeout=timeout_ms)
+        page.wait_for_function(_EXPLAINED, polling=poll_ms, timeout=timeout_ms)
     except Exception:
         if page.get_by_text("Show the predictions anyway").count():
             raise RuntimeError(f"the upload guard flagged {path}; time an image it accepts") from None
