@@ -68,11 +68,11 @@ def labels_section(card: ModelCard) -> None:
     """Before an image is chosen: the labels the model reads, with each one's threshold, test figures
     and trust, so a reader knows which probabilities to weigh before seeing any."""
     st.markdown(f"**What this model reads** ({len(card.labels)} labels)")
-    st.dataframe(labels_table(card), width="stretch", key="explain_labels_table")
+    st.dataframe(labels_table(card), width="stretch", height="content", key="explain_labels_table")
     st.caption(
-        "A label is called positive when its probability reaches the threshold. ⚠ unreliable: its test "
+        "A label is called positive when its probability reaches the threshold. Unreliable: its test "
         f"AUROC interval reaches below {MIN_AUROC_LOWER}, or it had fewer than {MIN_TEST_POSITIVES} "
-        "positive test images."
+        "positive test images; do not read much into its probability."
     )
 
 
