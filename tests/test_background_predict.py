@@ -44,6 +44,16 @@ def _workers(key: str) -> list[int]:
     return found
 
 
+def _started(key: str, timeout: float = 10.0) -> list[int]:
+    """``_workers(key)`` once at least one is seen: a worker just launched passes through ``chrt`` and
+    ``nice`` before Python, and while a program is being replaced its command line reads empty."""
+    deadline = time.monotonic() + timeout
+    while not (found := _workers(key)):
+        assert time.monotonic() < deadline, f"no worker of {key} seen within {timeout:g} s"
+        time.sleep(0.02)
+    return found
+
+
 def _wait(ws: Workspace, timeout: float = 120.0) -> bg.PredictionStatus:
     """The status once the worker is no longer running."""
     deadline = time.monotonic() + timeout
@@ -80,9 +90,9 @@ def test_sessions_asking_at_once_start_one_worker_that_stores_what_predict_reads
         thread.join()
     assert {r.state for r in results} == {bg.RUNNING} and len({r.key for r in results}) == 1
     key = results[0].key
-    assert len(_workers(key)) == 1
+    assert len(_started(key)) == 1
     assert bg.start(TINY, demo_ws, DATASET, SPLIT).state == bg.RUNNING  # asked again: still the one
-    assert len(_workers(key)) == 1
+    assert len(_started(key)) == 1
     done = _wait(demo_ws)
     assert done.state == bg.READY
     _exited(key)
@@ -114,7 +124,7 @@ def test_a_claim_whose_worker_has_gone_is_taken_over(demo_ws: Workspace) -> None
     started = bg.start(TINY, demo_ws, DATASET, SPLIT)  # no retry needed: the worker never reported
     assert started.state == bg.RUNNING and started.done == 0
     pid = json.loads(files[".claim"].read_text())["pid"]
-    assert pid != gone.pid and _workers(key) == [pid]
+    assert pid != gone.pid and _started(key) == [pid]
     os.killpg(pid, signal.SIGKILL)  # killed before it finishes: reported as gone, with its log
     found = _wait(demo_ws)
     assert found.state == bg.FAILED and "ended without finishing" in found.error
@@ -123,7 +133,7 @@ def test_a_claim_whose_worker_has_gone_is_taken_over(demo_ws: Workspace) -> None
 def test_a_delayed_worker_waits_before_loading_pytorch(demo_ws: Workspace) -> None:
     started = bg.start(TINY, demo_ws, DATASET, SPLIT, delay_s=60)
     assert started.state == bg.RUNNING
-    [pid] = _workers(started.key)
+    [pid] = _started(started.key)
     try:
         time.sleep(3)  # ample for the worker's own imports; PyTorch would take seconds more
         maps = Path(f"/proc/{pid}/maps").read_text()
@@ -156,7 +166,7 @@ def test_a_failed_worker_reports_its_error_and_is_started_again_only_on_retry(
     assert bg.start(TINY, demo_ws, "tb", SPLIT) == found  # not restarted in a loop
     assert not _workers(found.key)
     assert bg.start(TINY, demo_ws, "tb", SPLIT, retry=True).state == bg.RUNNING
-    assert len(_workers(found.key)) == 1
+    assert len(_started(found.key)) == 1
     wait_for_background_predictions(demo_ws.home)
 
 

@@ -265,13 +265,10 @@ def _launch(ws: Workspace, key: str, checkpoint: Path, dataset: str, split: str,
     command = [sys.executable, "-m", WORKER_MODULE, str(checkpoint), dataset, split, "--key", key]
     command += ["--delay", f"{delay_s:g}"] if delay_s > 0 else []
     # Low priority from its first instruction, imports included: Linux's idle scheduling class (it runs
-    # only on CPU time nothing else wants) where `chrt` exists, else a higher niceness; and the idle
-    # disk class where `ionice` exists, so its reading of PyTorch's libraries and of the images does
-    # not hold up the dashboard's own reads (a fresh server's imports).
-    nice, chrt, ionice = shutil.which("nice"), shutil.which("chrt"), shutil.which("ionice")
+    # only on CPU time nothing else wants) where `chrt` exists, else a higher niceness.
+    nice, chrt = shutil.which("nice"), shutil.which("chrt")
     command = [nice, "-n", str(NICENESS), *command] if nice else command
     command = [chrt, "--idle", "0", *command] if chrt else command
-    command = [ionice, "-c", "3", *command] if ionice else command
     child = start_detached(command, _files(ws, key, ".log"), REPO_ROOT, env)
     # Reap it when it ends, so a long-running dashboard does not collect zombies.
     threading.Thread(target=child.wait, name=f"reap-{child.pid}", daemon=True).start()
