@@ -115,19 +115,10 @@ def trust_text(reliable: bool, why: str) -> str:
 
 
 def labels_table(card: ModelCard) -> pd.DataFrame:
-    """Before any image: each label's threshold, test AUROC [CI] with positives, and trust, in the
-    card's label order (the readings table without an image's probabilities)."""
-    cuts = thresholds(card)
-    trust = label_trust(card)
-    labels = list(card.labels)
-    return pd.DataFrame(
-        {
-            "threshold": [round(cuts[label], 3) if label in cuts else float("nan") for label in labels],
-            "test AUROC [95% CI], positives": [auroc_text(trust.loc[label]) for label in labels],
-            "trust": [trust_text(trust.at[label, "reliable"], trust.at[label, "why"]) for label in labels],
-        },
-        index=pd.Index(labels, name="label"),
-    )
+    """Before any image: the readings table without an image's probability and call (each label's
+    threshold, test AUROC [CI] with positives, and trust), in the card's label order."""
+    blank = label_readings(card, dict.fromkeys(card.labels, float("nan")))
+    return readings_table(blank).drop(columns=["probability", "call"]).reindex(list(card.labels))
 
 
 def readings_table(readings: pd.DataFrame) -> pd.DataFrame:
