@@ -31,7 +31,7 @@ from cxrcore.io.reader import image_size
 from cxrcore.models.card import weights_fingerprint
 from cxrcore.models.checkpoint import Checkpoint, load_checkpoint, read_card
 from cxrcore.models.detection import detector_of, outputs_to_frame
-from cxrcore.models.lock import model_guard
+from cxrcore.models.lock import inference_guard
 from cxrcore.store import Workspace
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def run_detector(
     """Every box of a detector on the images of ``rows`` (prepared through ``cache``), in file pixels."""
     model = detector_of(loaded)
     frames = []
-    with model_guard(model), torch.inference_mode():
+    with inference_guard(model), torch.inference_mode():
         for done, (image_id, path) in enumerate(zip(rows["image_id"], rows["path"], strict=True), start=1):
             x = torch.from_numpy(cache.get(path)).float().div(255.0)[None]
             out = model([x])[0]

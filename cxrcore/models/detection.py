@@ -17,7 +17,7 @@ import torch
 from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD, DETECTION_COLUMNS, empty_detections
 from cxrcore.models.checkpoint import Checkpoint
 from cxrcore.models.detector import CXRDetector
-from cxrcore.models.lock import model_guard
+from cxrcore.models.lock import inference_guard
 from cxrcore.preprocess import boxes_from_input, prepare
 
 __all__ = ["DEFAULT_SCORE_THRESHOLD", "detect", "detector_of", "outputs_to_frame"]
@@ -80,7 +80,7 @@ def detect(
     u8 = prepare(pixels, checkpoint.preprocess)
     param = next(model.parameters())
     x = torch.from_numpy(u8).to(device=param.device, dtype=param.dtype).div(255.0)[None]
-    with model_guard(model), torch.inference_mode():
+    with inference_guard(model), torch.inference_mode():
         outputs = model([x])[0]
     frame = outputs_to_frame(
         outputs, image_id, model.labels, pixels.shape[:2], checkpoint, score_threshold=score_threshold
