@@ -5,6 +5,8 @@ the lung fields."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from cxrcore.explain.methods import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS
@@ -70,11 +72,12 @@ with guarded("explain the image"):
     )
     rows = panel_tiles(result, labels, [*DEFAULT_METHODS, *extra], options, truth)
     rows = ud.detector_panel(ws, choice, pixels, rows, options.tile)  # shows the panel (+ a detector's boxes)
-    st.download_button(
+    st.download_button(  # the PNG is encoded when clicked, not on every run (uploads, sliders)
         "Download the panel (PNG)",
-        panel_png(rows),
+        partial(panel_png, rows),
         file_name=f"{choice.name}-explained.png",
         mime="image/png",
+        on_click="ignore",
     )
     lungs.explain_lung_section(loaded, pixels, result, labels)
 

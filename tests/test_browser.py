@@ -17,6 +17,7 @@ import pytest
 from browser_harness import PAGES, ROOT, browser_missing, chromium_page, dashboard, errors_on, wait_until_idle
 from conftest import save_detector
 from io_corpus import dicom_bytes, dicom_dataset
+from PIL import Image
 
 pytestmark = [
     pytest.mark.slow,  # starts the dashboard and drives Chromium through every page
@@ -103,6 +104,12 @@ def test_every_page_and_uploads_in_chromium(trained_home: Path, tmp_path: Path) 
             assert warned == _default_model_is_synthetic(home)
         assert errors_on(page) == []
         assert page.get_by_text("Download the panel").count() == 1
+        # The panel's PNG is made when the button is clicked: a whole picture, not a blank one.
+        with page.expect_download() as download:
+            page.get_by_text("Download the panel").click()
+        panel = Image.open(download.value.path())
+        assert panel.format == "PNG" and min(panel.size) > 100 and np.asarray(panel).std() > 0
+        assert download.value.suggested_filename.endswith("-explained.png")
         assert page.locator('[data-testid="stDataFrame"]').count() >= 1  # the readings, with their bars
         assert page.locator('[data-testid="stPlotlyChart"]').count() == 0  # the chart only on request
         assert page.locator('[data-testid="stImage"]').count() >= 3 * 3
