@@ -17,7 +17,10 @@ Run: .venv/bin/python bench/bench_browser.py [--runs 5] [--page-runs 3]
   Explain and, once the page is on screen (its table drawn), uploads one file. Two times: until the
   probabilities and the maps are on screen (the readings table and the CAM / CRM tiles of this run,
   pictures loaded: the target), and until the whole page is (the lesion detector's boxes, the lung
-  section, the panel's download button, script finished).
+  section, the panel's download button, script finished). Both count in the page's own clock from the
+  file input's change event, as when a person picks the file; ``upload_*_from_call_median_s`` counts
+  from Playwright's call, which adds its handing of the file to the browser (the figures before
+  round 5 were timed that way).
   Then the opacity slider is moved one step: the time until the maps are drawn again.
 
 Prints one JSON object, with the targets of the live-demo issue and whether each is met.
@@ -207,7 +210,7 @@ def time_uploads(browser: object, template: Path, where: Path, runs: int) -> dic
         time_first_draw(warm.new_page(), url)  # the server's first visit, as a presenter's rehearsal
         warm.close()
         for kind in ("png", "dicom"):
-            shown, uploads, slides = [], [], []
+            shown, uploads, slides, from_call = [], [], [], []
             for path in upload_files(home, kind, runs):
                 context = browser.new_context(viewport={"width": 1400, "height": 1600})
                 page = context.new_page()
@@ -216,12 +219,16 @@ def time_uploads(browser: object, template: Path, where: Path, runs: int) -> dic
                 stages = time_upload_stages(page, path)
                 shown.append(stages["maps_s"])
                 uploads.append(stages["done_s"])
+                from_call.append(stages["call_done_s"])
                 slides.append(time_slider_step(page, "Opacity"))
                 context.close()
             out[f"maps_{kind}_s"] = [round(t, 3) for t in shown]
             out[f"maps_{kind}_median_s"] = _median(shown)
             out[f"upload_{kind}_s"] = [round(t, 3) for t in uploads]
             out[f"upload_{kind}_median_s"] = _median(uploads)
+            out[f"upload_{kind}_from_call_median_s"] = _median(
+                from_call
+            )  # with Playwright handing over the file
             out[f"slider_{kind}_s"] = [round(t, 3) for t in slides]
             out[f"slider_{kind}_median_s"] = _median(slides)
         out["server_rss_mb"] = round(rss_mb(proc.pid), 1)

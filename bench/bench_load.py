@@ -14,6 +14,13 @@ in turn, else phantoms and generated DICOMs; only files the default model's uplo
   maps are on screen (``maps_s``) and until its whole result is drawn (``upload_s``, the p95's
   measure); one that fails keeps its reason (timeout, guard warning, an error on the page). Each page
   checks for its result every ``--poll-ms``.
+- CPU: from the moment all sessions of a round start uploading until the last result is drawn, the CPU
+  seconds of each kind of process (the server, Chromium's browser, renderer, GPU and utility processes,
+  the Playwright drivers), read from /proc, and how busy the cores were (``concurrent_core_use``); the
+  same for each single upload.
+- Times count in each page's own clock from the file input's change event (the page has the file, as
+  when a person picks it); ``upload_from_call_s`` counts from Playwright's call instead, which adds the
+  rig's handing of the file to the browser, and ``request_s`` is when the upload's request left.
 - Memory: the server's resident memory (with its children) is sampled every 0.2 s during the rounds;
   it is read before the rounds, and ``--settle`` seconds after each round's sessions have closed.
   Streamlit keeps a closed session (its state: uploads, maps) for 2 minutes in case its browser
@@ -99,6 +106,86 @@ class RssSampler:
         return max((mb for t, mb in list(self.samples) if t >= since), default=0.0)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> set[int]:
+    """``pid`` and every process below it (Linux /proc)."""
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        found.add(current)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_by_process(server_pid: int) -> dict[int, tuple[str, float]]:
+    """Each running process's kind (server, chromium, playwright, bench, other) and CPU seconds so far."""
+    server = _descendants(server_pid)
+    out: dict[int, tuple[str, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        pid = int(stat.parent.name)
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+        if pid in server:
+            kind = "server"
+        elif "chromium" in command:  # its processes by role: browser, renderer, gpu-process, utility
+            role = next((a.split("=", 1)[1] for a in command.split() if a.startswith("--type=")), "browser")
+            kind = f"chromium-{role}"
+        elif "run-driver" in command:
+            kind = "playwright"
+        elif pid == os.getpid():
+            kind = "bench"
+        else:
+            kind = "other"
+        out[pid] = (kind, seconds)
+    return out
+
+
+def cpu_between(start: dict[int, tuple[str, float]], end: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds each kind of process used between two ``cpu_by_process`` readings (processes that
+    started in between count from zero; those that ended in between are not counted)."""
+    out: dict[str, float] = {}
+    for pid, (kind, seconds) in end.items():
+        used = seconds - start.get(pid, (kind, 0.0))[1]
+        out[kind] = round(out.get(kind, 0.0) + used, 2)
+    return dict(sorted(out.items()))
+
+
+class UploadPhase:
+    """CPU use of each kind of process from the moment all sessions start uploading until the last one's
+    result is drawn (before any session closes and its renderer goes)."""
+
+    def __init__(self, server_pid: int | None, sessions: int) -> None:
+        self.server_pid, self.left = server_pid, sessions
+        self.start: dict[int, tuple[str, float]] | None = None
+        self.cpu_s: dict[str, float] | None = None
+        self.started = self.wall_s = 0.0
+        self._lock = threading.Lock()
+
+    def begin(self) -> None:
+        """Called once, when every session has its page on screen (the barrier's action)."""
+        if self.server_pid is not None:
+            self.start = cpu_by_process(self.server_pid)
+        self.started = time.perf_counter()
+
+    def finished_one(self) -> None:
+        """Called by each session once its upload is drawn or has failed."""
+        with self._lock:
+            self.left -= 1
+            if self.left == 0:
+                self.wall_s = round(time.perf_counter() - self.started, 2)
+                if self.start is not None and self.server_pid is not None:
+                    self.cpu_s = cpu_between(self.start, cpu_by_process(self.server_pid))
+
+
 def server_counts(url: str) -> dict[str, int]:
     """From the server's metrics: cached models (entries), model loads so far (misses), open sessions and
     sessions closed so far."""
@@ -125,7 +212,13 @@ def _reason(exc: BaseException) -> str:
 
 
 def _session(
-    endpoint: str, url: str, path: Path, barrier: threading.Barrier, timeout_s: float, poll_ms: int
+    endpoint: str,
+    url: str,
+    path: Path,
+    barrier: threading.Barrier,
+    phase: UploadPhase,
+    timeout_s: float,
+    poll_ms: int,
 ) -> dict:
     """One person: a new browser session opens Explain, waits for the others, uploads ``path``."""
     from playwright.sync_api import sync_playwright
@@ -142,8 +235,13 @@ def _session(
                 wait_settled(page, timeout_s * 1000, poll_ms)  # each person sees the page, then picks a file
             finally:
                 barrier.wait()  # all start together, even when one failed to open the page
-            stages = time_upload_stages(page, path, timeout_s * 1000, poll_ms)
+            try:
+                stages = time_upload_stages(page, path, timeout_s * 1000, poll_ms)
+            finally:
+                phase.finished_one()
             record["maps_s"], record["upload_s"] = round(stages["maps_s"], 3), round(stages["done_s"], 3)
+            record["request_s"] = None if stages["request_s"] is None else round(stages["request_s"], 3)
+            record["upload_from_call_s"] = round(stages["call_done_s"], 3)
             found = errors_on(page)
             if found:
                 record["error"] = "error on the page: " + " | ".join(found)[:300]
@@ -171,12 +269,16 @@ def _visit(endpoint: str, url: str, timeout_s: float) -> None:
         browser.close()
 
 
-def run_round(endpoint: str, url: str, files: list[Path], timeout_s: float, poll_ms: int) -> list[dict]:
-    """``len(files)`` sessions at once, one file each; their records, in the order of ``files``."""
-    barrier = threading.Barrier(len(files), timeout=timeout_s)
+def run_round(
+    endpoint: str, url: str, files: list[Path], timeout_s: float, poll_ms: int, server_pid: int | None = None
+) -> tuple[list[dict], UploadPhase]:
+    """``len(files)`` sessions at once, one file each: their records, in the order of ``files``, and the
+    upload phase's wall time and CPU use by kind of process (when ``server_pid`` is given)."""
+    phase = UploadPhase(server_pid, len(files))
+    barrier = threading.Barrier(len(files), action=phase.begin, timeout=timeout_s)
     with ThreadPoolExecutor(max_workers=len(files)) as pool:
-        futures = [pool.submit(_session, endpoint, url, f, barrier, timeout_s, poll_ms) for f in files]
-        return [f.result() for f in futures]
+        futures = [pool.submit(_session, endpoint, url, f, barrier, phase, timeout_s, poll_ms) for f in files]
+        return [f.result() for f in futures], phase
 
 
 def _files(home: Path, count: int) -> list[Path]:
@@ -198,10 +300,11 @@ def _p95(values: list[float]) -> float:
 def measure(url: str, pid: int, endpoint: str, home: Path, args: argparse.Namespace) -> dict[str, object]:
     """Warm-up, single-session reference, concurrent rounds and memory, as one JSON-ready dict."""
     files = _files(home, 2 + args.single_runs + args.sessions * args.rounds)
-    warm = [run_round(endpoint, url, [f], args.timeout, args.poll_ms)[0] for f in files[:2]]  # PNG, DICOM
-    singles = [
-        run_round(endpoint, url, [f], args.timeout, args.poll_ms)[0] for f in files[2 : 2 + args.single_runs]
-    ]
+    warm = [run_round(endpoint, url, [f], args.timeout, args.poll_ms)[0][0] for f in files[:2]]  # PNG, DICOM
+    singles = []
+    for f in files[2 : 2 + args.single_runs]:
+        (record,), phase = run_round(endpoint, url, [f], args.timeout, args.poll_ms, pid)
+        singles.append(record | {"cpu_s": phase.cpu_s})
     rest = files[2 + args.single_runs :]
     time.sleep(args.settle)
     before, counts_before = rss_mb(pid), server_counts(url)
@@ -209,15 +312,22 @@ def measure(url: str, pid: int, endpoint: str, home: Path, args: argparse.Namesp
     with RssSampler(pid) as sampler:
         for r in range(args.rounds):
             started = sampler.now()
-            batch = run_round(
-                endpoint, url, rest[r * args.sessions : (r + 1) * args.sessions], args.timeout, args.poll_ms
+            batch, phase = run_round(
+                endpoint,
+                url,
+                rest[r * args.sessions : (r + 1) * args.sessions],
+                args.timeout,
+                args.poll_ms,
+                pid,
             )
             wall, peak = sampler.now() - started, sampler.peak(since=started)
             time.sleep(args.settle)
             rss = rss_mb(pid)
             rounds.append({"uploads": batch, "wall_s": round(wall, 2), "rss_peak_mb": round(peak, 1)})
+            rounds[-1].update(upload_phase={"wall_s": phase.wall_s, "cpu_s": phase.cpu_s})
             rounds[-1].update(rss_after_mb=round(rss, 1), server_after=server_counts(url))
             print(f"round {r}: {[u.get('upload_s', u.get('error')) for u in batch]}", file=sys.stderr)
+            print(f"round {r} upload phase: {rounds[-1]['upload_phase']}", file=sys.stderr)
     after, counts_after = rss_mb(pid), server_counts(url)
     late = None
     if args.late:  # then one visit, whose closing makes Streamlit drop the closed sessions that expired
@@ -261,6 +371,7 @@ def _summary(
         "maps_single_median_s": round(statistics.median(single_maps), 3) if single_maps else None,
         "maps_concurrent_median_s": round(statistics.median(maps), 3) if maps else None,
         "maps_concurrent_p95_s": round(_p95(maps), 3) if maps else None,
+        **_core_use(singles, rounds),
         "served": len(times),
         "total": len(uploads),
         "errors": [f"{u['file']}: {u['error']}" for u in [*warm, *singles, *uploads] if "error" in u],
@@ -281,6 +392,18 @@ def _summary(
         "rss_after_over_before_mb": after - before <= TARGETS["rss_after_over_before_mb"],
     }
     return out
+
+
+def _core_use(singles: list[dict], rounds: list[dict]) -> dict[str, object]:
+    """One single upload's CPU seconds (every process involved: server, browser, Playwright), and how busy
+    the cores were while each round's sessions uploaded together (1.0: every core all the time)."""
+    cores = os.cpu_count() or 1
+    per_upload = [sum(u["cpu_s"].values()) for u in singles if u.get("cpu_s") and "error" not in u]
+    phases = [r["upload_phase"] for r in rounds if r["upload_phase"]["cpu_s"] and r["upload_phase"]["wall_s"]]
+    return {
+        "single_cpu_s": round(statistics.median(per_upload), 2) if per_upload else None,
+        "concurrent_core_use": [round(sum(f["cpu_s"].values()) / (f["wall_s"] * cores), 2) for f in phases],
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:

@@ -50,5 +50,16 @@ def test_two_sessions_uploading_at_once_are_both_served(tmp_path: Path) -> None:
     # The two sessions ended when their browser contexts closed.
     assert after["active_sessions"] == 0 and after["closed_sessions"] - before["closed_sessions"] == 2
     assert result["rss_samples"] > 0 and result["rss_peak_mb"] > 100 and result["rss_after_mb"] > 100
+    # Times in the page's clock from its file input's change: the request left after it, and the time from
+    # Playwright's call (which includes handing the file to the browser) is the longer one.
+    assert all(0 <= u["request_s"] < u["maps_s"] and u["upload_s"] < u["upload_from_call_s"] for u in uploads)
+    # CPU by kind of process while both uploaded: the server and Chromium's renderers did work.
+    phase = result["by_round"][0]["upload_phase"]
+    assert phase["wall_s"] > 0 and phase["cpu_s"]["server"] > 0 and phase["cpu_s"]["chromium-renderer"] > 0
+    single = result["single_uploads"][0]
+    assert result["single_cpu_s"] == round(sum(single["cpu_s"].values()), 2) > 0
+    cores = os.cpu_count() or 1
+    use = sum(phase["cpu_s"].values()) / (phase["wall_s"] * cores)
+    assert result["concurrent_core_use"] == [pytest.approx(use, abs=0.01)] and 0 < use <= 1.05
     assert set(result["met"]) == set(result["targets"])
     assert result["met"]["served_fraction"] is True and result["met"]["model_loads_during_rounds"] is True
