@@ -16,8 +16,11 @@ in turn, else phantoms and generated DICOMs; only files the default model's uplo
   checks for its result every ``--poll-ms``.
 - CPU: from the moment all sessions of a round start uploading until the last result is drawn, the CPU
   seconds of each kind of process (the server, Chromium's browser, renderer, GPU and utility processes,
-  the Playwright drivers), read from /proc, and how busy the cores were (``concurrent_core_use``); the
-  same for each single upload.
+  the Playwright drivers), read from /proc, and the share of the machine's CPU in use; the same for each
+  single upload. No page closes before the last upload is drawn (a closed page's processes would take
+  their CPU time along). ``cpu_floor_ratio``: one upload's CPU seconds times the sessions, over the
+  cores, against the single median: the lowest p95 / single median this machine allows, whatever the
+  server does.
 - Times count in each page's own clock from the file input's change event (the page has the file, as
   when a person picks it); ``upload_from_call_s`` counts from Playwright's call instead, which adds the
   rig's handing of the file to the browser, and ``request_s`` is when the upload's request left.
@@ -34,6 +37,7 @@ Prints one JSON object, with the targets and whether each is met.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -149,6 +153,13 @@ def cpu_by_process(server_pid: int) -> dict[int, tuple[str, float]]:
     return out
 
 
+def machine_ticks() -> tuple[int, int]:
+    """The machine's busy and total CPU time so far, in clock ticks over every core (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def cpu_between(start: dict[int, tuple[str, float]], end: dict[int, tuple[str, float]]) -> dict[str, float]:
     """CPU seconds each kind of process used between two ``cpu_by_process`` readings (processes that
     started in between count from zero; those that ended in between are not counted)."""
@@ -160,13 +171,17 @@ def cpu_between(start: dict[int, tuple[str, float]], end: dict[int, tuple[str, f
 
 
 class UploadPhase:
-    """CPU use of each kind of process from the moment all sessions start uploading until the last one's
-    result is drawn (before any session closes and its renderer goes)."""
+    """CPU use of each kind of process, and of the whole machine, from the moment all sessions start
+    uploading until the last one's result is drawn. No session closes its page before then: a closed
+    page's renderer and Playwright driver exit, and their CPU time would go uncounted."""
 
-    def __init__(self, server_pid: int | None, sessions: int) -> None:
+    def __init__(self, server_pid: int | None, sessions: int, timeout_s: float = 300.0) -> None:
         self.server_pid, self.left = server_pid, sessions
+        self._leaving = threading.Barrier(sessions, timeout=timeout_s)
         self.start: dict[int, tuple[str, float]] | None = None
         self.cpu_s: dict[str, float] | None = None
+        self.ticks = (0, 0)
+        self.machine_busy: float | None = None
         self.started = self.wall_s = 0.0
         self._lock = threading.Lock()
 
@@ -174,7 +189,15 @@ class UploadPhase:
         """Called once, when every session has its page on screen (the barrier's action)."""
         if self.server_pid is not None:
             self.start = cpu_by_process(self.server_pid)
+        self.ticks = machine_ticks()
         self.started = time.perf_counter()
+
+    def leave(self) -> None:
+        """Called by each session before it closes its page: waits until every session is done, so the
+        CPU reading sees every page's processes (a failed session does not keep the others waiting
+        beyond the timeout)."""
+        with contextlib.suppress(threading.BrokenBarrierError):
+            self._leaving.wait()
 
     def finished_one(self) -> None:
         """Called by each session once its upload is drawn or has failed."""
@@ -182,6 +205,8 @@ class UploadPhase:
             self.left -= 1
             if self.left == 0:
                 self.wall_s = round(time.perf_counter() - self.started, 2)
+                busy, total = (now - then for now, then in zip(machine_ticks(), self.ticks, strict=True))
+                self.machine_busy = round(busy / total, 2) if total else None
                 if self.start is not None and self.server_pid is not None:
                     self.cpu_s = cpu_between(self.start, cpu_by_process(self.server_pid))
 
@@ -252,6 +277,7 @@ def _session(
             except Exception as again:
                 record["page_errors"] = [_reason(again)]
         finally:
+            phase.leave()  # once every upload is drawn: a closed page's processes take their CPU time along
             context.close()  # the person leaves: the server may release the session
             browser.close()  # disconnects; the shared Chromium keeps running
     return record
@@ -274,7 +300,7 @@ def run_round(
 ) -> tuple[list[dict], UploadPhase]:
     """``len(files)`` sessions at once, one file each: their records, in the order of ``files``, and the
     upload phase's wall time and CPU use by kind of process (when ``server_pid`` is given)."""
-    phase = UploadPhase(server_pid, len(files))
+    phase = UploadPhase(server_pid, len(files), timeout_s)
     barrier = threading.Barrier(len(files), action=phase.begin, timeout=timeout_s)
     with ThreadPoolExecutor(max_workers=len(files)) as pool:
         futures = [pool.submit(_session, endpoint, url, f, barrier, phase, timeout_s, poll_ms) for f in files]
@@ -304,7 +330,7 @@ def measure(url: str, pid: int, endpoint: str, home: Path, args: argparse.Namesp
     singles = []
     for f in files[2 : 2 + args.single_runs]:
         (record,), phase = run_round(endpoint, url, [f], args.timeout, args.poll_ms, pid)
-        singles.append(record | {"cpu_s": phase.cpu_s})
+        singles.append(record | {"cpu_s": phase.cpu_s, "machine_busy": phase.machine_busy})
     rest = files[2 + args.single_runs :]
     time.sleep(args.settle)
     before, counts_before = rss_mb(pid), server_counts(url)
@@ -324,7 +350,13 @@ def measure(url: str, pid: int, endpoint: str, home: Path, args: argparse.Namesp
             time.sleep(args.settle)
             rss = rss_mb(pid)
             rounds.append({"uploads": batch, "wall_s": round(wall, 2), "rss_peak_mb": round(peak, 1)})
-            rounds[-1].update(upload_phase={"wall_s": phase.wall_s, "cpu_s": phase.cpu_s})
+            rounds[-1].update(
+                upload_phase={
+                    "wall_s": phase.wall_s,
+                    "cpu_s": phase.cpu_s,
+                    "machine_busy": phase.machine_busy,
+                }
+            )
             rounds[-1].update(rss_after_mb=round(rss, 1), server_after=server_counts(url))
             print(f"round {r}: {[u.get('upload_s', u.get('error')) for u in batch]}", file=sys.stderr)
             print(f"round {r} upload phase: {rounds[-1]['upload_phase']}", file=sys.stderr)
@@ -371,7 +403,7 @@ def _summary(
         "maps_single_median_s": round(statistics.median(single_maps), 3) if single_maps else None,
         "maps_concurrent_median_s": round(statistics.median(maps), 3) if maps else None,
         "maps_concurrent_p95_s": round(_p95(maps), 3) if maps else None,
-        **_core_use(singles, rounds),
+        **_cpu_figures(singles, rounds, single_median),
         "served": len(times),
         "total": len(uploads),
         "errors": [f"{u['file']}: {u['error']}" for u in [*warm, *singles, *uploads] if "error" in u],
@@ -394,16 +426,26 @@ def _summary(
     return out
 
 
-def _core_use(singles: list[dict], rounds: list[dict]) -> dict[str, object]:
-    """One single upload's CPU seconds (every process involved: server, browser, Playwright), and how busy
-    the cores were while each round's sessions uploaded together (1.0: every core all the time)."""
+def _cpu_figures(singles: list[dict], rounds: list[dict], single_median: float | None) -> dict[str, object]:
+    """What the machine's CPU allows.
+
+    ``single_cpu_s``: one upload's CPU seconds, every process involved (server, browser, Playwright).
+    ``cpu_floor_ratio``: the sessions' uploads need that many CPU seconds each; spread over every core,
+    the last cannot be drawn sooner, so this over the single median is the lowest p95 / single median the
+    machine allows, whatever the server does. ``concurrent_machine_busy``: the share of the machine's
+    CPU time in use while each round's sessions uploaded (/proc/stat; 1.0: every core all the time).
+    """
     cores = os.cpu_count() or 1
     per_upload = [sum(u["cpu_s"].values()) for u in singles if u.get("cpu_s") and "error" not in u]
-    phases = [r["upload_phase"] for r in rounds if r["upload_phase"]["cpu_s"] and r["upload_phase"]["wall_s"]]
-    return {
+    sessions = max((len(r["uploads"]) for r in rounds), default=0)
+    out: dict[str, object] = {
         "single_cpu_s": round(statistics.median(per_upload), 2) if per_upload else None,
-        "concurrent_core_use": [round(sum(f["cpu_s"].values()) / (f["wall_s"] * cores), 2) for f in phases],
+        "cpu_floor_ratio": None,
+        "concurrent_machine_busy": [r["upload_phase"]["machine_busy"] for r in rounds],
     }
+    if per_upload and single_median and sessions:
+        out["cpu_floor_ratio"] = round(sessions * statistics.median(per_upload) / (cores * single_median), 2)
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:

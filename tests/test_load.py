@@ -53,13 +53,14 @@ def test_two_sessions_uploading_at_once_are_both_served(tmp_path: Path) -> None:
     # Times in the page's clock from its file input's change: the request left after it, and the time from
     # Playwright's call (which includes handing the file to the browser) is the longer one.
     assert all(0 <= u["request_s"] < u["maps_s"] and u["upload_s"] < u["upload_from_call_s"] for u in uploads)
-    # CPU by kind of process while both uploaded: the server and Chromium's renderers did work.
+    # CPU by kind of process while both uploaded: the server and Chromium's renderers did work; the
+    # floor is one upload's CPU for two sessions spread over this machine's cores.
     phase = result["by_round"][0]["upload_phase"]
     assert phase["wall_s"] > 0 and phase["cpu_s"]["server"] > 0 and phase["cpu_s"]["chromium-renderer"] > 0
+    assert 0 < phase["machine_busy"] <= 1 and result["concurrent_machine_busy"] == [phase["machine_busy"]]
     single = result["single_uploads"][0]
     assert result["single_cpu_s"] == round(sum(single["cpu_s"].values()), 2) > 0
-    cores = os.cpu_count() or 1
-    use = sum(phase["cpu_s"].values()) / (phase["wall_s"] * cores)
-    assert result["concurrent_core_use"] == [pytest.approx(use, abs=0.01)] and 0 < use <= 1.05
+    floor = 2 * sum(single["cpu_s"].values()) / ((os.cpu_count() or 1) * single["upload_s"])
+    assert result["cpu_floor_ratio"] == pytest.approx(floor, abs=0.01)
     assert set(result["met"]) == set(result["targets"])
     assert result["met"]["served_fraction"] is True and result["met"]["model_loads_during_rounds"] is True
