@@ -50,7 +50,7 @@ with guarded("explain the image"):
     order = readings["label"].tolist()
 
     left, right, last = st.columns([3, 2, 1])
-    labels = left.multiselect("Labels", order, default=order[:4], key="explain_labels")
+    labels = ux.label_picker(left, choice, order)
     extra = right.multiselect("More methods", EXTRA_METHODS, key="explain_methods")
     smooth = ux.smoothing_input(last, "explain_smooth")
     options = ux.panel_options()

@@ -104,3 +104,27 @@ def test_the_box_threshold_is_chosen_on_the_page(ws: Workspace) -> None:
     run(at)
     assert "regions above 80% of each map's peak" in _texts(at)
     assert len(at.get("image")) == 3 * 3
+
+
+def _other_png() -> bytes:
+    image, _ = render_phantom(np.random.default_rng(11), 128, ["Effusion"])
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_label_choice_holds_for_its_image_and_a_new_image_starts_from_its_own(ws: Workspace) -> None:
+    at = _upload("phantom.png", _png())
+    first = at.multiselect(key="explain_labels").value
+    at.multiselect(key="explain_labels").set_value(["Nodule"])
+    run(at)
+    assert at.multiselect(key="explain_labels").value == ["Nodule"] and len(at.get("image")) == 3
+    at.slider(key="explain_alpha").set_value(0.8)  # a display option: the choice stays
+    run(at)
+    assert at.multiselect(key="explain_labels").value == ["Nodule"] and len(at.get("image")) == 3
+    # Another image: its own first labels (called positive first), and one row of maps per label.
+    at.file_uploader(key="explain_upload").upload("other.png", _other_png())
+    run(at)
+    labels = at.multiselect(key="explain_labels").value
+    assert labels == readings_tables(at)[0].value.index.tolist()[:4] and sorted(labels) == sorted(first)
+    assert len(at.get("image")) == 3 * len(labels)

@@ -151,6 +151,20 @@ def guard_warning(
     return st.checkbox("Show the predictions anyway", value=False, key="explain_anyway")
 
 
+def label_picker(
+    container: Any, choice: ImageChoice, order: list[str], key: str = "explain_labels"
+) -> list[str]:
+    """The labels whose maps are shown. Each new image (or a model with other labels) starts from its own
+    first four in ``order`` (labels called positive first); the person's changes hold while the image
+    stays. Set through the session state, not as the widget's default: a default that changes with the
+    image redrew the box with the new labels while the widget kept returning the old ones."""
+    image = (choice.name, array_digest(choice.pixels), tuple(sorted(order)))
+    if st.session_state.get(state.LABELS_IMAGE) != image:
+        st.session_state[key] = order[:4]
+        st.session_state[state.LABELS_IMAGE] = image
+    return container.multiselect("Labels", order, key=key)
+
+
 def model_key(checkpoint: Checkpoint) -> str:
     """The checkpoint's weights fingerprint (its identity for a model held only in memory)."""
     return checkpoint.fingerprint() or f"memory-{id(checkpoint.model)}"
