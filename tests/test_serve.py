@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,41 @@ def test_every_pages_modules_load_without_pytorch_scikit_learn_or_scipy() -> Non
         " if m in sys.modules))\n"
     )
     assert _last_line(probe) == "7 []"
+
+
+def test_trim_memory_hands_freed_heap_memory_back_to_the_system() -> None:
+    # 200 MB in blocks under glibc's mmap threshold (so they come from the heap), all freed but the last,
+    # which keeps the heap from shrinking by itself: the memory stays resident until it is trimmed.
+    code = (
+        "import numpy as np\n"
+        "from cxrcore.ui.serve import trim_memory\n"
+        "def rss():\n"
+        "    line = next(l for l in open('/proc/self/status') if l.startswith('VmRSS'))\n"
+        "    return int(line.split()[1]) // 1024\n"
+        "blocks = [np.ones(12_000) for _ in range(2_000)]\n"
+        "last = blocks[-1]\n"
+        "del blocks\n"
+        "held = rss()\n"
+        "trimmed = trim_memory()\n"
+        "print(held - rss(), trimmed)\n"
+    )
+    if serve._malloc_trim() is None:
+        pytest.skip("no glibc malloc_trim here")
+    freed_mb, trimmed = _last_line(code).split()
+    assert trimmed == "True" and int(freed_mb) > 100
+
+
+def test_the_memory_trimmer_calls_trim_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    if serve._malloc_trim() is None:
+        pytest.skip("no glibc malloc_trim here")
+    calls: list[float] = []
+    monkeypatch.setattr(serve, "trim_memory", lambda: calls.append(1.0) or True)
+    stop = threading.Event()
+    thread = serve.start_memory_trimmer(0.05, stop)
+    assert thread is not None and thread.daemon and thread.name == "cxr-memory-trim"
+    deadline = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(5)
+    assert len(calls) >= 3 and not thread.is_alive()

@@ -13,16 +13,20 @@ server's file serving share one interpreter lock). ``make run`` starts the dashb
 
 The lists are read from the pages themselves (their top-level ``import`` statements), so they follow
 the pages as they change. The launcher also gives PyTorch half the cores in the server's process
-(``server_threads``).
+(``server_threads``), and every ``TRIM_INTERVAL_S`` hands the memory freed by closed sessions back to
+the system (``trim_memory``).
 """
 
 from __future__ import annotations
 
 import ast
+import ctypes
+import ctypes.util
 import importlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -34,6 +38,11 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 HOME_PAGE = ROOT / "Home.py"
 THREADS_ENV = "CXR_SERVER_THREADS"
+# Streamlit drops a closed session (its upload, pixels, maps) two minutes after its browser left; the
+# arrays are freed then, but glibc keeps most of the freed memory in its heaps for reuse: after two
+# rounds of six uploads the server stayed 186 MB up, 32 MB with every large block given back at once
+# (which slowed each upload by about 0.2 s). Trimming every 30 s gives it back without that cost.
+TRIM_INTERVAL_S = 30.0
 
 
 def page_files() -> list[Path]:
@@ -103,11 +112,46 @@ def limit_threads(environ: MutableMapping[str, str]) -> None:
         environ[SERVER_THREADS_MARK] = "1"
 
 
+def _malloc_trim() -> ctypes._CFuncPtr | None:
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def trim_memory() -> bool:
+    """Hand the C allocator's free memory back to the system; whether any was (False without glibc)."""
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
+def start_memory_trimmer(
+    interval_s: float = TRIM_INTERVAL_S, stop: threading.Event | None = None
+) -> threading.Thread | None:
+    """A daemon thread that calls ``trim_memory`` every ``interval_s`` seconds until ``stop`` is set
+    (None without glibc)."""
+    if _malloc_trim() is None:
+        return None
+    stopped = stop or threading.Event()
+
+    def run() -> None:
+        while not stopped.wait(interval_s):
+            trim_memory()
+
+    thread = threading.Thread(target=run, name="cxr-memory-trim", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> None:
     """``streamlit run Home.py`` with ``argv`` as its options, the home page's modules loaded first."""
     from streamlit.web import cli
 
     limit_threads(os.environ)
+    start_memory_trimmer()
     preload([HOME_PAGE])
     sys.argv = ["streamlit", "run", str(HOME_PAGE), *(sys.argv[1:] if argv is None else argv)]
     cli.main()
