@@ -226,9 +226,8 @@ def time_uploads(browser: object, template: Path, where: Path, runs: int) -> dic
             out[f"maps_{kind}_median_s"] = _median(shown)
             out[f"upload_{kind}_s"] = [round(t, 3) for t in uploads]
             out[f"upload_{kind}_median_s"] = _median(uploads)
-            out[f"upload_{kind}_from_call_median_s"] = _median(
-                from_call
-            )  # with Playwright handing over the file
+            # from Playwright's call: with its handing of the file to the browser
+            out[f"upload_{kind}_from_call_median_s"] = _median(from_call)
             out[f"slider_{kind}_s"] = [round(t, 3) for t in slides]
             out[f"slider_{kind}_median_s"] = _median(slides)
         out["server_rss_mb"] = round(rss_mb(proc.pid), 1)

@@ -60,6 +60,7 @@ from browser_harness import (  # noqa: E402
     CHROMIUM_ARGS,
     browser_missing,
     dashboard_process,
+    descendants,
     errors_on,
     free_port,
     rss_mb,
@@ -113,22 +114,9 @@ class RssSampler:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _descendants(pid: int) -> set[int]:
-    """``pid`` and every process below it (Linux /proc)."""
-    found, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        found.add(current)
-        try:
-            todo += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
 def cpu_by_process(server_pid: int) -> dict[int, tuple[str, float]]:
     """Each running process's kind (server, chromium, playwright, bench, other) and CPU seconds so far."""
-    server = _descendants(server_pid)
+    server = descendants(server_pid)
     out: dict[int, tuple[str, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         pid = int(stat.parent.name)

@@ -134,18 +134,28 @@ def wait_until_idle(page: object, timeout_ms: float = 90_000) -> None:
     page.wait_for_function(idle, timeout=timeout_ms)
 
 
+def descendants(pid: int) -> set[int]:
+    """``pid`` and every process below it (Linux /proc)."""
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        found.add(current)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and its children, in MB (Linux /proc)."""
-    total, pids = 0, [pid]
-    while pids:
-        current = pids.pop()
+    total = 0
+    for current in descendants(pid):
         try:
             status = Path(f"/proc/{current}/status").read_text()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
             continue
         total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        pids += [int(c) for c in children]
     return total / 1024
 
 

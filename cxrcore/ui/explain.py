@@ -158,7 +158,8 @@ def label_picker(
     first four in ``order`` (labels called positive first); the person's changes hold while the image
     stays. Set through the session state, not as the widget's default: a default that changes with the
     image redrew the box with the new labels while the widget kept returning the old ones."""
-    image = (choice.name, array_digest(choice.pixels), tuple(sorted(order)))
+    content = choice.data if choice.data is not None else choice.pixels  # the file's bytes are fewer
+    image = (choice.name, array_digest(content), tuple(sorted(order)))
     if st.session_state.get(state.LABELS_IMAGE) != image:
         st.session_state[key] = order[:4]
         st.session_state[state.LABELS_IMAGE] = image

@@ -22,13 +22,14 @@ from __future__ import annotations
 import ast
 import ctypes
 import ctypes.util
+import functools
 import importlib
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 from cxrcore.processes import SERVER_THREADS_MARK
@@ -112,8 +113,9 @@ def limit_threads(environ: MutableMapping[str, str]) -> None:
         environ[SERVER_THREADS_MARK] = "1"
 
 
-def _malloc_trim() -> ctypes._CFuncPtr | None:
-    """glibc's ``malloc_trim``, or None where the C library has none."""
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (looked up once)."""
     try:
         trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):

@@ -11,6 +11,4 @@ GUARD_VERDICTS = "cxr.guard_verdicts"  # the last few upload-guard verdicts of t
 DETECTIONS = "cxr.detections"  # the last few lesion-detector results of this session, by image and detector
 BATCH_REVIEWS = "cxr.batch_reviews"  # the last few reviews of several uploads (gallery and reports)
 LUNG_MASKS = "cxr.lung_masks"  # the last few lung segmentations of this session, by segmenter and image
-LABELS_IMAGE = (
-    "cxr.labels_image"  # the image (name, pixels' digest, label set) Explain's label choice belongs to
-)
+LABELS_IMAGE = "cxr.labels_image"  # the image (and label set) Explain's label choice belongs to
