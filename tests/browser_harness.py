@@ -182,17 +182,17 @@ _EXPLAINED = """() => {
         && document.querySelectorAll('[data-testid="stImage"] img').length >= 3;
 }"""
 # The probabilities and the maps on screen (what a user waits for; the lesion detector's boxes and the
-# lung section follow): the readings table and two CAM / CRM tiles of this run, their pictures loaded.
+# lung section follow): the readings table and a label's row of CAM and CRM of this run, its picture loaded.
 _MAPS_SHOWN = """() => {
     const fresh = el => !el.closest('[data-stale="true"]');
-    const tables = [...document.querySelectorAll('[data-testid="stDataFrame"]')].filter(fresh);
+    const tables = [...document.querySelectorAll('[data-testid="stHtml"] table')].filter(fresh);
     const maps = [...document.querySelectorAll('[data-testid="stImage"]')].filter(fresh)
-        .filter(i => /^(CAM|CRM)/.test((i.innerText || "").trim()));
+        .filter(i => /CAM.*CRM/.test(i.innerText || ""));
     const loaded = maps.every(i => {
         const img = i.querySelector("img");
         return img && img.complete && img.naturalWidth > 0;
     });
-    return tables.length > 0 && maps.length >= 2 && loaded;
+    return tables.length > 0 && maps.length >= 1 && loaded;
 }"""
 # The images' sources: a redrawn map gets a new media URL.
 _IMAGE_SOURCES = """() => [...document.querySelectorAll('[data-testid="stImage"] img')]

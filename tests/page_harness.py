@@ -8,9 +8,11 @@ the run then fails if that error is missing or another error box appears beside 
 from __future__ import annotations
 
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from streamlit import config
 from streamlit.testing.v1 import AppTest
@@ -76,9 +78,75 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> l
     return calls
 
 
-def readings_tables(at: AppTest) -> list[Any]:
-    """The Explain page's per-label readings tables (probability, threshold, call, ...) on the page."""
-    return [d for d in at.dataframe if {"probability", "threshold", "call"} <= set(d.value.columns)]
+class _TableReader(HTMLParser):
+    """The header and body cells of each <table> in a piece of HTML, as text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[tuple[list[str], list[list[str]]]] = []
+        self._part = ""
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table":
+            self.tables.append(([], []))
+        elif tag in ("thead", "tbody"):
+            self._part = tag
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("th", "td"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("th", "td") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            header, body = self.tables[-1]
+            if self._part == "thead":
+                header[:] = self._row
+            else:
+                body.append(self._row)
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _numbers_where_possible(column: pd.Series) -> pd.Series:
+    numbers = pd.to_numeric(column, errors="coerce")
+    return numbers if numbers.notna().sum() == (column != "").sum() else column
+
+
+def html_tables(at: AppTest) -> list[pd.DataFrame]:
+    """The plain tables the page drew with ``st.html`` (``cxrcore.ui.tables``), one frame each, numbers
+    read back as numbers."""
+    frames = []
+    for element in at.get("html"):
+        reader = _TableReader()
+        reader.feed(element.proto.body)
+        for header, body in reader.tables:
+            frame = pd.DataFrame(body, columns=header)
+            frames.append(frame.apply(_numbers_where_possible))
+    return frames
+
+
+def panel_rows(at: AppTest) -> list[list[str]]:
+    """The Explain panel as drawn: one picture per label, its caption naming the tiles left to right
+    (the image, then each method), split into those names."""
+    captions = [image.caption for element in at.get("image") for image in element.proto.imgs]
+    return [caption.split(" | ") for caption in captions if " | " in caption]
+
+
+def readings_tables(at: AppTest) -> list[pd.DataFrame]:
+    """The Explain page's per-label readings tables (probability, threshold, call, ...), by label."""
+    return [
+        t.set_index("label")
+        for t in html_tables(at)
+        if {"label", "probability", "threshold", "call"} <= set(t)
+    ]
 
 
 def wait_for_background_predictions(home: str | Path, timeout: float = 180.0) -> None:

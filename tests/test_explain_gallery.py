@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from io_corpus import PHI, dicom_bytes, dicom_dataset
-from page_harness import run, run_page
+from page_harness import readings_tables, run, run_page
 from PIL import Image
 
 from cxrcore.data.phantoms import render_phantom
@@ -53,7 +53,7 @@ def test_several_uploads_make_a_sorted_gallery_with_reports_and_open_one(demo_ws
     assert opened.options == gallery["file"].tolist()  # in the gallery's order
     opened.select_index(1)
     run(at)
-    readings = at.dataframe[1].value  # the opened image's per-label table, below the gallery
+    [readings] = readings_tables(at)  # the opened image's per-label table, below the gallery
     assert list(readings.columns[:3]) == ["probability", "threshold", "call"]
     second = gallery["Effusion probability"][1]
     assert readings.loc["Effusion", "probability"] == pytest.approx(second, abs=1e-3)

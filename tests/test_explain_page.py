@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from io_corpus import PHI, dicom_bytes, dicom_dataset
-from page_harness import readings_tables, run, run_page
+from page_harness import panel_rows, readings_tables, run, run_page
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -60,12 +60,13 @@ def test_an_upload_gets_probabilities_and_maps_side_by_side(ws: Workspace, name:
     labels = at.multiselect(key="explain_labels").value
     assert sorted(labels) == ["Effusion", "Nodule", "Opacity"]  # top 4 of 3 labels
     text = _texts(at)
-    # 3 labels x (image, CAM, CRM); the filters and activations only once their toggle is on
-    assert len(at.get("image")) == 3 * 3
+    # a picture per label, each (image, CAM, CRM); the filters and activations only once their toggle is on
+    assert len(at.get("image")) == 3 and [len(row) for row in panel_rows(at)] == [3, 3, 3]
+    assert [row[1:] for row in panel_rows(at)] == [["CAM", "CRM"]] * 3
     assert not any(value in text for value in PHI.values())  # nothing of the DICOM's identity shown
     at.multiselect(key="explain_methods").set_value(["gradcam++"])
     run(at)
-    assert len(at.get("image")) == 3 * 4
+    assert [len(row) for row in panel_rows(at)] == [4, 4, 4]
 
 
 def test_a_corrupt_upload_shows_the_readers_message_and_nothing_else(ws: Workspace) -> None:
@@ -87,12 +88,12 @@ def test_without_a_file_a_synthetic_phantom_can_be_clicked(ws: Workspace) -> Non
     at.button(key="explain_sample_0").click()
     run(at)
     assert len(readings_tables(at)) == 1
-    assert len(at.get("image")) == 3 * 3
+    assert [len(row) for row in panel_rows(at)] == [3, 3, 3]
     smoothing = at.slider(key="explain_smooth")
     assert smoothing.value == pytest.approx(6.25)  # percent of the map's side: the engine's default
     smoothing.set_value(0.0)  # unsmoothed maps: explained again, the same panel
     run(at)
-    assert len(at.get("image")) == 3 * 3
+    assert [len(row) for row in panel_rows(at)] == [3, 3, 3]
 
 
 def test_the_box_threshold_is_chosen_on_the_page(ws: Workspace) -> None:
@@ -103,7 +104,7 @@ def test_the_box_threshold_is_chosen_on_the_page(ws: Workspace) -> None:
     box.set_value(0.8)
     run(at)
     assert "regions above 80% of each map's peak" in _texts(at)
-    assert len(at.get("image")) == 3 * 3
+    assert [len(row) for row in panel_rows(at)] == [3, 3, 3]
 
 
 def _other_png() -> bytes:
@@ -118,13 +119,13 @@ def test_the_label_choice_holds_for_its_image_and_a_new_image_starts_from_its_ow
     first = at.multiselect(key="explain_labels").value
     at.multiselect(key="explain_labels").set_value(["Nodule"])
     run(at)
-    assert at.multiselect(key="explain_labels").value == ["Nodule"] and len(at.get("image")) == 3
+    assert at.multiselect(key="explain_labels").value == ["Nodule"] and len(panel_rows(at)) == 1
     at.slider(key="explain_alpha").set_value(0.8)  # a display option: the choice stays
     run(at)
-    assert at.multiselect(key="explain_labels").value == ["Nodule"] and len(at.get("image")) == 3
+    assert at.multiselect(key="explain_labels").value == ["Nodule"] and len(panel_rows(at)) == 1
     # Another image: its own first labels (called positive first), and one row of maps per label.
     at.file_uploader(key="explain_upload").upload("other.png", _other_png())
     run(at)
     labels = at.multiselect(key="explain_labels").value
-    assert labels == readings_tables(at)[0].value.index.tolist()[:4] and sorted(labels) == sorted(first)
-    assert len(at.get("image")) == 3 * len(labels)
+    assert labels == readings_tables(at)[0].index.tolist()[:4] and sorted(labels) == sorted(first)
+    assert [row[0].split(":")[0] for row in panel_rows(at)] == labels

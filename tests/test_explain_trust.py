@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from page_harness import run, run_page
+from page_harness import html_tables, readings_tables, run, run_page
 from PIL import Image
 
 from cxrcore.data.phantoms import render_phantom
@@ -65,9 +65,10 @@ def test_the_explain_page_lists_the_models_labels_before_an_image_is_chosen(demo
     at.session_state[state.CHECKPOINT] = str(TINY)
     run(at)
     assert any("What this model reads" in m.value for m in at.markdown)
-    [table] = at.dataframe
-    assert table.value.index.tolist() == list(read_card(TINY).labels)
-    assert table.value.loc["Nodule", "trust"] == "ok"
+    [table] = html_tables(at)  # a plain table, its index as the first column
+    table = table.set_index("label")
+    assert table.index.tolist() == list(read_card(TINY).labels)
+    assert table.loc["Nodule", "trust"] == "ok"
 
 
 def test_training_summary_reads_sources_images_and_input_size_from_the_card() -> None:
@@ -100,7 +101,7 @@ def test_the_explain_page_marks_thresholds_calls_and_trust(demo_ws: Workspace) -
     names = [name.removesuffix(" ⚠") for name in bars["y"]]
     assert dict(zip(names, ticks["x"], strict=True)) == pytest.approx(thresholds(card))
     assert "Effusion ⚠" in bars["y"] and "Nodule" in bars["y"]  # unreliable labels are marked
-    table = at.dataframe[0].value
+    [table] = readings_tables(at)
     assert list(table.columns[:3]) == ["probability", "threshold", "call"]
     assert table.loc["Effusion", "trust"].startswith("unreliable") and table.loc["Nodule", "trust"] == "ok"
     calls = table["call"].tolist()

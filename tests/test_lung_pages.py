@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from page_harness import count_calls, open_tab, run, run_page
+from page_harness import count_calls, html_tables, open_tab, run, run_page
 from streamlit.testing.v1 import AppTest
 
 from cxrcore.models.catalog import BUNDLED_DIR
@@ -31,8 +31,9 @@ def _bundle(folder: Path, classifier: str, monkeypatch: pytest.MonkeyPatch) -> N
 
 def _frame(at: AppTest, column: str) -> pd.DataFrame:
     """The page's one table with ``column``."""
-    found = [d.value for d in at.dataframe if column in d.value.columns]
-    assert len(found) == 1, [list(d.value.columns) for d in at.dataframe]
+    plain = [t.set_index("label") if "label" in t.columns else t for t in html_tables(at)]
+    found = [d for d in [d.value for d in at.dataframe] + plain if column in d.columns]
+    assert len(found) == 1, [list(d.columns) for d in found]
     return found[0]
 
 

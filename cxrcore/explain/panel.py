@@ -115,8 +115,8 @@ def _none() -> pd.DataFrame:
     return pd.DataFrame(columns=["label", "x", "y", "w", "h", "score"])
 
 
-def panel_png(rows: Sequence[Sequence[Tile]], gap: int = 4) -> bytes:
-    """All tiles in one PNG, a row per label, with a white gap between tiles."""
+def panel_picture(rows: Sequence[Sequence[Tile]], gap: int = 4) -> np.ndarray:
+    """All tiles as one RGB picture, a row per label, with a white gap between tiles."""
     height = max(t.rgb.shape[0] for row in rows for t in row)
     width = max(sum(t.rgb.shape[1] + gap for t in row) for row in rows)
     canvas = np.full((len(rows) * (height + gap), width, 3), 255, np.uint8)
@@ -126,7 +126,12 @@ def panel_png(rows: Sequence[Sequence[Tile]], gap: int = 4) -> bytes:
             h, w = tile.rgb.shape[:2]
             canvas[i * (height + gap) : i * (height + gap) + h, x : x + w] = tile.rgb
             x += w + gap
-    return to_png_bytes(canvas)
+    return canvas
+
+
+def panel_png(rows: Sequence[Sequence[Tile]], gap: int = 4) -> bytes:
+    """All tiles in one PNG (``panel_picture``), for download."""
+    return to_png_bytes(panel_picture(rows, gap))
 
 
 def detection_tile(

@@ -29,6 +29,7 @@ from cxrcore.ui.data import csv_download
 from cxrcore.ui.explain import ImageChoice, model_key, session_memo, show_panel
 from cxrcore.ui.models import load_model
 from cxrcore.ui.page import guarded
+from cxrcore.ui.tables import static_table, styled
 
 if TYPE_CHECKING:  # PyTorch loads when a detector first runs
     from cxrcore.models.checkpoint import Checkpoint
@@ -136,10 +137,7 @@ def boxes_table(view: DetectorView, image_name: str) -> None:
         st.caption(f"No box scores {view.threshold:.2f} or more; lower the threshold to see weaker ones.")
         return
     table = view.boxes.rename(columns={"label": "class"})[["class", "score", "x", "y", "w", "h"]]
-    st.dataframe(
-        table.round({"score": 3, "x": 1, "y": 1, "w": 1, "h": 1}),
-        hide_index=True,
-    )
+    static_table(styled(table).format(precision=1).format(precision=3, subset=["score"]))
     frame = view.boxes.assign(image_id=image_name)[list(DETECTION_COLUMNS)]
     name = f"{Path(image_name).stem}-detections"
     csv_download(frame.set_index("image_id"), name, "Download the boxes (CSV)")

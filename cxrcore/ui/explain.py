@@ -16,7 +16,7 @@ from cxrcore.digest import array_digest
 from cxrcore.explain.boxes import BOX_THRESHOLD
 from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
 from cxrcore.explain.methods import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS
-from cxrcore.explain.panel import PanelOptions, Tile
+from cxrcore.explain.panel import PanelOptions, Tile, panel_picture
 from cxrcore.io import MAX_UPLOAD_MB, UPLOAD_TYPES, ImageReadError, assess_image, read_image
 from cxrcore.io import read_upload as read_upload_bytes
 from cxrcore.models.catalog import list_checkpoints
@@ -300,12 +300,18 @@ def smoothing_input(where: object, key: str) -> float:
 
 
 def show_panel(rows: list[list[Tile]]) -> None:
-    """One row per label: the image, then each method's overlay."""
+    """One picture per label: the image, then each method's overlay, side by side.
+
+    A row is one picture rather than a picture per tile: each picture on the page is one more request
+    and element for the browser to fetch, lay out and composite, and a room of people uploading at
+    once on one machine waits for the browsers' work as much as for the model's.
+    """
     for row in rows:
-        st.markdown(f"**{row[0].label}**")
-        columns = st.columns(len(row))
-        for column, tile in zip(columns, row, strict=True):
-            column.image(tile.rgb, caption=tile.caption, width="stretch")
+        st.image(
+            panel_picture([row]),
+            caption=" | ".join(tile.caption for tile in row),
+            width="stretch",
+        )
 
 
 def ensemble_section(

@@ -23,6 +23,7 @@ from cxrcore.models.segmenter_card import LUNG_HEAT_MAX_IMAGES, default_segmente
 from cxrcore.store import Workspace
 from cxrcore.ui import state
 from cxrcore.ui.page import PageProgress
+from cxrcore.ui.tables import static_table
 
 if TYPE_CHECKING:  # the maps and the segmenter need PyTorch: imported where they run
     from cxrcore.explain.engine import Explanation
@@ -81,7 +82,8 @@ def explain_lung_section(
     table["reading"] = [share_reading(value, area) for value in shares.iloc[:, 0]]  # the CAM's
     left, right = st.columns([1, 3])
     left.image(lung_outline(result.image01, lungs), caption="Lung fields (segmenter)", width="stretch")
-    right.dataframe(table, width="stretch", key="explain_lung_table")
+    with right:
+        static_table(table)
     even = f"An evenly spread map would score {area:.0%}, the lungs' share of the image; reading: the CAM's."
     right.caption(f"{DEFINITION} {even}")
 

@@ -22,14 +22,27 @@ from cxrcore.evaluate.trust import (
 )
 from cxrcore.models.readout import CALIBRATION_NAMES
 from cxrcore.ui import charts
+from cxrcore.ui.tables import static_table, styled
 
 if TYPE_CHECKING:  # annotations only: the readings need no PyTorch
+    from pandas.io.formats.style import Styler
+
     from cxrcore.explain.engine import Explanation
     from cxrcore.models.checkpoint import Checkpoint
     from cxrcore.models.guard import Verdict
     from cxrcore.models.model_card import ModelCard
 
-PROBABILITY_HELP = "The model's calibrated probability; the call compares it with the label's threshold."
+BAR_COLOUR = "#9ec1e6"
+
+
+def probability_bars(table: pd.DataFrame) -> Styler:
+    """The readings as a plain table, each probability over a bar from 0 to 1.
+
+    A plain table rather than an interactive grid: the grid draws on a canvas with a script of its own,
+    which cost each browser more than the rest of an upload's result.
+    """
+    bars = styled(table).bar(subset=["probability"], vmin=0.0, vmax=1.0, color=BAR_COLOUR, height=70)
+    return bars.set_properties(subset=["probability"], **{"min-width": "9rem"})
 
 
 def readings_section(checkpoint: Checkpoint, explanation: Explanation) -> pd.DataFrame:
@@ -42,18 +55,11 @@ def readings_section(checkpoint: Checkpoint, explanation: Explanation) -> pd.Dat
     """
     readings = label_readings(checkpoint.card, explanation.probabilities)
     called = readings.loc[readings["call"] == "above", "label"].tolist()
-    st.dataframe(
-        readings_table(readings),
-        width="stretch",
-        key="explain_readings_table",
-        column_config={
-            "probability": st.column_config.ProgressColumn(
-                "probability", format="%.3f", min_value=0.0, max_value=1.0, help=PROBABILITY_HELP
-            ),
-        },
-    )
+    static_table(probability_bars(readings_table(readings)))
     st.caption(
-        (f"Called positive (at or above the label's threshold): {', '.join(called)}. " if called else "")
+        "Probability: the model's calibrated probability (the bar runs from 0 to 1); a label is called "
+        "positive at or above its threshold. "
+        + (f"Called positive: {', '.join(called)}. " if called else "")
         + f"⚠ marks a label whose test AUROC interval reaches below {MIN_AUROC_LOWER} or which had fewer "
         f"than {MIN_TEST_POSITIVES} positive test images: do not read much into its probability."
     )
@@ -68,7 +74,7 @@ def labels_section(card: ModelCard) -> None:
     """Before an image is chosen: the labels the model reads, with each one's threshold, test figures
     and trust, so a reader knows which probabilities to weigh before seeing any."""
     st.markdown(f"**What this model reads** ({len(card.labels)} labels)")
-    st.dataframe(labels_table(card), width="stretch", height="content", key="explain_labels_table")
+    static_table(labels_table(card))
     st.caption(
         "A label is called positive when its probability reaches the threshold. Unreliable: its test "
         f"AUROC interval reaches below {MIN_AUROC_LOWER}, or it had fewer than {MIN_TEST_POSITIVES} "
