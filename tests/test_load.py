@@ -50,6 +50,7 @@ def test_two_sessions_uploading_at_once_are_both_served(tmp_path: Path) -> None:
     # The two sessions ended when their browser contexts closed.
     assert after["active_sessions"] == 0 and after["closed_sessions"] - before["closed_sessions"] == 2
     assert result["rss_samples"] > 0 and result["rss_peak_mb"] > 100 and result["rss_after_mb"] > 100
+    assert result["late"] is None and result["rss_judged_mb"] == result["rss_after_mb"]  # no --late
     # Times in the page's clock from its file input's change: the request left after it, and the time from
     # Playwright's call (which includes handing the file to the browser) is the longer one.
     assert all(0 <= u["request_s"] < u["maps_s"] and u["upload_s"] < u["upload_from_call_s"] for u in uploads)
