@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -10,9 +11,11 @@ import torch
 
 from cxrcore.explain.engine import Explanation, explain
 from cxrcore.models import create_model
+from cxrcore.models.lock import model_lock
 
 THREADS = 8
 CALLS_PER_THREAD = 20
+WAIT_S = 5.0
 LABEL_SETS = (None, ["Effusion"], ["Mass", "Nodule"], [2])
 
 
@@ -53,3 +56,31 @@ def test_shared_model_across_threads_matches_serial_results() -> None:
             assert not getattr(module, name), f"{name} left on {type(module).__name__}"
     assert all(module.training for module in model.modules())
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+def test_closed_form_maps_share_the_model_and_gradient_methods_wait_for_it() -> None:
+    model = create_model("tiny", labels=("Effusion", "Nodule", "Mass"), input_size=32).eval()
+    assert model.spec.pooling == "avg"  # CAM and CRM in closed form
+    image = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    holding, release = threading.Event(), threading.Event()
+
+    def another_forward_pass() -> None:  # e.g. another session's explanation, sharing the model
+        with model_lock(model).shared():
+            holding.set()
+            release.wait(WAIT_S)
+
+    other = threading.Thread(target=another_forward_pass, daemon=True)
+    other.start()
+    assert holding.wait(WAIT_S)
+    done: list[str] = []
+    shared = threading.Thread(target=lambda: done.append(explain(model, image).methods[0]), daemon=True)
+    shared.start()
+    shared.join(WAIT_S)
+    assert done == ["cam"]  # ran while the other pass held the model
+    hooked = threading.Thread(target=lambda: done.append(explain(model, image, methods="gradcam").methods[0]))
+    hooked.start()
+    hooked.join(0.3)
+    assert hooked.is_alive() and done == ["cam"]  # Grad-CAM's hooks wait until the model is free
+    release.set()
+    hooked.join(WAIT_S)
+    assert done == ["cam", "gradcam"]

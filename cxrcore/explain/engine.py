@@ -23,13 +23,15 @@ beside the lesion; the filtered map peaks at the plateau's centre. It is the sam
 every method, so CAM still equals Grad-CAM up to scale, and raw maps stay comparable. The width was
 chosen on the demo phantoms (``bench/bench_map_smoothing.py``); ``smooth=0`` turns it off.
 
-The model is shared safely between threads: see ``model_guard``.
+The model is shared safely between threads: see ``model_guard``; maps in closed form share it with other
+forward passes (``inference_guard``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import cv2
@@ -55,7 +57,7 @@ from cxrcore.explain.methods import (
 from cxrcore.hints import did_you_mean, unknown_choice
 from cxrcore.models.checkpoint import Checkpoint, as_checkpoint
 from cxrcore.models.ensemble import EnsembleError, check_members
-from cxrcore.models.lock import model_guard
+from cxrcore.models.lock import inference_guard, model_guard
 from cxrcore.models.registry import CXRModel
 
 __all__ = [
@@ -318,6 +320,18 @@ def _to_saliency(
     return maps
 
 
+CLOSED_FORM = frozenset({"cam", "crm", "crm_label"})  # from the features alone, for average-pooled heads
+
+
+def _guard(model: CXRModel, methods: tuple[str, ...], layer: str) -> AbstractContextManager[None]:
+    """How an explanation holds the shared model: maps in closed form (CAM and CRM of an average-pooled
+    head at its CAM layer) need one plain forward pass, which shares the model with other such passes
+    (two sessions' explanations run on two cores at once); the gradient methods register hooks, so
+    they hold it alone."""
+    closed = model.spec.pooling == "avg" and layer == model.spec.cam_layer and set(methods) <= CLOSED_FORM
+    return inference_guard(model) if closed else model_guard(model)
+
+
 def explain(
     checkpoint: Checkpoint | CXRModel,
     image: Tensor | np.ndarray,
@@ -350,7 +364,7 @@ def explain(
     indices = _label_indices(model, labels)
     layer_name, _ = resolve_layer(model, layer)
     x, image01 = model_input(checkpoint, image)
-    with model_guard(model):
+    with _guard(model, names, layer_name):
         with torch.no_grad():
             features = model.forward_features(x)
             logits = model.forward_head(features)[0].float().cpu()
