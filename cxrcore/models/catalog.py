@@ -6,10 +6,12 @@ runs, newest first; the first one is the dashboard's default.
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,22 @@ def bundled_dir() -> Path:
 
 
 def _entry(path: Path, source: str) -> CheckpointEntry | None:
+    """The listing's entry for one checkpoint file, read once per version of the file: every page run
+    lists the checkpoints (the pickers), and each entry reads the file's card and fingerprint."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        log.warning("skipping checkpoint %s: %s", path, exc)
+        return None
+    entry = _described(str(path), source, stat.st_size, stat.st_mtime_ns)
+    return (
+        None if entry is None else replace(entry, info=copy.deepcopy(entry.info))
+    )  # callers may change theirs
+
+
+@functools.lru_cache(maxsize=256)
+def _described(where: str, source: str, size: int, mtime_ns: int) -> CheckpointEntry | None:
+    path = Path(where)
     try:
         info = describe_checkpoint(path)
     except SegmenterFileError:  # the bundled lung segmenter: a tool of the pages, not a model to pick

@@ -11,6 +11,7 @@ empty histogram); images that quality check refuses never reach a model.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -136,14 +137,27 @@ def save_guard(guard: Guard, checkpoint: str | Path) -> Path:
 
 
 def load_guard(checkpoint: str | Path) -> Guard | None:
-    """The checkpoint's guard, or None when it has none (or it cannot be read)."""
+    """The checkpoint's guard, or None when it has none (or it cannot be read).
+
+    Read once per version of the file (path, size, modification time): every upload's verdict needs
+    it, and its precision matrix is megabytes. The arrays are read-only, shared by every caller.
+    """
     path = guard_path(checkpoint)
-    if not path.is_file():
-        return None
     try:
-        with safetensors.safe_open(str(path), framework="numpy") as f:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _load_guard(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_guard(path: str, size: int, mtime_ns: int) -> Guard | None:
+    try:
+        with safetensors.safe_open(path, framework="numpy") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in ("mean", "precision")}
+        for array in tensors.values():
+            array.setflags(write=False)
         return Guard(
             tensors["mean"],
             tensors["precision"],
