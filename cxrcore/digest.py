@@ -13,6 +13,6 @@ def array_digest(*parts: np.ndarray | bytes | None) -> str:
     for part in parts:
         if isinstance(part, np.ndarray):
             digest.update(f"{part.dtype}{part.shape}".encode())
-            part = np.ascontiguousarray(part).tobytes()
+            part = np.ascontiguousarray(part)  # hashed in place, through the buffer: no copy of the pixels
         digest.update(b"-" if part is None else part)
     return digest.hexdigest()

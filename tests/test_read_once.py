@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from test_checkpoint import CARD, tiny
 
-from cxrcore.models import catalog, save_checkpoint
+import cxrcore.models.card as card_module
+from cxrcore.models import catalog, read_card, save_checkpoint
 from cxrcore.models.guard import Guard, guard_path, load_guard, save_guard
 
 
@@ -56,3 +57,16 @@ def test_the_guard_is_read_once_per_version_and_shared_read_only(tmp_path: Path)
     second = load_guard(checkpoint)
     assert second is not first and second.threshold == 4.0 and second.n_train == 120
     assert load_guard(tmp_path / "other.safetensors") is None  # none stored
+
+
+def test_a_card_is_read_once_per_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = save_checkpoint(tmp_path / "best", tiny(), CARD)
+    opened: list[Path] = []
+    open_card = card_module.open_card
+    monkeypatch.setattr(card_module, "open_card", lambda path: opened.append(path) or open_card(path))
+    first = read_card(weights)
+    assert read_card(weights) is first and read_card(weights.with_suffix(".json")) is first
+    assert len(opened) == 1
+    save_checkpoint(tmp_path / "best", tiny(seed=1), {**CARD, "dataset": "another"})  # rewritten
+    _bump_mtime(weights)
+    assert read_card(weights).dataset.name == "another" and len(opened) == 2

@@ -104,8 +104,22 @@ def _typed(stored: dict[str, Any], weights: Path) -> ModelCard:
 
 
 def read_card(path: str | Path) -> ModelCard:
-    """The model card of a checkpoint, read from the safetensors header without loading weights."""
-    return open_card(weights_path(path))
+    """The model card of a checkpoint, read from the safetensors header without loading weights.
+
+    Read once per version of the file (path, size, modification time): pages ask for cards on every
+    run. The card is shared by every caller, as a loaded checkpoint's is: read it, do not change it.
+    """
+    weights = weights_path(path)
+    try:
+        stat = weights.stat()
+    except OSError:
+        return open_card(weights)  # the reader's own message for a missing file
+    return _read_card(str(weights), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_card(weights: str, size: int, mtime_ns: int) -> ModelCard:
+    return open_card(Path(weights))
 
 
 @functools.lru_cache(maxsize=256)
