@@ -18,6 +18,7 @@ import streamlit as st
 
 from cxrcore.data.detections import DEFAULT_SCORE_THRESHOLD, DETECTION_COLUMNS
 from cxrcore.digest import array_digest
+from cxrcore.explain.heatmap import to_jpeg_bytes
 from cxrcore.explain.panel import Tile, beside_first_row, detection_tile
 from cxrcore.models.card import read_card
 from cxrcore.models.catalog import CheckpointEntry, list_checkpoints
@@ -167,7 +168,7 @@ def detector_panel(
         with guarded("run the lesion detector"):
             view = _boxes_view(path, threshold, pixels)
             side = detector_tile(view, pixels, tile)
-            st.image(side.rgb, caption=side.caption, width="stretch")
+            st.image(to_jpeg_bytes(side.rgb), caption=side.caption, width="stretch")
     if view is None or side is None:
         return rows
     boxes_table(view, choice.name)

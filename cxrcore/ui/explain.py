@@ -14,7 +14,7 @@ import streamlit as st
 from cxrcore.data.index import DatasetError
 from cxrcore.digest import array_digest
 from cxrcore.explain.boxes import BOX_THRESHOLD
-from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_png_bytes
+from cxrcore.explain.heatmap import COLORMAPS, heatmap_overlay, to_jpeg_bytes, to_png_bytes
 from cxrcore.explain.methods import DEFAULT_METHODS, DEFAULT_SMOOTH, EXTRA_METHODS
 from cxrcore.explain.panel import PanelOptions, Tile, panel_picture
 from cxrcore.io import MAX_UPLOAD_MB, UPLOAD_TYPES, ImageReadError, assess_image, read_image
@@ -308,7 +308,7 @@ def show_panel(rows: list[list[Tile]]) -> None:
     """
     for row in rows:
         st.image(
-            panel_picture([row]),
+            to_jpeg_bytes(panel_picture([row])),
             caption=" | ".join(tile.caption for tile in row),
             width="stretch",
         )
@@ -345,7 +345,10 @@ def ensemble_section(
         rgb = heatmap_overlay(
             ens.image01, ens.maps[label], options.colormap, options.alpha, options.threshold
         )
-        column.image(rgb, caption=f"{label}: mean of {len(loaded)} maps, p = {ens.probabilities[label]:.3f}")
+        column.image(
+            to_jpeg_bytes(rgb),
+            caption=f"{label}: mean of {len(loaded)} maps, p = {ens.probabilities[label]:.3f}",
+        )
 
 
 def internals_section(checkpoint: Checkpoint, image01: np.ndarray) -> None:

@@ -18,6 +18,7 @@ import streamlit as st
 
 from cxrcore.digest import array_digest
 from cxrcore.evaluate.lung_heat import lung_heat, stored_lung_heat
+from cxrcore.explain.heatmap import to_jpeg_bytes
 from cxrcore.models.card import file_fingerprint
 from cxrcore.models.segmenter_card import LUNG_HEAT_MAX_IMAGES, default_segmenter_path
 from cxrcore.store import Workspace
@@ -81,7 +82,8 @@ def explain_lung_section(
     area = float(lungs.mean())
     table["reading"] = [share_reading(value, area) for value in shares.iloc[:, 0]]  # the CAM's
     left, right = st.columns([1, 3])
-    left.image(lung_outline(result.image01, lungs), caption="Lung fields (segmenter)", width="stretch")
+    outline = to_jpeg_bytes(lung_outline(result.image01, lungs))
+    left.image(outline, caption="Lung fields (segmenter)", width="stretch")
     with right:
         static_table(table)
     even = f"An evenly spread map would score {area:.0%}, the lungs' share of the image; reading: the CAM's."
