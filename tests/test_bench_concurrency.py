@@ -3,23 +3,13 @@ reports each part alone and together."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_concurrency.py"
+from bench_runner import run_bench
 
 
 def test_two_uploads_at_once_are_timed_part_by_part() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "CXR_DATA_DIR"} | {"OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(BENCH), "--sessions", "2", "--repeats", "1"]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    args = ("--sessions", "2", "--repeats", "1")
+    result = run_bench("bench_concurrency.py", *args, env={"OMP_NUM_THREADS": "1"})
     assert result["real_data"] is False and result["sessions"] == 2 and result["torch_threads"] == 1
     for part in ("explain", "detect", "segment", "all"):
         figures = result[part]

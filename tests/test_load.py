@@ -4,16 +4,12 @@ loaded again, and the JSON carries the figures the benchmark reports."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from bench_runner import run_bench
 from browser_harness import browser_missing
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_load.py"
 
 pytestmark = [
     pytest.mark.slow,  # prepares a workspace, starts the dashboard and drives Chromium (about a minute)
@@ -22,19 +18,8 @@ pytestmark = [
 
 
 def test_two_sessions_uploading_at_once_are_both_served(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "CXR_DATA_DIR"}  # synthetic files: quick
-    out_file = tmp_path / "load.json"
-    command = [sys.executable, str(BENCH), "--sessions", "2", "--rounds", "1", "--single-runs", "1"]
-    proc = subprocess.run(
-        [*command, "--settle", "1", "--out", str(out_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert json.loads(out_file.read_text()) == result
+    args = ("--sessions", "2", "--rounds", "1", "--single-runs", "1", "--settle", "1")
+    result = run_bench("bench_load.py", *args, out=tmp_path / "load.json")
     assert result["real_data"] is False and result["sessions"] == 2 and result["rounds"] == 1
     assert result["errors"] == [] and result["served"] == result["total"] == 2
     uploads = result["by_round"][0]["uploads"]

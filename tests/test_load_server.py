@@ -5,33 +5,17 @@ figures the benchmark reports."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_load_server.py"
+from bench_runner import run_bench
 
 pytestmark = pytest.mark.slow  # prepares a workspace and starts the dashboard (about half a minute)
 
 
 def test_two_protocol_sessions_uploading_at_once_are_both_served(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "CXR_DATA_DIR"}  # synthetic files: quick
-    out_file = tmp_path / "load.json"
-    command = [sys.executable, str(BENCH), "--sessions", "2", "--rounds", "1", "--single-runs", "1"]
-    proc = subprocess.run(
-        [*command, "--settle", "0.5", "--out", str(out_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert json.loads(out_file.read_text()) == result
+    args = ("--sessions", "2", "--rounds", "1", "--single-runs", "1", "--settle", "0.5")
+    result = run_bench("bench_load_server.py", *args, out=tmp_path / "load.json")
     assert result["real_data"] is False and result["clients"].startswith("streamlit protocol")
     assert result["errors"] == [] and result["served"] == result["total"] == 2
     uploads = result["by_round"][0]["uploads"]
