@@ -120,17 +120,18 @@ def _numbers_where_possible(column: pd.Series) -> pd.Series:
     return numbers if numbers.notna().sum() == (column != "").sum() else column
 
 
+def tables_in_html(html: str) -> list[pd.DataFrame]:
+    """Each <table> of a piece of HTML as a frame of its cells' text, numbers read back as numbers."""
+    reader = _TableReader()
+    reader.feed(html)
+    return [
+        pd.DataFrame(body, columns=header).apply(_numbers_where_possible) for header, body in reader.tables
+    ]
+
+
 def html_tables(at: AppTest) -> list[pd.DataFrame]:
-    """The plain tables the page drew with ``st.html`` (``cxrcore.ui.tables``), one frame each, numbers
-    read back as numbers."""
-    frames = []
-    for element in at.get("html"):
-        reader = _TableReader()
-        reader.feed(element.proto.body)
-        for header, body in reader.tables:
-            frame = pd.DataFrame(body, columns=header)
-            frames.append(frame.apply(_numbers_where_possible))
-    return frames
+    """The plain tables the page drew with ``st.html`` (``cxrcore.ui.tables``), one frame each."""
+    return [table for element in at.get("html") for table in tables_in_html(element.proto.body)]
 
 
 def panel_rows(at: AppTest) -> list[list[str]]:

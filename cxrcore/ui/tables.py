@@ -18,15 +18,15 @@ TABLE_STYLES = [
     {"selector": "th, td", "props": "padding: 0.15rem 0.5rem; white-space: nowrap;"},
     {"selector": "th, td", "props": "border-bottom: 1px solid rgba(128,128,128,0.2);"},
     {"selector": "thead th", "props": "text-align: left; font-weight: 600; opacity: 0.75;"},
-    {"selector": "caption", "props": "caption-side: bottom; text-align: left; opacity: 0.6;"},
 ]
 
 
 def styled(frame: pd.DataFrame, precision: int = 3) -> Styler:
     """A frame ready for ``static_table``: its index (named, e.g. "label") as the first column, numbers
-    to ``precision`` decimals."""
+    to ``precision`` decimals, text shown as written (label names come from datasets and model cards:
+    their ``<`` and ``&`` are escaped, never read as markup)."""
     shown = frame.reset_index() if any(frame.index.names) else frame
-    return shown.style.hide(axis="index").format(precision=precision)
+    return shown.style.hide(axis="index").format(precision=precision, escape="html")
 
 
 def static_table(table: pd.DataFrame | Styler) -> None:
