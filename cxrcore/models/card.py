@@ -103,6 +103,16 @@ def _typed(stored: dict[str, Any], weights: Path) -> ModelCard:
         raise CheckpointError(f"model card of {str(weights)!r} cannot be read: {exc}") from exc
 
 
+FileVersion = tuple[str, int, int, int]  # resolved path, inode, modification time (ns), size
+
+
+def file_version(path: Path) -> FileVersion:
+    """What identifies one version of a file, for results kept per version (a rewrite, atomic or in
+    place, changes the inode, the time or the size). OSError when the file is missing."""
+    st = path.stat()
+    return str(path.resolve()), st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def read_card(path: str | Path) -> ModelCard:
     """The model card of a checkpoint, read from the safetensors header without loading weights.
 
@@ -111,22 +121,22 @@ def read_card(path: str | Path) -> ModelCard:
     """
     weights = weights_path(path)
     try:
-        stat = weights.stat()
+        version = file_version(weights)
     except OSError:
         return open_card(weights)  # the reader's own message for a missing file
-    return _read_card(str(weights), stat.st_size, stat.st_mtime_ns)
+    return _read_card(version)
 
 
 @functools.lru_cache(maxsize=64)
-def _read_card(weights: str, size: int, mtime_ns: int) -> ModelCard:
-    return open_card(Path(weights))
+def _read_card(version: FileVersion) -> ModelCard:
+    return open_card(Path(version[0]))
 
 
 @functools.lru_cache(maxsize=256)
-def _sha256_cached(path: str, inode: int, mtime_ns: int, size: int) -> str:
-    """sha256 of a file, cached by path, inode, modification time and size."""
+def _sha256_cached(version: FileVersion) -> str:
+    """sha256 of a file, once per version."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(version[0], "rb") as f:
         while chunk := f.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -134,8 +144,7 @@ def _sha256_cached(path: str, inode: int, mtime_ns: int, size: int) -> str:
 
 def _sha256(path: Path) -> str:
     """Full sha256 hex digest of a file."""
-    st = path.stat()
-    return _sha256_cached(str(path.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+    return _sha256_cached(file_version(path))
 
 
 def file_fingerprint(path: str | Path) -> str:
@@ -147,10 +156,10 @@ def file_fingerprint(path: str | Path) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _tensors_sha256_cached(path: str, inode: int, mtime_ns: int, size: int) -> str:
+def _tensors_sha256_cached(version: FileVersion) -> str:
     """sha256 of a safetensors file's tensor layout and data, leaving out its metadata (the card)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(version[0], "rb") as f:
         header_bytes = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(header_bytes))
         header.pop("__metadata__", None)
@@ -169,9 +178,8 @@ def weights_fingerprint(path: str | Path) -> str:
     weights = weights_path(path)
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {str(weights)!r} does not exist")
-    st = weights.stat()
     try:
-        digest = _tensors_sha256_cached(str(weights.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+        digest = _tensors_sha256_cached(file_version(weights))
     except (ValueError, OSError) as exc:
         raise CheckpointError(f"{str(weights)!r} is not a readable safetensors file ({exc})") from exc
     return digest[:FINGERPRINT_CHARS]

@@ -19,8 +19,10 @@ from cxrcore.labels import LabelFit, label_fit
 from cxrcore.models.card import (
     GUARD_SUFFIX,
     CheckpointError,
+    FileVersion,
     SegmenterFileError,
     describe_checkpoint,
+    file_version,
     guard_path,
 )
 
@@ -59,19 +61,19 @@ def _entry(path: Path, source: str) -> CheckpointEntry | None:
     """The listing's entry for one checkpoint file, read once per version of the file: every page run
     lists the checkpoints (the pickers), and each entry reads the file's card and fingerprint."""
     try:
-        stat = path.stat()
+        version = file_version(path)
     except OSError as exc:
         log.warning("skipping checkpoint %s: %s", path, exc)
         return None
-    entry = _described(str(path), source, stat.st_size, stat.st_mtime_ns)
-    return (
-        None if entry is None else replace(entry, info=copy.deepcopy(entry.info))
-    )  # callers may change theirs
+    entry = _described(version, source)
+    if entry is None:
+        return None
+    return replace(entry, info=copy.deepcopy(entry.info))  # the caller's own copy, to change if it likes
 
 
 @functools.lru_cache(maxsize=256)
-def _described(where: str, source: str, size: int, mtime_ns: int) -> CheckpointEntry | None:
-    path = Path(where)
+def _described(version: FileVersion, source: str) -> CheckpointEntry | None:
+    path = Path(version[0])
     try:
         info = describe_checkpoint(path)
     except SegmenterFileError:  # the bundled lung segmenter: a tool of the pages, not a model to pick

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from cxrcore.atomic import atomic_path, write_error
 from cxrcore.io.quality import MAX_ASPECT, MIN_STD, assess_image  # noqa: F401  (re-exported)
-from cxrcore.models.card import GUARD_SUFFIX, guard_path  # noqa: F401  (re-exported)
+from cxrcore.models.card import GUARD_SUFFIX, FileVersion, file_version, guard_path  # noqa: F401  (re-exported)
 from cxrcore.models.checkpoint import Checkpoint, load_checkpoint
 from cxrcore.models.lock import model_lock
 from cxrcore.models.registry import CXRModel
@@ -144,14 +144,15 @@ def load_guard(checkpoint: str | Path) -> Guard | None:
     """
     path = guard_path(checkpoint)
     try:
-        stat = path.stat()
+        version = file_version(path)
     except OSError:
         return None
-    return _load_guard(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _load_guard(version)
 
 
 @functools.lru_cache(maxsize=16)
-def _load_guard(path: str, size: int, mtime_ns: int) -> Guard | None:
+def _load_guard(version: FileVersion) -> Guard | None:
+    path = version[0]
     try:
         with safetensors.safe_open(path, framework="numpy") as f:
             meta = f.metadata() or {}

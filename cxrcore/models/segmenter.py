@@ -35,7 +35,7 @@ from torch import nn
 import cxrcore
 from cxrcore.digest import array_digest
 from cxrcore.lung_crop import LUNG_MARGIN, Box, widen_box
-from cxrcore.models.card import SEGMENTER_CARD_KEY, CheckpointError
+from cxrcore.models.card import SEGMENTER_CARD_KEY, CheckpointError, FileVersion, file_version
 from cxrcore.models.checkpoint import check_state_dict, read_tensors, write_tensors
 from cxrcore.models.segmenter_card import (
     SegmenterCard,
@@ -185,9 +185,9 @@ def _load(path: Path) -> Segmenter:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(path: str, mtime_ns: int, size: int) -> Segmenter:
+def _cached(version: FileVersion) -> Segmenter:
     """One loaded segmenter per file version (read-only afterwards, so shared by every thread)."""
-    return _load(Path(path))
+    return _load(Path(version[0]))
 
 
 def load_segmenter(path: str | Path | None = None) -> Segmenter:
@@ -203,8 +203,7 @@ def load_segmenter(path: str | Path | None = None) -> Segmenter:
             f"no lung segmenter at {str(weights)!r}; train one with "
             f"python -m cxrcore segmenter train --out {weights}"
         )
-    st = weights.stat()
-    return _cached(str(weights.resolve()), st.st_mtime_ns, st.st_size)
+    return _cached(file_version(weights))
 
 
 _recent: collections.OrderedDict[tuple[str, str], LungMasks] = collections.OrderedDict()
