@@ -155,6 +155,7 @@ def measure(url: str, pid: int, home: Path, args: argparse.Namespace) -> dict[st
         "concurrent_p95_s": round(p95, 3) if p95 else None,
         "concurrent_max_s": max(times) if times else None,
         "p95_over_single_median": round(p95 / single_median, 2) if p95 and single_median else None,
+        "maps_concurrent_median_s": round(statistics.median(maps), 3) if maps else None,
         "maps_concurrent_p95_s": round(_p95(maps), 3) if maps else None,
         "served": len(times),
         "total": len(uploads),

@@ -4,6 +4,7 @@ detector panel (run once per image, the threshold only filters), the Models page
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import time
 from pathlib import Path
@@ -169,6 +170,45 @@ def test_explain_draws_the_detectors_boxes_and_the_threshold_does_not_run_it_aga
     at.selectbox(key=ud.DETECTOR_WIDGET).set_value(ud.NO_DETECTOR)
     run(at)
     assert len(at.get("image")) == 3 and detected[0] == 1
+
+
+def test_explain_takes_the_maps_in_a_first_turn_and_the_detector_and_lungs_in_a_later_one(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a room of uploads, everyone's maps go before anyone's detector boxes (``cxrcore.ui.turns``):
+    the page runs the model in a FIRST turn, the detector and the lung segmenter in LATER ones."""
+    from cxrcore.explain import engine
+    from cxrcore.models import segmenter
+    from cxrcore.ui import turns
+
+    gate = turns.TurnGate(slots=2)
+    monkeypatch.setattr(turns, "_GATE", gate)
+    seen: list[tuple[str, int | None]] = []
+
+    def recorded(module: object, name: str) -> None:
+        original = getattr(module, name)
+
+        def call(*args: object, **kwargs: object) -> object:
+            seen.append((name, gate.held()))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, call)
+
+    recorded(engine, "explain")
+    recorded(detection, "detect")
+    recorded(segmenter, "segment_lungs")
+    save_detector(ws.home)
+    bundled = Path(os.environ["CXR_CHECKPOINTS"])
+    for path in BUNDLED_DIR.glob("lung-segmenter.*"):  # the lungs' section runs only with its segmenter
+        shutil.copy(path, bundled / path.name)
+    at = _upload(ws)
+    assert not at.exception and len(panel_rows(at)) == 3
+    assert seen == [
+        ("explain", turns.FIRST),
+        ("detect", turns.LATER),
+        ("segment_lungs", turns.LATER),
+    ]
+    assert gate.running == 0 and gate.held() is None
 
 
 def _with_cut(path: Path, cut: float) -> Path:

@@ -29,8 +29,9 @@ from cxrcore.ui import state
 from cxrcore.ui.data import csv_download
 from cxrcore.ui.explain import ImageChoice, model_key, session_memo, show_panel
 from cxrcore.ui.models import load_model
-from cxrcore.ui.page import guarded
+from cxrcore.ui.page import compute_turn, guarded
 from cxrcore.ui.tables import static_table, styled
+from cxrcore.ui.turns import LATER
 
 if TYPE_CHECKING:  # PyTorch loads when a detector first runs
     from cxrcore.models.checkpoint import Checkpoint
@@ -120,7 +121,7 @@ def _controls(ws: Workspace) -> tuple[str | None, float]:
 def _boxes_view(path: str, threshold: float, pixels: np.ndarray) -> DetectorView:
     """Run (or reuse) the detector at ``path`` on the image and keep the boxes above ``threshold``."""
     checkpoint = load_model(path)
-    with st.spinner("Running the lesion detector..."):
+    with st.spinner("Running the lesion detector..."), compute_turn(LATER):  # after waiting maps
         found = cached_detections(checkpoint, pixels)
     shown = found[found["score"] >= threshold].reset_index(drop=True)
     return DetectorView(checkpoint, threshold, shown)

@@ -12,7 +12,7 @@ import streamlit as st
 from cxrcore.errors import is_user_error
 from cxrcore.notice import RESEARCH_NOTICE  # the pages import it from here
 from cxrcore.store import Workspace
-from cxrcore.ui import state
+from cxrcore.ui import state, turns
 from cxrcore.ui.warmup import schedule_warmup
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,23 @@ def guarded(action: str) -> Iterator[None]:
         st.error(
             f"Could not {action}: unexpected {type(exc).__name__}: {exc}. Details are in the server log."
         )
+
+
+@contextmanager
+def compute_turn(priority: int = turns.FIRST) -> Iterator[None]:
+    """Run the ``with`` block in its turn at the CPU (``cxrcore.ui.turns``); while this session waits for
+    it, a line on the page says so."""
+    note = None
+
+    def waiting(ahead: int) -> None:
+        nonlocal note
+        note = st.empty()
+        note.caption(f"Queued behind {ahead} other request(s) on this server; it starts when a core is free.")
+
+    with turns.gate().turn(priority, on_wait=waiting):
+        if note is not None:
+            note.empty()
+        yield
 
 
 def select_dataset(ws: Workspace) -> str | None:
