@@ -1,12 +1,15 @@
 """Background processes of ours: started detached with their output in a log, and whether one still runs
-(told apart from a zombie or a reused pid)."""
+(told apart from a zombie or a reused pid); counts the dashboard's process reads from its environment."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def process_alive(pid: int, marker: bytes) -> bool:
@@ -59,3 +62,15 @@ def start_detached(command: Sequence[str], log: Path, cwd: Path, env: Mapping[st
             env=child_environment(env),
             start_new_session=True,
         )
+
+
+def count_from_env(name: str, default: int) -> int:
+    """A count of at least one from the environment variable ``name``; ``default`` when it is unset, and
+    when it is not a whole number (the log says so)."""
+    value = os.environ.get(name, "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            log.warning("%s must be a whole number, got %r; using %d", name, value, default)
+    return default

@@ -36,19 +36,26 @@ def _queue(gate: TurnGate, priority: int, name: str, order: list[str], release: 
     return thread
 
 
+def _hold(gate: TurnGate, priority: int) -> threading.Event:
+    """A thread that takes a turn of ``priority`` and holds it until the returned event is set; returns
+    once it holds it."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gate.turn(priority):
+            inside.set()
+            leave.wait(WAIT_S)
+
+    threading.Thread(target=hold, daemon=True).start()
+    assert inside.wait(WAIT_S)
+    return leave
+
+
 def test_waiting_sections_go_by_priority_then_arrival() -> None:
     gate = TurnGate(slots=1)
     order: list[str] = []
     release = threading.Event()
-    holder_in, holder_out = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with gate.turn(FIRST):
-            holder_in.set()
-            holder_out.wait(WAIT_S)
-
-    threading.Thread(target=hold, daemon=True).start()
-    assert holder_in.wait(WAIT_S)
+    holder_out = _hold(gate, FIRST)
     threads = []
     for priority, name in [(LATER, "later-1"), (FIRST, "first-1"), (LATER, "later-2"), (FIRST, "first-2")]:
         threads.append(_queue(gate, priority, name, order, release))
@@ -100,15 +107,7 @@ def test_nested_sections_pass_through_and_a_free_gate_does_not_call_on_wait() ->
 
 def test_on_wait_hears_how_many_are_ahead() -> None:
     gate = TurnGate(slots=1)
-    inside, leave = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with gate.turn(LATER):
-            inside.set()
-            leave.wait(WAIT_S)
-
-    threading.Thread(target=hold, daemon=True).start()
-    assert inside.wait(WAIT_S)
+    leave = _hold(gate, LATER)
     waits: list[int] = []
     timer = threading.Timer(0.05, leave.set)
     timer.start()
@@ -119,15 +118,7 @@ def test_on_wait_hears_how_many_are_ahead() -> None:
 
 def test_a_stuck_holder_delays_others_by_at_most_max_wait(caplog: pytest.LogCaptureFixture) -> None:
     gate = TurnGate(slots=1, max_wait_s=0.1)
-    inside, leave = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with gate.turn(FIRST):
-            inside.set()
-            leave.wait(WAIT_S)
-
-    threading.Thread(target=hold, daemon=True).start()
-    assert inside.wait(WAIT_S)
+    leave = _hold(gate, FIRST)
     started = time.monotonic()
     with gate.turn(FIRST):
         assert gate.running == 2

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
-from cxrcore.processes import SERVER_THREADS_MARK
+from cxrcore.processes import SERVER_THREADS_MARK, count_from_env
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +94,7 @@ def server_threads() -> int:
     least one). The rest is left to the browser (on the presenter's own machine it shares the cores) and
     to the other sessions: on 2 cores, one thread brought an upload's probabilities and maps on screen in
     1.2 s instead of 1.4 s, and the whole page in 1.5 s instead of 2.2 s."""
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            log.warning("%s must be a whole number, got %r; using half the cores", THREADS_ENV, value)
-    return max(1, (os.cpu_count() or 2) // 2)
+    return count_from_env(THREADS_ENV, max(1, (os.cpu_count() or 2) // 2))
 
 
 def limit_threads(environ: MutableMapping[str, str]) -> None:

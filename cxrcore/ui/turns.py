@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from cxrcore.processes import count_from_env
+
 log = logging.getLogger(__name__)
 
 FIRST = 0  # an image's probabilities and maps
@@ -38,13 +40,7 @@ MAX_WAIT_S = 60.0
 
 def default_slots() -> int:
     """``CXR_COMPUTE_SLOTS`` when set to a whole number >= 1, else the number of CPU cores."""
-    value = os.environ.get(SLOTS_ENV, "").strip()
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            log.warning("%s must be a whole number, got %r; using the CPU cores", SLOTS_ENV, value)
-    return max(1, os.cpu_count() or 1)
+    return count_from_env(SLOTS_ENV, max(1, os.cpu_count() or 1))
 
 
 class TurnGate:
