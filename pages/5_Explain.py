@@ -29,51 +29,51 @@ if checkpoint is None:
     st.info("No model yet: `make run` prepares the demo models, or train one on the Train page.")
     st.stop()
 
+# The image is read outside the turns; a set of several uploads is reviewed in a later turn of its own.
+choice = ux.image_source(ws, dataset, checkpoint)
+if choice is None:
+    st.info("Upload one chest X-ray or several, or pick an image of the selected dataset.")
+    with guarded("read the model's card"):
+        trust.labels_section(read_card(checkpoint))
+    st.stop()
+
 rows = None
-with compute_turn(FIRST):  # this image's probabilities and maps go before anyone's later sections
-    choice = ux.image_source(ws, dataset, checkpoint)
-    if choice is None:
-        st.info("Upload one chest X-ray or several, or pick an image of the selected dataset.")
-        with guarded("read the model's card"):
-            trust.labels_section(read_card(checkpoint))
+with compute_turn(FIRST), guarded("explain the image"):  # maps before anyone's later sections
+    loaded = load_model(checkpoint)
+    pixels = ux.window_controls(choice)
+    if ux.image_refused(choice):
         st.stop()
+    # One forward pass gives the maps and the features the upload guard measures; nothing is shown
+    # before the guard has had its say.
+    base = ux.cached_explanation(loaded, pixels, None, DEFAULT_METHODS)
+    if not ux.guard_warning(loaded, choice, pixels, base):
+        st.stop()
+    readings = trust.readings_section(loaded, base)  # labels called positive first
+    trust.about_section(loaded, ux.guard_verdict(loaded, choice, pixels, base))
+    order = readings["label"].tolist()
 
-    with guarded("explain the image"):
-        loaded = load_model(checkpoint)
-        pixels = ux.window_controls(choice)
-        if ux.image_refused(choice):
-            st.stop()
-        # One forward pass gives the maps and the features the upload guard measures; nothing is shown
-        # before the guard has had its say.
-        base = ux.cached_explanation(loaded, pixels, None, DEFAULT_METHODS)
-        if not ux.guard_warning(loaded, choice, pixels, base):
-            st.stop()
-        readings = trust.readings_section(loaded, base)  # labels called positive first
-        trust.about_section(loaded, ux.guard_verdict(loaded, choice, pixels, base))
-        order = readings["label"].tolist()
-
-        left, right, last = st.columns([3, 2, 1])
-        labels = ux.label_picker(left, choice, order)
-        extra = right.multiselect("More methods", EXTRA_METHODS, key="explain_methods")
-        smooth = ux.smoothing_input(last, "explain_smooth")
-        options = ux.panel_options()
-        if not labels:
-            st.info("Pick at least one label.")
-            st.stop()
-        result = base
-        if extra or smooth != DEFAULT_SMOOTH:
-            result = ux.cached_explanation(loaded, pixels, labels, (*DEFAULT_METHODS, *extra), smooth)
-        truth = None
-        if choice.truth is not None and len(choice.truth):
-            height, width = choice.pixels.shape
-            truth = boxes_to_input(choice.truth, width, height, loaded.preprocess)
-        cam_name = "CAM (= Grad-CAM at the last layer)" if loaded.spec.pooling == "avg" else "Grad-CAM"
-        st.caption(
-            f"Columns: the image{' with its true boxes (green)' if truth is not None else ''}, {cam_name}, "
-            f"CRM{', ' + ', '.join(extra) if extra else ''}. Boxes: regions above "
-            f"{options.box_threshold:.0%} of each map's peak, scored by peak heat x probability."
-        )
-        rows = panel_tiles(result, labels, [*DEFAULT_METHODS, *extra], options, truth)
+    left, right, last = st.columns([3, 2, 1])
+    labels = ux.label_picker(left, choice, order)
+    extra = right.multiselect("More methods", EXTRA_METHODS, key="explain_methods")
+    smooth = ux.smoothing_input(last, "explain_smooth")
+    options = ux.panel_options()
+    if not labels:
+        st.info("Pick at least one label.")
+        st.stop()
+    result = base
+    if extra or smooth != DEFAULT_SMOOTH:
+        result = ux.cached_explanation(loaded, pixels, labels, (*DEFAULT_METHODS, *extra), smooth)
+    truth = None
+    if choice.truth is not None and len(choice.truth):
+        height, width = choice.pixels.shape
+        truth = boxes_to_input(choice.truth, width, height, loaded.preprocess)
+    cam_name = "CAM (= Grad-CAM at the last layer)" if loaded.spec.pooling == "avg" else "Grad-CAM"
+    st.caption(
+        f"Columns: the image{' with its true boxes (green)' if truth is not None else ''}, {cam_name}, "
+        f"CRM{', ' + ', '.join(extra) if extra else ''}. Boxes: regions above "
+        f"{options.box_threshold:.0%} of each map's peak, scored by peak heat x probability."
+    )
+    rows = panel_tiles(result, labels, [*DEFAULT_METHODS, *extra], options, truth)
 if rows is None:  # the explanation failed and said why
     st.stop()
 

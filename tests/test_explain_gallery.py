@@ -61,3 +61,29 @@ def test_several_uploads_make_a_sorted_gallery_with_reports_and_open_one(demo_ws
     assert len(at.get("image")) >= 3  # the opened image's panel
     shown = " ".join(str(e.value) for kind in ("markdown", "caption", "warning") for e in at.get(kind))
     assert not any(value in shown for value in PHI.values())
+
+
+def test_a_set_of_uploads_is_reviewed_in_a_later_turn(
+    demo_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One person's set of images waits behind other people's single uploads (``cxrcore.ui.turns``)."""
+    from cxrcore.ui import batch, turns
+
+    gate = turns.TurnGate(slots=2)
+    monkeypatch.setattr(turns, "_GATE", gate)
+    held: list[int | None] = []
+    review = batch.review_batch
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        held.append(gate.held())
+        return review(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "review_batch", recorded)
+    at = run_page("pages/5_Explain.py")
+    at.session_state[state.CHECKPOINT] = str(TINY)
+    files = [("a.png", _png(1, "Nodule"), "image/png"), ("b.png", _png(3, "Effusion"), "image/png")]
+    at.file_uploader(key="explain_upload").set_value(files)
+    run(at)
+    assert not at.exception and len(at.dataframe[0].value) == 2
+    assert held == [turns.LATER]
+    assert gate.running == 0

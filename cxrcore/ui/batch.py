@@ -19,6 +19,8 @@ from cxrcore.models.checkpoint import Checkpoint
 from cxrcore.ui import state
 from cxrcore.ui.explain import ImageChoice, model_key, read_upload, session_memo
 from cxrcore.ui.models import load_model
+from cxrcore.ui.page import compute_turn
+from cxrcore.ui.turns import LATER
 from cxrcore.workflows.batch_report import BatchReview, batch_table, gallery_table, review_batch
 from cxrcore.workflows.report_render import html_report, pdf_report
 
@@ -56,7 +58,8 @@ def gallery_section(checkpoint_path: Path, uploads: Sequence[tuple[str, bytes]])
     """The gallery of several uploads, sorted by a chosen label; returns the upload opened below it."""
     checkpoint = load_model(checkpoint_path)
     key = (model_key(checkpoint), array_digest(*(name.encode() + b"\0" + data for name, data in uploads)))
-    reviewed = session_memo(state.BATCH_REVIEWS, key, lambda: _review(checkpoint, uploads))
+    with compute_turn(LATER):  # a set of images must not hold back other people's single uploads
+        reviewed = session_memo(state.BATCH_REVIEWS, key, lambda: _review(checkpoint, uploads))
     review = reviewed.review
     for image in review.failed:
         st.warning(f"Cannot read {image.name!r}: {image.error}", icon="⚠️")

@@ -4,9 +4,10 @@ each upload's probabilities and maps before anyone's later sections.
 The server runs each session's script in a thread of its own. Six uploads arriving together used to
 share the two cores evenly, so every one of them advanced slowly and all finished near the end. Here at
 most ``slots`` (the CPU cores) heavy sections run at once; the rest wait in line, and a waiting
-section of priority ``FIRST`` (reading the image, the model's probabilities, the maps) goes before any
-waiting ``LATER`` one (the lesion detector's boxes, the lungs' share of the heat, the extra sections).
-Within a priority it is first come, first served.
+section of priority ``FIRST`` (an image's explanation, guard, probabilities and maps) goes before any
+waiting ``LATER`` one (the lesion detector's boxes, the lungs' share of the heat, the extra sections,
+the review of a set of several uploads). Within a priority it is first come, first served. Reading the
+uploaded file itself takes no turn.
 
 On 2 cores, six sessions uploading real X-rays at once without browsers (``bench/bench_load_server.py``):
 the maps were on screen after 0.43 s (median) instead of 0.72 s, the last after 0.72 s instead of
