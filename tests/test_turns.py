@@ -3,6 +3,7 @@ sections pass through, and a stuck holder delays others by at most ``max_wait_s`
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -139,6 +140,8 @@ def test_slots_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv(turns.SLOTS_ENV, "3")
     assert turns.default_slots() == 3
     monkeypatch.setenv(turns.SLOTS_ENV, "many")
-    assert turns.default_slots() >= 1
+    assert turns.default_slots() == max(1, os.cpu_count() or 1)  # the cores, and a line in the log
+    monkeypatch.setenv(turns.SLOTS_ENV, "0")
+    assert turns.default_slots() == 1
     with pytest.raises(ValueError, match="at least one slot"):
         TurnGate(slots=0)

@@ -9,9 +9,10 @@ waiting ``LATER`` one (the lesion detector's boxes, the lungs' share of the heat
 the review of a set of several uploads). Within a priority it is first come, first served. Reading the
 uploaded file itself takes no turn.
 
-On 2 cores, six sessions uploading real X-rays at once without browsers (``bench/bench_load_server.py``):
-the maps were on screen after 0.43 s (median) instead of 0.72 s, the last after 0.72 s instead of
-0.88 s; every upload's whole page took about as long as before (the CPU work is the same).
+On 2 cores, six sessions uploading real X-rays at once without browsers (``bench/bench_load_server.py``,
+two runs of three rounds each way): the maps were on screen after 0.44-0.45 s (median) instead of
+0.74-0.76 s, p95 0.66-0.67 s instead of 0.82-0.84 s; the whole pages' p95 1.28-1.29 s instead of
+1.35-1.42 s (the CPU work is the same).
 
 A thread that holds a turn passes through any turn it asks for inside it. A section never waits longer
 than ``max_wait_s`` for its turn: it then runs anyway (and says so in the log), so one stuck script can
